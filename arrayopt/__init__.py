@@ -1,0 +1,50 @@
+"""arrayopt: torch.optim's optimizers for NumPy, CuPy and array-API arrays.
+
+>>> import numpy as np
+>>> import arrayopt
+>>> w = arrayopt.Parameter(np.zeros(3), name="w")
+>>> opt = arrayopt.Adam([w], lr=0.1)
+>>> w.grad = w.data - np.array([1.0, 2.0, 3.0])     # gradient of 0.5 |w - c|^2
+>>> opt.step()
+
+Same class names, arguments, defaults, ``param_groups`` and ``state_dict`` layout as
+torch.optim 2.13, and the same numbers. Each update rule is one elementwise function
+at the top of ``arrayopt/optimizers/<name>.py``; ``arrayopt.backends`` runs it on
+NumPy, on CuPy (one fused kernel) or on any array-API library.
+"""
+
+import importlib.util
+import os
+import sys
+
+__version__ = "0.1.0"
+
+
+def _mount_source_backends() -> None:
+    # Installed, arrayopt/backends/ is inside this package. In a source checkout the
+    # folder is ../backends (setup.cfg maps it), so when this copy of arrayopt is the
+    # checkout itself (not installed, or found first because the current directory is
+    # on sys.path, as with `python -m` from the repository root), load that folder as
+    # arrayopt.backends rather than fail half-way through importing.
+    here = os.path.dirname(os.path.abspath(__file__))
+    folder = os.path.join(os.path.dirname(here), "backends")
+    init = os.path.join(folder, "__init__.py")
+    if "arrayopt.backends" in sys.modules or os.path.isdir(os.path.join(here, "backends")):
+        return
+    if importlib.util.find_spec("arrayopt.backends") is not None or not os.path.isfile(init):
+        return
+    spec = importlib.util.spec_from_file_location("arrayopt.backends", init, submodule_search_locations=[folder])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arrayopt.backends"] = module
+    spec.loader.exec_module(module)
+
+
+_mount_source_backends()
+
+from arrayopt import backends  # noqa: E402
+from arrayopt.optimizer import Optimizer  # noqa: E402
+from arrayopt.optimizers import SGD, Adam, AdamW  # noqa: E402
+from arrayopt.parameter import Parameter  # noqa: E402
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "Parameter", "backends", "__version__"]

@@ -1,0 +1,89 @@
+"""Hyper-parameter checks shared by the optimizers, with torch.optim's messages."""
+
+import math
+from typing import Any
+
+from arrayopt.backends import get_backend, is_array
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``."""
+    if not ok:
+        raise ValueError(message)
+
+
+def to_float(value: Any) -> float:
+    """A hyper-parameter (Python number or 1-element array) as a Python float.
+
+    Arrays are read on the host (for a CuPy array this waits for the device), so the
+    update rules only ever see Python floats: float32 parameters stay float32.
+    """
+    if type(value) is float:
+        return value
+    if is_array(value):
+        return float(get_backend(value).to_numpy(value).reshape(()))
+    return float(value)
+
+
+def check_array_scalar(value: Any, name: str) -> None:
+    """torch accepts a 1-element tensor for some hyper-parameters; so do we, for arrays."""
+    if is_array(value) and math.prod(value.shape) != 1:
+        raise ValueError(f"Tensor {name} must be 1-element")
+
+
+def check_lr(lr: Any) -> None:
+    """torch's learning-rate checks, plus: a non-finite lr is refused."""
+    check_array_scalar(lr, "lr")
+    check_nonnegative(lr, "lr", f"Invalid learning rate: {lr}")
+
+
+def check_nonnegative(value: Any, name: str, message: str) -> None:
+    """``0 <= value < inf``, else ``ValueError(message)``; NaN fails too."""
+    require(0.0 <= number(value, name) < math.inf, message)
+
+
+def check_finite(value: Any, name: str, message: str) -> None:
+    """``value`` is a finite real number, else ``ValueError(message)``."""
+    require(math.isfinite(number(value, name)), message)
+
+
+def check_flag_conflicts(fused: Any, foreach: Any, differentiable: Any, capturable: Any = False) -> None:
+    """torch's implementation-flag errors, then ours for the flags we cannot honour.
+
+    ``foreach`` and ``fused`` only choose among torch's implementations of the same
+    rule; arrayopt has a single implementation per backend, so they are accepted,
+    kept in the param groups, and have no effect.
+    """
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if differentiable:
+        raise NotImplementedError(
+            "differentiable=True is not supported: arrayopt has no autograd, its update "
+            "rules write into plain arrays in place"
+        )
+    if capturable:
+        raise NotImplementedError(
+            "capturable=True is not supported: arrayopt keeps step counters and "
+            "per-step scalars on the host and never synchronises with the device "
+            "inside step(), so there is no separate capturable mode"
+        )
+
+
+def number(value: Any, name: str) -> float:
+    """``value`` as a float; a TypeError naming ``name`` if it is not a real number."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        return to_float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def typename(obj: Any) -> str:
+    """``module.Class`` of ``obj`` (just ``Class`` for builtins), like ``torch.typename``."""
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

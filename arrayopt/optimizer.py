@@ -1,0 +1,464 @@
+"""The ``Optimizer`` base class, with torch.optim 2.13's public API and semantics.
+
+Differences from torch.optim, all deliberate:
+
+* Parameters are :class:`arrayopt.Parameter` objects, so messages that say "Tensors"
+  in torch say "Parameters" here.
+* ``load_state_dict`` copies the arrays it loads (torch aliases them when no cast is
+  needed), so a loaded optimizer never shares state with the dict it was given.
+* A param group given as a dict is validated on a copy and only updated in place once
+  everything about it is known to be valid.
+"""
+
+import functools
+import math
+import warnings
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from copy import deepcopy
+from itertools import chain
+from typing import Any
+
+from arrayopt._hooks import RemovableHandle, register
+from arrayopt._validate import typename as _typename
+from arrayopt.backends import get_backend, is_array
+from arrayopt.parameter import Parameter
+
+__all__ = [
+    "ElementwiseOptimizer",
+    "Optimizer",
+    "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook",
+    "required",
+]
+
+StateDict = dict[str, Any]
+
+
+class _RequiredParameter:
+    """Singleton marking a hyper-parameter that every param group must set."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+_global_step_pre_hooks: "OrderedDict[int, Callable[..., Any]]" = OrderedDict()
+_global_step_post_hooks: "OrderedDict[int, Callable[..., Any]]" = OrderedDict()
+
+
+def register_optimizer_step_pre_hook(hook: Callable[..., Any]) -> RemovableHandle:
+    """Register ``hook(optimizer, args, kwargs)`` to run before every optimizer's step.
+
+    It may return None or a new ``(args, kwargs)`` pair (``args[0]`` is the optimizer).
+    """
+    return register(_global_step_pre_hooks, hook)
+
+
+def register_optimizer_step_post_hook(hook: Callable[..., Any]) -> RemovableHandle:
+    """Register ``hook(optimizer, args, kwargs)`` to run after every optimizer's step."""
+    return register(_global_step_post_hooks, hook)
+
+
+def _with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a ``step`` method so the global and per-instance step hooks run around it.
+
+    Order: global pre, instance pre, step, instance post, global post (as torch). A
+    ``step`` that calls ``super().step()`` runs the hooks once, not twice.
+    """
+    if getattr(step, "_arrayopt_hooked", False):
+        return step
+
+    @functools.wraps(step)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        if self.__dict__.get("_in_step", False):
+            return step(*args, **kwargs)
+        for pre_hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{step} must return None or a tuple of (new_args, new_kwargs), "
+                        f"but got {result}."
+                    )
+        self.__dict__["_in_step"] = True
+        try:
+            out = step(*args, **kwargs)
+        finally:
+            self.__dict__["_in_step"] = False
+        for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
+            post_hook(self, args, kwargs)
+        return out
+
+    wrapper._arrayopt_hooked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class Optimizer:
+    r"""Base class for all optimizers, with torch.optim's API.
+
+    Args:
+        params: an iterable of :class:`~arrayopt.Parameter`, of ``(name, Parameter)``
+            pairs, or of dicts (param groups: ``{"params": [...], "lr": ...}``) whose
+            missing options are filled from ``defaults``.
+        defaults: the default value of every hyper-parameter.
+
+    Attributes:
+        defaults: as given.
+        param_groups: list of dicts, each with ``"params"`` (a list of Parameters),
+            optionally ``"param_names"``, and every hyper-parameter.
+        state: ``defaultdict(dict)`` mapping each Parameter to its state.
+
+    Subclasses implement ``step(closure=None)``; step hooks wrap it automatically.
+    """
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self._init_hooks()
+        if isinstance(params, Parameter) or is_array(params):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                "Parameters or dicts, but got " + _typename(params)
+            )
+        self.state: defaultdict[Any, Any] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for param_group in param_groups:
+            self.add_param_group(param_group)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = _with_step_hooks(cls.__dict__["step"])  # type: ignore[method-assign]
+
+    def _init_hooks(self) -> None:
+        self._optimizer_step_pre_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+
+    # -- pickling and repr ------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_optimizer_step_pre_hooks" not in self.__dict__:
+            self._init_hooks()
+        self.defaults.setdefault("differentiable", False)
+
+    def __repr__(self) -> str:
+        text = self.__class__.__name__ + " ("
+        for i, group in enumerate(self.param_groups):
+            text += "\n"
+            text += f"Parameter Group {i}\n"
+            for key in sorted(group.keys()):
+                if key != "params":
+                    text += f"    {key}: {group[key]}\n"
+        text += ")"
+        return text
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """Run ``hook(optimizer, args, kwargs)`` before each ``step``.
+
+        The hook may return None or ``(new_args, new_kwargs)``.
+        """
+        return register(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """Run ``hook(optimizer, args, kwargs)`` after each ``step``."""
+        return register(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer)`` before ``state_dict`` packs the state."""
+        return register(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer, state_dict)`` on the packed dict; a non-None result replaces it."""
+        return register(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer, state_dict)`` on a shallow copy before loading; a non-None result replaces it."""
+        return register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer)`` after loading."""
+        return register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
+
+    # -- param groups -----------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group: a dict with ``"params"`` and optional per-group options.
+
+        Everything is checked on a copy first; on success the dict you passed is
+        completed in place (``params`` as a list, ``param_names``, defaults) and
+        becomes the group, as in torch.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        group = dict(param_group)
+        params = group["params"]
+        if isinstance(params, Parameter):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a "
+                "list instead."
+            )
+        else:
+            params = list(params)
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
+        group["params"] = params
+        if names:
+            if len(names) != len(params):
+                raise ValueError(
+                    "all optimizer params should be with/without names. Some param names are missing"
+                )
+            group["param_names"] = names
+        for param in params:
+            if not isinstance(param, Parameter):
+                raise TypeError(
+                    "optimizer can only optimize Parameters, but one of the params is "
+                    + _typename(param)
+                )
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(
+                    f"parameter group didn't specify a value of required optimization parameter {name}"
+                )
+            group.setdefault(name, default)
+        if len(params) != len(set(params)):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; "
+                "in future, this will cause an error; "
+                "see github.com/pytorch/pytorch/issues/40967 for more information",
+                stacklevel=3,
+            )
+        param_set: set[Parameter] = set()
+        for existing in self.param_groups:
+            param_set.update(existing["params"])
+            if ("param_names" in group) != ("param_names" in existing):
+                current = "with names" if "param_names" in group else "without names"
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {current} to the optimizer"
+                )
+        if not param_set.isdisjoint(params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        param_group.update(group)
+        self.param_groups.append(param_group)
+
+    # -- gradients and stepping -------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient: to None (default) or to zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad[...] = 0
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step and return the closure's value (or None)."""
+        raise NotImplementedError
+
+    # -- state dicts ------------------------------------------------------------------
+
+    def state_dict(self) -> StateDict:
+        """The optimizer's state in torch's layout.
+
+        ``{"state": {index: {key: value}}, "param_groups": [{..., "params": [index]}]}``
+        where parameters are numbered consecutively across groups. State arrays are
+        returned by reference, not copied (as torch): deep-copy the dict, or save it,
+        before stepping again if you need a snapshot.
+        """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        param_mappings: dict[int, int] = {}
+        start_index = 0
+
+        def pack_group(group: dict[str, Any]) -> dict[str, Any]:
+            nonlocal start_index
+            packed = {k: v for k, v in group.items() if k != "params"}
+            param_mappings.update(
+                {id(p): i for i, p in enumerate(group["params"], start_index) if id(p) not in param_mappings}
+            )
+            packed["params"] = [param_mappings[id(p)] for p in group["params"]]
+            start_index += len(packed["params"])
+            return packed
+
+        param_groups = [pack_group(g) for g in self.param_groups]
+        packed_state = {
+            (param_mappings[id(k)] if isinstance(k, Parameter) else k): v for k, v in self.state.items()
+        }
+        state_dict: StateDict = {"state": packed_state, "param_groups": param_groups}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def load_state_dict(self, state_dict: StateDict) -> None:
+        """Load state produced by :meth:`state_dict` (matching parameters by position).
+
+        Saved hyper-parameters replace the current ones. Floating-point state arrays
+        are converted to their parameter's dtype, library and device (complex ones
+        keep their dtype; ``step`` is kept as saved), always as copies. Everything is
+        checked and converted before the optimizer is changed.
+        """
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        groups = self.param_groups
+        saved_groups = deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
+        id_map = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups),
+                chain.from_iterable(g["params"] for g in groups),
+            )
+        )
+        state: defaultdict[Any, Any] = defaultdict(dict)
+        for k, v in state_dict["state"].items():
+            if k in id_map:
+                param = id_map[k]
+                state[param] = _cast_state(param, v)
+            else:
+                state[k] = v
+
+        def update_group(group: dict[str, Any], new_group: dict[str, Any]) -> dict[str, Any]:
+            new_group["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new_group:
+                new_group["param_names"] = group["param_names"]
+            return new_group
+
+        param_groups = [update_group(g, ng) for g, ng in zip(groups, saved_groups)]
+        self.__setstate__({"state": state, "param_groups": param_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+
+def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
+    """A copy of ``value`` with its arrays on ``param``'s library and device.
+
+    Real floating-point parameters also give their dtype to every array except
+    ``step`` (torch's policy, pytorch/pytorch#74424).
+    """
+    if is_array(value):
+        if key == "step":
+            return value
+        backend = get_backend(param.data)
+        cast = backend.is_floating(param.data) and not backend.is_complex(param.data)
+        return backend.convert(value, param.data, cast=cast)
+    if isinstance(value, dict):
+        return {k: _cast_state(param, v, key=k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast_state(param, v, key=key) for v in value)
+    return deepcopy(value)
+
+
+class ElementwiseOptimizer(Optimizer):
+    """Base for optimizers whose update is one elementwise rule per parameter.
+
+    A subclass provides three methods:
+
+    * ``_init_state(p, group) -> dict | None``: fresh state for a parameter seen with a
+      gradient for the first time (None if the optimizer keeps no state for it);
+    * ``_operands(p, group, state) -> tuple``: the arrays the rule reads and writes,
+      parameter first (a missing state key raises here);
+    * ``_update(p, group, state, operands)``: advance counters, compute the per-step
+      Python scalars and run the rule.
+
+    ``step`` first prepares every parameter that has a gradient (new state, operands,
+    shape and dtype checks) and only then updates them, so an error leaves every
+    parameter and every piece of state as it was.
+    """
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step.
+
+        Args:
+            closure: optional callable that recomputes the loss and sets the
+                gradients; its return value is returned.
+        """
+        loss = None
+        if closure is not None:
+            loss = closure()
+        pending: dict[Parameter, Any] = {}
+        updates = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.get(p) or pending.get(p)
+                if not state:
+                    state = pending[p] = self._init_state(p, group)
+                operands = self._operands(p, group, state)
+                _check_operands(p, operands)
+                updates.append((p, group, state, operands))
+        for p, group, state, operands in updates:
+            if p in pending:
+                new_state = pending.pop(p)
+                if new_state is not None:
+                    self.state[p] = new_state
+            self._update(p, group, state, operands)
+        return loss
+
+    def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+
+def _check_operands(p: Parameter, operands: tuple[Any, ...]) -> None:
+    data = p.data
+    for a in operands:
+        if a is not data and is_array(a) and (tuple(a.shape) != tuple(data.shape) or a.dtype != data.dtype):
+            raise ValueError(
+                f"{p._label()}: optimizer state has shape {tuple(a.shape)} and dtype {a.dtype}, "
+                f"but the parameter has shape {tuple(data.shape)} and dtype {data.dtype}"
+            )
+
+
+def step_to_float(step: Any) -> float:
+    """A loaded ``step`` counter (number or 0-d array) as a Python float."""
+    if is_array(step):
+        step = get_backend(step).to_numpy(step).reshape(())
+    value = float(step)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"invalid step counter in optimizer state: {step!r}")
+    return value
+
+
+Optimizer.step = _with_step_hooks(Optimizer.step)  # type: ignore[method-assign]
+
+
+ParamsT = Iterable[Parameter] | Iterable[dict[str, Any]] | Iterable[tuple[str, Parameter]]

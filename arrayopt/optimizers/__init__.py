@@ -1,0 +1,7 @@
+"""The optimizers, one per module; each module starts with its update rule."""
+
+from arrayopt.optimizers.adam import Adam
+from arrayopt.optimizers.adamw import AdamW
+from arrayopt.optimizers.sgd import SGD
+
+__all__ = ["SGD", "Adam", "AdamW"]

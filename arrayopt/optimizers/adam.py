@@ -1,0 +1,223 @@
+"""Adam (Kingma and Ba, 2015), with AMSGrad (Reddi et al., 2018) and decoupled weight decay."""
+
+from typing import Any
+
+from arrayopt import _validate as v
+from arrayopt.backends import get_backend, is_array
+from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.parameter import Parameter
+
+__all__ = ["Adam", "adam_update"]
+
+
+def adam_update(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    max_exp_avg_sq: Any,
+    weight_decay: float,
+    decay_factor: float,
+    one_minus_beta1: float,
+    beta2: float,
+    one_minus_beta2: float,
+    step_size: float,
+    bias_correction2_sqrt: float,
+    eps: float,
+    *,
+    maximize: bool,
+    decay: str,
+    amsgrad: bool,
+) -> None:
+    r"""One Adam step, in place on ``param``, the moments and (AMSGrad) their maximum.
+
+    .. math::
+
+        g &\leftarrow \pm g \\
+        \theta &\leftarrow \theta\,(1 - \gamma\lambda) \quad\text{or}\quad
+            g \leftarrow g + \lambda\theta
+            \qquad \text{(decay = "decoupled" or "l2")} \\
+        m &\leftarrow m + (1-\beta_1)(g - m) \\
+        v &\leftarrow \beta_2 v + (1-\beta_2)\, g^2 \\
+        \hat v &\leftarrow \max(\hat v, v) \quad\text{(amsgrad; else } \hat v = v) \\
+        \theta &\leftarrow \theta - \frac{\gamma}{1-\beta_1^t}\,
+            \frac{m}{\sqrt{\hat v}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    The host computes ``decay_factor`` :math:`= 1-\gamma\lambda`, ``step_size``
+    :math:`= \gamma/(1-\beta_1^t)` and ``bias_correction2_sqrt``
+    :math:`= \sqrt{1-\beta_2^t}`. As in torch, :math:`\epsilon` is added after the
+    bias-corrected square root, and the first moment is a lerp towards :math:`g`.
+    ``max_exp_avg_sq`` is unused (any placeholder) without amsgrad.
+    """
+    g = -grad if maximize else grad
+    if decay == "decoupled":
+        param[...] = param * decay_factor
+    elif decay == "l2":
+        g = g + weight_decay * param
+    exp_avg[...] = exp_avg + one_minus_beta1 * (g - exp_avg)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + one_minus_beta2 * g * g
+    if amsgrad:
+        max_exp_avg_sq[...] = xp.maximum(max_exp_avg_sq, exp_avg_sq)
+        second = max_exp_avg_sq
+    else:
+        second = exp_avg_sq
+    param[...] = param - step_size * (exp_avg / (xp.sqrt(second) / bias_correction2_sqrt + eps))
+
+
+class Adam(ElementwiseOptimizer):
+    r"""Adam, with optional AMSGrad and decoupled weight decay; torch.optim.Adam.
+
+    The rule is :func:`adam_update`.
+
+    Args:
+        params: Parameters, ``(name, Parameter)`` pairs, or param-group dicts.
+        lr: learning rate :math:`\gamma` (float or 1-element array). Default: 1e-3.
+        betas: :math:`(\beta_1, \beta_2)`, both floats or both 1-element arrays.
+            Default: (0.9, 0.999).
+        eps: :math:`\epsilon` added to the denominator. Default: 1e-8.
+        weight_decay: :math:`\lambda`. Default: 0.
+        amsgrad: use the running maximum of the second moment. Default: False.
+        foreach, fused: accepted for torch compatibility and stored in the groups;
+            arrayopt has one implementation per backend, so they change nothing.
+        maximize: maximise the objective. Default: False.
+        capturable, differentiable: must be False (NotImplementedError otherwise).
+        decoupled_weight_decay: apply :math:`\theta \leftarrow \theta(1-\gamma\lambda)`
+            instead of adding :math:`\lambda\theta` to the gradient (this is AdamW).
+            Default: False.
+
+    State per parameter: ``step`` (a Python float), ``exp_avg``, ``exp_avg_sq`` and,
+    if amsgrad was on when the state was created, ``max_exp_avg_sq``.
+
+    Example:
+        >>> import numpy as np
+        >>> import arrayopt
+        >>> w = arrayopt.Parameter(np.array([1.0, -2.0]))
+        >>> opt = arrayopt.Adam([w], lr=0.1)
+        >>> for _ in range(3):
+        ...     w.grad = 2 * w.data
+        ...     opt.step()
+        >>> np.round(w.data, 4)
+        array([ 0.7001, -1.7001])
+
+    Reference:
+        Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
+        Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: Any = 1e-3,
+        betas: Any = (0.9, 0.999),
+        eps: Any = 1e-8,
+        weight_decay: Any = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        if is_array(lr) and foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        v.check_lr(lr)
+        v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
+        betas = tuple(betas)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, beta in enumerate(betas):
+            v.require(0.0 <= v.number(beta, f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {beta}")
+        v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
+        if not (
+            (isinstance(betas[0], float) and isinstance(betas[1], float))
+            or (is_array(betas[0]) and is_array(betas[1]))
+        ):
+            raise ValueError("betas must be either both floats or both Tensors")
+        for i, beta in enumerate(betas):
+            if is_array(beta):
+                if foreach and not capturable:
+                    raise ValueError(
+                        f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True"
+                    )
+                v.check_array_scalar(beta, f"betas[{i}]")
+        betas = tuple(_squeeze(beta) for beta in betas)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        # Before the params are looked at, so a refused flag leaves the caller's
+        # param-group dicts untouched (torch checks these after).
+        v.check_flag_conflicts(fused, foreach, differentiable, capturable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("fused", None)
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and not isinstance(p_state["step"], float):
+                    p_state["step"] = step_to_float(p_state["step"])
+
+    def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_backend(p.data).xp
+        state = {"step": 0.0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        return state
+
+    def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        maximum = state["max_exp_avg_sq"] if group["amsgrad"] else 0.0
+        return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], maximum)
+
+    def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        state["step"] += 1
+        t = state["step"]
+        lr = v.to_float(group["lr"])
+        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
+        weight_decay = v.to_float(group["weight_decay"])
+        if weight_decay == 0:
+            decay = "none"
+        elif group["decoupled_weight_decay"]:
+            decay = "decoupled"
+        else:
+            decay = "l2"
+        kernel = get_backend(p.data).kernel(
+            adam_update, maximize=bool(group["maximize"]), decay=decay, amsgrad=bool(group["amsgrad"])
+        )
+        # Same Python-float expressions as torch's single-tensor Adam, so the rounded
+        # scalars are identical.
+        kernel(
+            *operands,
+            weight_decay,
+            1 - lr * weight_decay,
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            lr / (1 - beta1**t),
+            (1 - beta2**t) ** 0.5,
+            v.to_float(group["eps"]),
+        )
+
+
+def _squeeze(value: Any) -> Any:
+    """torch's ``_to_scalar``: a 1-element array becomes 0-d; numbers pass through."""
+    return value.reshape(()) if is_array(value) else value

@@ -1,0 +1,164 @@
+"""Stochastic gradient descent with momentum (Polyak 1964; Nesterov 1983; Sutskever et al. 2013)."""
+
+from typing import Any
+
+from arrayopt import _validate as v
+from arrayopt.backends import get_backend
+from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.parameter import Parameter
+
+__all__ = ["SGD", "sgd_update"]
+
+
+def sgd_update(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    momentum_buffer: Any,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    one_minus_dampening: float,
+    *,
+    maximize: bool,
+    decay: bool,
+    use_momentum: bool,
+    first_step: bool,
+    nesterov: bool,
+) -> None:
+    r"""One SGD step, in place on ``param`` and ``momentum_buffer``.
+
+    .. math::
+
+        g &\leftarrow \pm g + \lambda\theta \\
+        b &\leftarrow \begin{cases} g & \text{first step} \\
+                                     \mu b + (1-\tau) g & \text{otherwise}\end{cases} \\
+        g &\leftarrow \begin{cases} g + \mu b & \text{nesterov} \\ b & \text{otherwise}\end{cases} \\
+        \theta &\leftarrow \theta - \gamma g
+
+    with learning rate :math:`\gamma`, weight decay :math:`\lambda` (flag ``decay``),
+    momentum :math:`\mu` and dampening :math:`\tau` (flag ``use_momentum``). As in
+    torch, the first momentum step copies the gradient without dampening.
+    ``momentum_buffer`` is unused (any placeholder) without momentum.
+    """
+    g = -grad if maximize else grad
+    if decay:
+        g = g + weight_decay * param
+    if use_momentum:
+        if first_step:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer[...] = momentum * momentum_buffer + one_minus_dampening * g
+        g = g + momentum * momentum_buffer if nesterov else momentum_buffer
+    param[...] = param - lr * g
+
+
+class SGD(ElementwiseOptimizer):
+    r"""Stochastic gradient descent, optionally with (Nesterov) momentum; torch.optim.SGD.
+
+    The rule is :func:`sgd_update`.
+
+    Args:
+        params: Parameters, ``(name, Parameter)`` pairs, or param-group dicts.
+        lr: learning rate :math:`\gamma` (float or 1-element array). Default: 1e-3.
+        momentum: momentum factor :math:`\mu`. Default: 0.
+        dampening: dampening :math:`\tau` for momentum. Default: 0.
+        weight_decay: L2 penalty :math:`\lambda`. Default: 0.
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0). Default: False.
+        maximize: maximise the objective instead of minimising it. Default: False.
+        foreach, fused: accepted for torch compatibility and stored in the groups;
+            arrayopt has one implementation per backend, so they change nothing.
+        differentiable: must be False (NotImplementedError otherwise).
+
+    State (only when momentum is non-zero): ``momentum_buffer``, created at the first
+    step that has a gradient.
+
+    Example:
+        >>> import numpy as np
+        >>> import arrayopt
+        >>> w = arrayopt.Parameter(np.array([1.0, -2.0]))
+        >>> opt = arrayopt.SGD([w], lr=0.1, momentum=0.9)
+        >>> w.grad = 2 * w.data          # gradient of |w|^2
+        >>> opt.step()
+        >>> w.data
+        array([ 0.8, -1.6])
+
+    Reference:
+        Sutskever, Martens, Dahl and Hinton, "On the importance of initialization and
+        momentum in deep learning", ICML 2013.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: Any = 1e-3,
+        momentum: Any = 0,
+        dampening: Any = 0,
+        weight_decay: Any = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        v.check_lr(lr)
+        v.check_nonnegative(momentum, "momentum", f"Invalid momentum value: {momentum}")
+        v.check_array_scalar(weight_decay, "weight_decay")
+        v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
+        v.check_finite(dampening, "dampening", f"Invalid dampening value: {dampening}")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        # Before the params are looked at, so a refused flag leaves the caller's
+        # param-group dicts untouched (torch checks these after).
+        v.check_flag_conflicts(fused, foreach, differentiable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
+
+    def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
+        # torch keeps no state at all without momentum; with it, the buffer is made by
+        # the first step (a copy of the gradient).
+        return {"momentum_buffer": None} if group["momentum"] != 0 else None
+
+    def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        if group["momentum"] == 0:
+            return (p.data, p.grad, 0.0)
+        buffer = state["momentum_buffer"]
+        if buffer is None:
+            buffer = get_backend(p.data).xp.empty_like(p.data)
+        return (p.data, p.grad, buffer)
+
+    def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        momentum = v.to_float(group["momentum"])
+        weight_decay = v.to_float(group["weight_decay"])
+        first_step = momentum != 0 and state["momentum_buffer"] is None
+        if first_step:
+            state["momentum_buffer"] = operands[2]
+        kernel = get_backend(p.data).kernel(
+            sgd_update,
+            maximize=bool(group["maximize"]),
+            decay=weight_decay != 0,
+            use_momentum=momentum != 0,
+            first_step=first_step,
+            nesterov=bool(group["nesterov"]),
+        )
+        kernel(*operands, v.to_float(group["lr"]), weight_decay, momentum, 1 - v.to_float(group["dampening"]))

@@ -1,0 +1,137 @@
+"""``Parameter``: an array to optimise and its gradient."""
+
+from typing import Any
+
+from arrayopt._validate import typename as _typename
+from arrayopt.backends import get_backend
+
+__all__ = ["Parameter"]
+
+
+class Parameter:
+    """An array to optimise, with a slot for its gradient.
+
+    ``data`` is a floating-point or complex array of any supported library (NumPy,
+    CuPy, or another array-API library); optimizers update it in place, so the array
+    object you passed keeps receiving the new values. ``grad`` is None or an array of
+    the same shape, dtype, library and device; assigning anything else raises at once,
+    naming the parameter. Parameters are hashed and compared by identity, so they can
+    key ``Optimizer.state`` the way tensors do in torch.optim.
+
+    Args:
+        data: the array to optimise (writable, floating-point or complex).
+        name: optional name used in error messages and ``repr``.
+
+    Example:
+        >>> import numpy as np
+        >>> w = Parameter(np.zeros(3), name="w")
+        >>> w.grad = np.ones(3)
+        >>> w.grad = np.ones(4)
+        Traceback (most recent call last):
+        ...
+        ValueError: Parameter 'w': gradient has shape (4,), but the data has shape (3,)
+    """
+
+    __slots__ = ("_data", "_grad", "name", "__weakref__")
+
+    def __init__(self, data: Any, name: str | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Parameter name must be a str or None, got {type(name).__name__}")
+        self.name = name
+        self._grad: Any = None
+        self._data: Any = None
+        self.data = data
+
+    # -- data -------------------------------------------------------------------------
+
+    @property
+    def data(self) -> Any:
+        """The parameter's array; optimizers write into it in place."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        try:
+            backend = get_backend(value)
+        except TypeError:
+            raise TypeError(
+                f"{self._label()}: data must be an array, got {_typename(value)}"
+            ) from None
+        problem = backend.parameter_problem(value)
+        if problem is not None:
+            raise TypeError(f"{self._label()}: {problem}")
+        if self._grad is not None:
+            self._check_match(value, "new data", self._grad, "gradient")
+        self._data = value
+
+    # -- grad -------------------------------------------------------------------------
+
+    @property
+    def grad(self) -> Any:
+        """The gradient array, or None when there is none (the optimizer skips it)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        if value is not None:
+            try:
+                get_backend(value)
+            except TypeError:
+                raise TypeError(
+                    f"{self._label()}: gradient must be an array or None, "
+                    f"got {_typename(value)}"
+                ) from None
+            self._check_match(value, "gradient", self._data, "data")
+        self._grad = value
+
+    def _check_match(self, new: Any, new_what: str, old: Any, old_what: str) -> None:
+        """Raise unless ``new`` and ``old`` can be a parameter's data and gradient."""
+        label = self._label()
+        new_backend, old_backend = get_backend(new), get_backend(old)
+        if new_backend is not old_backend:
+            raise ValueError(
+                f"{label}: {new_what} is a {new_backend.name} array, but the {old_what} "
+                f"is a {old_backend.name} array"
+            )
+        for attribute, of_new, of_old in (
+            ("shape", tuple(new.shape), tuple(old.shape)),
+            ("dtype", new.dtype, old.dtype),
+            ("device", new_backend.device(new), old_backend.device(old)),
+        ):
+            if of_new != of_old:
+                raise ValueError(
+                    f"{label}: {new_what} has {attribute} {of_new}, but the {old_what} "
+                    f"has {attribute} {of_old}"
+                )
+
+    # -- conveniences -----------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self._data.dtype
+
+    def _label(self) -> str:
+        return f"Parameter {self.name!r}" if self.name is not None else "Parameter"
+
+    def __repr__(self) -> str:
+        name = f"{self.name!r}, " if self.name is not None else ""
+        if self._data is None:
+            return f"Parameter({name}uninitialised)"
+        backend = get_backend(self._data)
+        grad = "None" if self._grad is None else "set"
+        return (
+            f"Parameter({name}shape={self.shape}, dtype={self._data.dtype}, "
+            f"library={backend.name}, grad={grad})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"data": self._data, "grad": self._grad, "name": self.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name = state["name"]
+        self._data = state["data"]
+        self._grad = state["grad"]

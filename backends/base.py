@@ -1,0 +1,110 @@
+"""The interface every backend implements, and what they share."""
+
+from collections.abc import Callable
+from typing import Any
+
+Rule = Callable[..., None]
+Kernel = Callable[..., None]
+
+
+class Backend:
+    """How arrayopt talks to one array library.
+
+    Attributes:
+        name: short library name (``"numpy"``, ``"cupy"``, or the namespace's name).
+        xp: the library's array-API namespace (through array-api-compat), used to
+            allocate state and for non-elementwise work.
+    """
+
+    name: str
+    xp: Any
+
+    def __init__(self) -> None:
+        self._kernels: dict[tuple[Rule, tuple[tuple[str, Any], ...]], Kernel] = {}
+
+    # -- update rules ---------------------------------------------------------------
+
+    def kernel(self, rule: Rule, **flags: Any) -> Kernel:
+        """Return ``rule`` specialised to ``flags`` and compiled for this library.
+
+        The result is cached per (rule, flags), so each flag combination is built once
+        per process. Call it as ``kernel(*arrays, *scalars)`` with the positional
+        arguments of ``rule`` (without its leading namespace argument). Every array
+        argument must have the shape and dtype of the parameter (the first argument);
+        complex arrays are updated as pairs of reals, like ``torch.view_as_real``.
+        """
+        key = (rule, tuple(sorted(flags.items())))
+        compiled = self._kernels.get(key)
+        if compiled is None:
+            compiled = self._compile(rule, flags)
+            self._kernels[key] = compiled
+        return compiled
+
+    def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
+        raise NotImplementedError
+
+    # -- arrays ---------------------------------------------------------------------
+
+    def is_floating(self, array: Any) -> bool:
+        """True for real floating-point or complex floating-point arrays."""
+        return bool(self.xp.isdtype(array.dtype, ("real floating", "complex floating")))
+
+    def is_complex(self, array: Any) -> bool:
+        return bool(self.xp.isdtype(array.dtype, "complex floating"))
+
+    def parameter_problem(self, array: Any) -> str | None:
+        """Why ``array`` cannot be a parameter's data (None if it can)."""
+        if not self.is_floating(array):
+            return (
+                f"only floating-point and complex arrays can be optimized, "
+                f"got dtype {array.dtype}"
+            )
+        return None
+
+    def device(self, array: Any) -> Any:
+        return array_device(array)
+
+    def to_numpy(self, array: Any) -> Any:
+        """A NumPy array with the values of ``array`` (a copy when it is not on the host)."""
+        raise NotImplementedError
+
+    def from_numpy(self, host: Any, like: Any) -> Any:
+        """An array of this library holding ``host``, on the device of ``like``."""
+        raise NotImplementedError
+
+    def convert(self, value: Any, like: Any, cast: bool) -> Any:
+        """``value`` as an array of this library on ``like``'s device, owned by the caller.
+
+        With ``cast`` the result also takes ``like``'s dtype. ``value`` may belong to
+        any library arrayopt knows; the result never aliases it.
+        """
+        from arrayopt.backends import get_backend
+
+        source = get_backend(value)
+        if source is self and self.device(value) == self.device(like):
+            out = self.xp.asarray(value, copy=True)
+        else:
+            out = self.from_numpy(source.to_numpy(value), like)
+        if cast and out.dtype != like.dtype:
+            out = self.xp.astype(out, like.dtype)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<arrayopt backend {self.name!r}>"
+
+
+def array_device(array: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(array)
+
+
+def check_same_layout(arrays: list[Any]) -> None:
+    """Every array handed to a kernel must match the first (the parameter)."""
+    first = arrays[0]
+    for a in arrays[1:]:
+        if a.shape != first.shape or a.dtype != first.dtype:
+            raise ValueError(
+                f"update rule arguments must all have the parameter's shape and dtype "
+                f"{tuple(first.shape)} {first.dtype}, got {tuple(a.shape)} {a.dtype}"
+            )
