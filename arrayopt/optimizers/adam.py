@@ -220,4 +220,4 @@ class Adam(ElementwiseOptimizer):
 
 def _squeeze(value: Any) -> Any:
     """torch's ``_to_scalar``: a 1-element array becomes 0-d; numbers pass through."""
-    return value.reshape(()) if is_array(value) else value
+    return get_backend(value).xp.reshape(value, ()) if is_array(value) else value

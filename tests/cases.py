@@ -1,0 +1,83 @@
+"""The one table of optimizer cases every generic test runs over.
+
+Each case is an optimizer class name and constructor keywords, and exercises a
+distinct path through its update rule (flags) or its constructor (array
+hyper-parameters). Later optimizers add their rows here.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Case:
+    optimizer: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: names of keyword arguments passed as 0-d arrays (tensors for torch)
+    array_hyper: tuple[str, ...] = ()
+    #: does weight decay or another term move the parameter when the gradient is zero?
+    moves_on_zero_grad: bool = False
+
+    @property
+    def id(self) -> str:
+        parts = [self.optimizer]
+        for key, value in self.kwargs.items():
+            if isinstance(value, bool):
+                parts.append(key if value else f"no_{key}")
+            elif isinstance(value, tuple):
+                parts.append(f"{key}={'_'.join(str(x) for x in value)}")
+            else:
+                parts.append(f"{key}={value}")
+        if self.array_hyper:
+            parts.append("arrays=" + "_".join(self.array_hyper))
+        return "-".join(parts)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+CASES: list[Case] = [
+    # SGD
+    Case("SGD"),
+    Case("SGD", {"lr": 0.1}),
+    Case("SGD", {"lr": 0.1, "maximize": True}),
+    Case("SGD", {"lr": 0.1, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("SGD", {"lr": 0.1, "momentum": 0.9}),
+    Case("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.3}),
+    Case("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    Case("SGD", {"lr": 0.1, "momentum": 0.5, "dampening": 0.5, "weight_decay": 0.05}, moves_on_zero_grad=True),
+    Case(
+        "SGD",
+        {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.05, "maximize": True},
+        moves_on_zero_grad=True,
+    ),
+    Case("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}, array_hyper=("lr", "weight_decay"), moves_on_zero_grad=True),
+    # Adam
+    Case("Adam"),
+    Case("Adam", {"lr": 0.05}),
+    Case("Adam", {"lr": 0.05, "amsgrad": True}),
+    Case("Adam", {"lr": 0.05, "maximize": True}),
+    Case("Adam", {"lr": 0.05, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("Adam", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}, moves_on_zero_grad=True),
+    Case(
+        "Adam",
+        {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+        moves_on_zero_grad=True,
+    ),
+    Case(
+        "Adam",
+        {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True, "decoupled_weight_decay": True},
+        moves_on_zero_grad=True,
+    ),
+    Case("Adam", {"lr": 0.05, "betas": (0.3, 0.8), "eps": 1e-3}),
+    Case("Adam", {"lr": 0.05, "betas": (0.9, 0.99)}, array_hyper=("lr", "betas")),
+    # AdamW
+    Case("AdamW", moves_on_zero_grad=True),
+    Case("AdamW", {"lr": 0.05, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("AdamW", {"lr": 0.05, "weight_decay": 0.0}),
+    Case("AdamW", {"lr": 0.05, "amsgrad": True}, moves_on_zero_grad=True),
+    Case("AdamW", {"lr": 0.05, "maximize": True, "amsgrad": True, "weight_decay": 0.2}, moves_on_zero_grad=True),
+    Case("AdamW", {"lr": 0.05}, array_hyper=("lr",), moves_on_zero_grad=True),
+]
+
+OPTIMIZERS = sorted({case.optimizer for case in CASES})

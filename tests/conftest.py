@@ -1,0 +1,54 @@
+"""Shared fixtures: ``xp`` runs a test once per array library present.
+
+``ARRAYOPT_TEST_BACKENDS`` (comma-separated: numpy, array_api_strict, cupy) narrows
+the set; by default every library that imports is used, and cupy also needs a CUDA
+device. Missing libraries are skipped with the reason, never silently dropped.
+"""
+
+import importlib
+import os
+
+import pytest
+
+BACKENDS = ["numpy", "array_api_strict", "cupy"]
+
+
+def _wanted() -> list[str]:
+    names = os.environ.get("ARRAYOPT_TEST_BACKENDS")
+    if not names:
+        return BACKENDS
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"ARRAYOPT_TEST_BACKENDS: unknown backends {sorted(unknown)}")
+    return chosen
+
+
+def load_namespace(name: str):
+    """The array namespace called ``name``, or pytest.skip with the reason."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        pytest.skip(f"{name} is not installed ({exc})")
+    if name == "cupy":
+        try:
+            count = module.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver, no device
+            pytest.skip(f"cupy is installed but no CUDA device is usable ({exc})")
+        if count == 0:
+            pytest.skip("cupy is installed but there is no CUDA device")
+    return module
+
+
+@pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.cuda] if n == "cupy" else []) for n in _wanted()])
+def xp(request):
+    """An array namespace: numpy, array_api_strict or cupy."""
+    return load_namespace(request.param)
+
+
+@pytest.fixture
+def torch():
+    """torch, when importable (the live parity tests need torch==2.13.0)."""
+    module = pytest.importorskip("torch")
+    module.set_num_threads(1)
+    return module

@@ -1,0 +1,180 @@
+"""Torch parity harness: the same parameters and gradients through two libraries.
+
+``make_inputs`` draws initial parameters and a gradient sequence (with None grads at
+fixed steps); ``run_arrayopt`` and ``run_torch`` feed them to an optimizer built from a
+:class:`cases.Case` and record every parameter and every state entry after every
+step. The optimizer has two param groups (the second with half the learning rate),
+and halfway through its state_dict is saved, a fresh optimizer over fresh Parameters
+loads it, and the run continues with the new one.
+
+Trajectories are plain dicts of NumPy arrays and floats keyed by strings such as
+``"step3/param0"`` and ``"step3/state2/exp_avg"``, so they can be compared directly
+and stored as golden ``.npz`` files (``tests/make_golden.py``).
+"""
+
+import copy
+from typing import Any
+
+import numpy as np
+
+import arrayopt
+from cases import Case
+
+SHAPES = [(3, 4), (5,), (2, 1, 3)]
+GROUPS = [[0, 1], [2]]  # parameter indices per param group
+STEPS = 12
+ROUNDTRIP_AFTER = 5  # state_dict round trip after this step (0-based)
+NONE_GRADS = {(0, 2), (1, 2), (7, 1)}  # (step, param index) pairs with grad None
+DTYPES = ["float64", "float32", "complex128", "complex64"]
+
+# Largest error allowed against torch, relative to the largest magnitude of the
+# reference array: float64 "within 1e-12 relative", float32 "within a few ulp".
+TOLERANCE = {"float64": 1e-12, "complex128": 1e-12, "float32": 8 * 2.0**-23, "complex64": 8 * 2.0**-23}
+
+Trajectory = dict[str, Any]
+
+
+def make_inputs(dtype: str, seed: int = 1234) -> Trajectory:
+    rng = np.random.default_rng(seed)
+    complex_ = dtype.startswith("complex")
+
+    def draw(shape: tuple[int, ...]) -> np.ndarray:
+        x = rng.standard_normal(shape)
+        if complex_:
+            x = x + 1j * rng.standard_normal(shape)
+        return x.astype(dtype)
+
+    inputs: Trajectory = {}
+    for i, shape in enumerate(SHAPES):
+        inputs[f"input/param{i}"] = draw(shape)
+    for step in range(STEPS):
+        for i, shape in enumerate(SHAPES):
+            if (step, i) not in NONE_GRADS:
+                # grads shrink over the run, so float32 state stays well scaled
+                inputs[f"input/grad{step}_{i}"] = (draw(shape) * (1.0 + 0.5 * np.cos(step))).astype(dtype)
+    return inputs
+
+
+def _group_lr(case: Case, optimizer_cls: Any) -> float:
+    import inspect
+
+    lr = case.kwargs.get("lr", inspect.signature(optimizer_cls).parameters["lr"].default)
+    return 0.5 * float(lr)
+
+
+def _hyper(case: Case, make_scalar: Any) -> dict[str, Any]:
+    kwargs = dict(case.kwargs)
+    for name in case.array_hyper:
+        value = kwargs[name]
+        kwargs[name] = tuple(make_scalar(x) for x in value) if isinstance(value, tuple) else make_scalar(value)
+    return kwargs
+
+
+def run_arrayopt(case: Case, xp: Any, inputs: Trajectory, roundtrip: bool = True) -> Trajectory:
+    """Run ``case`` on arrays of namespace ``xp``; return the recorded trajectory."""
+    cls = getattr(arrayopt, case.optimizer)
+    kwargs = _hyper(case, lambda x: xp.asarray(x, dtype=xp.float64))
+    lr2 = _group_lr(case, cls)
+
+    def build(arrays: list[Any]) -> tuple[list[arrayopt.Parameter], Any]:
+        params = [arrayopt.Parameter(a, name=f"p{i}") for i, a in enumerate(arrays)]
+        groups = [{"params": [params[i] for i in GROUPS[0]]}, {"params": [params[i] for i in GROUPS[1]], "lr": lr2}]
+        return params, cls(groups, **kwargs)
+
+    params, opt = build([xp.asarray(inputs[f"input/param{i}"].copy()) for i in range(len(SHAPES))])
+    out: Trajectory = {}
+    for step in range(STEPS):
+        for i, p in enumerate(params):
+            grad = inputs.get(f"input/grad{step}_{i}")
+            p.grad = None if grad is None else xp.asarray(grad.copy())
+        opt.step()
+        _record(out, step, [p.data for p in params], opt.state_dict()["state"], _to_numpy)
+        if roundtrip and step == ROUNDTRIP_AFTER:
+            saved = copy.deepcopy(opt.state_dict())
+            params, opt = build([xp.asarray(_to_numpy(p.data).copy()) for p in params])
+            opt.load_state_dict(saved)
+    return out
+
+
+def run_torch(case: Case, inputs: Trajectory, roundtrip: bool = True) -> Trajectory:
+    """The same run with torch.optim (torch must be importable)."""
+    import torch
+
+    cls = getattr(torch.optim, case.optimizer)
+    kwargs = _hyper(case, lambda x: torch.tensor(x, dtype=torch.float64))
+    lr2 = _group_lr(case, getattr(arrayopt, case.optimizer))
+
+    def build(arrays: list[Any]) -> tuple[list[Any], Any]:
+        params = [torch.nn.Parameter(torch.from_numpy(a)) for a in arrays]
+        groups = [{"params": [params[i] for i in GROUPS[0]]}, {"params": [params[i] for i in GROUPS[1]], "lr": lr2}]
+        return params, cls(groups, **kwargs)
+
+    params, opt = build([inputs[f"input/param{i}"].copy() for i in range(len(SHAPES))])
+    out: Trajectory = {}
+
+    def to_numpy(t: Any) -> Any:
+        return t.detach().numpy().copy()
+
+    for step in range(STEPS):
+        for i, p in enumerate(params):
+            grad = inputs.get(f"input/grad{step}_{i}")
+            p.grad = None if grad is None else torch.from_numpy(grad.copy())
+        opt.step()
+        _record(out, step, [p.data for p in params], opt.state_dict()["state"], to_numpy)
+        if roundtrip and step == ROUNDTRIP_AFTER:
+            saved = copy.deepcopy(opt.state_dict())
+            params, opt = build([to_numpy(p) for p in params])
+            opt.load_state_dict(saved)
+    return out
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    return np.array(arrayopt.backends.get_backend(array).to_numpy(array), copy=True)
+
+
+def _record(out: Trajectory, step: int, datas: list[Any], state: dict[int, dict[str, Any]], to_numpy: Any) -> None:
+    for i, data in enumerate(datas):
+        out[f"step{step}/param{i}"] = to_numpy(data)
+    for index, entries in state.items():
+        for key, value in entries.items():
+            name = f"step{step}/state{index}/{key}"
+            if key == "step":
+                out[name] = np.float64(float(value))
+            else:
+                out[name] = to_numpy(value)
+
+
+def max_relative_error(ours: Trajectory, ref: Trajectory) -> float:
+    """Largest ``max|a - b| / max|b|`` over the entries of ``ref`` (inputs excluded)."""
+    worst = 0.0
+    for key, b in ref.items():
+        if key.startswith("input/"):
+            continue
+        a = ours[key]
+        scale = float(np.max(np.abs(b))) if np.size(b) else 0.0
+        diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) if np.size(b) else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def assert_same_keys(ours: Trajectory, ref: Trajectory) -> None:
+    """Both runs created the same state entries at the same steps."""
+    mine = {k for k in ours if not k.startswith("input/")}
+    theirs = {k for k in ref if not k.startswith("input/")}
+    assert mine == theirs, f"only arrayopt: {sorted(mine - theirs)[:5]}; only reference: {sorted(theirs - mine)[:5]}"
+
+
+def assert_matches(ours: Trajectory, ref: Trajectory, dtype: str) -> None:
+    """Parameters and every state entry match the reference at every step."""
+    assert_same_keys(ours, ref)
+    for key, b in ref.items():
+        if key.startswith("input/"):
+            continue
+        a = ours[key]
+        assert np.asarray(a).dtype == np.asarray(b).dtype, f"{key}: dtype {np.asarray(a).dtype} != {np.asarray(b).dtype}"
+        if key.endswith("/step"):
+            assert float(a) == float(b), f"{key}: step {a} != {b}"
+            continue
+        scale = float(np.max(np.abs(b)))
+        err = float(np.max(np.abs(a - b)))
+        assert err <= TOLERANCE[dtype] * scale, f"{key}: max|diff| {err:.3e} > {TOLERANCE[dtype]:.1e} x max|ref| {scale:.3e}"
