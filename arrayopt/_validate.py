@@ -25,15 +25,8 @@ def to_float(value: Any) -> float:
     return float(value)
 
 
-def check_array_scalar(value: Any, name: str) -> None:
-    """torch accepts a 1-element tensor for some hyper-parameters; so do we, for arrays."""
-    if is_array(value) and math.prod(value.shape) != 1:
-        raise ValueError(f"Tensor {name} must be 1-element")
-
-
 def check_lr(lr: Any) -> None:
     """torch's learning-rate checks, plus: a non-finite lr is refused."""
-    check_array_scalar(lr, "lr")
     check_nonnegative(lr, "lr", f"Invalid learning rate: {lr}")
 
 
@@ -72,7 +65,13 @@ def check_flag_conflicts(fused: Any, foreach: Any, differentiable: Any, capturab
 
 
 def number(value: Any, name: str) -> float:
-    """``value`` as a float; a TypeError naming ``name`` if it is not a real number."""
+    """``value`` as a float; a TypeError naming ``name`` if it is not a real number.
+
+    torch accepts 1-element tensors for hyper-parameters; arrayopt accepts 1-element
+    arrays, and refuses larger ones with torch's message.
+    """
+    if is_array(value) and math.prod(value.shape) != 1:
+        raise ValueError(f"Tensor {name} must be 1-element")
     if isinstance(value, (bool, str, bytes)) or value is None:
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:

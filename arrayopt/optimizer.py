@@ -418,7 +418,10 @@ class ElementwiseOptimizer(Optimizer):
                 if not state:
                     state = pending[p] = self._init_state(p, group)
                 operands = self._operands(p, group, state)
-                _check_operands(p, operands)
+                try:
+                    get_backend(p.data).check_operands(operands)
+                except ValueError as exc:
+                    raise ValueError(f"{p._label()}: {exc}") from None
                 updates.append((p, group, state, operands))
         for p, group, state, operands in updates:
             if p in pending:
@@ -436,16 +439,6 @@ class ElementwiseOptimizer(Optimizer):
 
     def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
-
-
-def _check_operands(p: Parameter, operands: tuple[Any, ...]) -> None:
-    data = p.data
-    for a in operands:
-        if a is not data and is_array(a) and (tuple(a.shape) != tuple(data.shape) or a.dtype != data.dtype):
-            raise ValueError(
-                f"{p._label()}: optimizer state has shape {tuple(a.shape)} and dtype {a.dtype}, "
-                f"but the parameter has shape {tuple(data.shape)} and dtype {data.dtype}"
-            )
 
 
 def step_to_float(step: Any) -> float:

@@ -31,7 +31,8 @@ class Backend:
         per process. Call it as ``kernel(*arrays, *scalars)`` with the positional
         arguments of ``rule`` (without its leading namespace argument). Every array
         argument must have the shape and dtype of the parameter (the first argument);
-        complex arrays are updated as pairs of reals, like ``torch.view_as_real``.
+        complex arrays are updated as pairs of reals, like ``torch.view_as_real``
+        (see :meth:`check_operands`).
         """
         key = (rule, tuple(sorted(flags.items())))
         compiled = self._kernels.get(key)
@@ -42,6 +43,20 @@ class Backend:
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
         raise NotImplementedError
+
+    def check_operands(self, operands: "list[Any] | tuple[Any, ...]") -> None:
+        """Raise ValueError unless every array operand matches the first in shape and dtype.
+
+        Kernels trust their operands (checking on every launch would cost more than the
+        launch on small arrays); callers check once, before changing anything.
+        """
+        first = operands[0]
+        for a in operands[1:]:
+            if hasattr(a, "shape") and (tuple(a.shape) != tuple(first.shape) or a.dtype != first.dtype):
+                raise ValueError(
+                    f"optimizer state has shape {tuple(a.shape)} and dtype {a.dtype}, but the "
+                    f"parameter has shape {tuple(first.shape)} and dtype {first.dtype}"
+                )
 
     # -- arrays ---------------------------------------------------------------------
 
@@ -99,12 +114,3 @@ def array_device(array: Any) -> Any:
     return array_api_compat.device(array)
 
 
-def check_same_layout(arrays: list[Any]) -> None:
-    """Every array handed to a kernel must match the first (the parameter)."""
-    first = arrays[0]
-    for a in arrays[1:]:
-        if a.shape != first.shape or a.dtype != first.dtype:
-            raise ValueError(
-                f"update rule arguments must all have the parameter's shape and dtype "
-                f"{tuple(first.shape)} {first.dtype}, got {tuple(a.shape)} {a.dtype}"
-            )

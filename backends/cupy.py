@@ -9,7 +9,7 @@ import array_api_compat.cupy as compat_cupy
 import cupy
 import numpy
 
-from arrayopt.backends.base import Backend, Kernel, Rule, check_same_layout
+from arrayopt.backends.base import Backend, Kernel, Rule
 
 
 class CuPyBackend(Backend):
@@ -37,7 +37,6 @@ class CuPyBackend(Backend):
         def run(*args: Any) -> None:
             positions = [i for i, a in enumerate(args) if isinstance(a, ndarray)]
             arrays = [args[i] for i in positions]
-            check_same_layout(arrays)
             first = arrays[0]
             is_complex = first.dtype.kind == "c"
             real = numpy.dtype(first.real.dtype if is_complex else first.dtype).type

@@ -5,7 +5,7 @@ from typing import Any
 import array_api_compat.numpy as compat_numpy
 import numpy
 
-from arrayopt.backends.base import Backend, Kernel, Rule, check_same_layout
+from arrayopt.backends.base import Backend, Kernel, Rule
 
 # A rule is a chain of ufuncs, each a full pass over its operands. Running the chain
 # on slices of about 1 MiB per operand keeps the temporaries in cache; on arrays that
@@ -39,7 +39,6 @@ class NumPyBackend(Backend):
         def run(*args: Any) -> None:
             positions = [i for i, a in enumerate(args) if isinstance(a, ndarray)]
             arrays = [args[i] for i in positions]
-            check_same_layout(arrays)
             values = list(args)
             if all(a.flags.c_contiguous for a in arrays):
                 for i, a in zip(positions, arrays):

@@ -137,12 +137,8 @@ class Adam(ElementwiseOptimizer):
         ):
             raise ValueError("betas must be either both floats or both Tensors")
         for i, beta in enumerate(betas):
-            if is_array(beta):
-                if foreach and not capturable:
-                    raise ValueError(
-                        f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True"
-                    )
-                v.check_array_scalar(beta, f"betas[{i}]")
+            if is_array(beta) and foreach and not capturable:
+                raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
         betas = tuple(_squeeze(beta) for beta in betas)
         defaults = {
             "lr": lr,

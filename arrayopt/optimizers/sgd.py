@@ -104,7 +104,6 @@ class SGD(ElementwiseOptimizer):
     ) -> None:
         v.check_lr(lr)
         v.check_nonnegative(momentum, "momentum", f"Invalid momentum value: {momentum}")
-        v.check_array_scalar(weight_decay, "weight_decay")
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         v.check_finite(dampening, "dampening", f"Invalid dampening value: {dampening}")
         defaults = {

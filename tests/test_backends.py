@@ -1,0 +1,104 @@
+"""The backend layer: dispatch, kernel caching, chunking, layouts, and the fuse dialect."""
+
+import numpy as np
+import pytest
+
+import arrayopt
+import arrayopt.backends.numpy as numpy_backend
+import fuse_dialect
+import harness
+from arrayopt.backends import get_backend, is_array
+from arrayopt.optimizers.adam import adam_update
+from cases import CASES
+
+
+def test_dispatch_by_library(xp):
+    backend = get_backend(xp.zeros(2))
+    assert backend is get_backend(xp.ones((3, 3)))
+    assert backend.name == xp.__name__.split(".")[-1]
+    assert is_array(xp.zeros(2)) and not is_array([1.0]) and not is_array(1.0)
+
+
+def test_non_arrays_are_refused_by_name():
+    with pytest.raises(TypeError, match="expected an array .* got builtins.list|expected an array .* got list"):
+        get_backend([1.0, 2.0])
+
+
+def test_kernels_are_cached_per_flags():
+    backend = get_backend(np.zeros(1))
+    a = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True)
+    assert a is backend.kernel(adam_update, amsgrad=True, decay="none", maximize=False)
+    assert a is not backend.kernel(adam_update, maximize=True, decay="none", amsgrad=True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_every_rule_stays_in_the_cupy_fuse_dialect(case, dtype, monkeypatch):
+    """Each rule, with each case's flags, runs on cupy.fuse-like proxies and gives NumPy's numbers."""
+    inputs = harness.make_inputs(dtype)
+    plain = harness.run_arrayopt(case, np, inputs)
+    monkeypatch.setattr(numpy_backend, "_apply", fuse_dialect.apply_traced)
+    traced = harness.run_arrayopt(case, np, inputs)
+    for key, value in plain.items():
+        np.testing.assert_array_equal(traced[key], value, err_msg=key)
+
+
+def test_the_dialect_checker_catches_violations():
+    def branches(xp, param, grad):
+        if grad > 0:
+            param[...] = param - grad
+
+    def rebinds(xp, param, grad):
+        param = param - grad  # noqa: F841  (never written back)
+
+    def uses_shape(xp, param, grad):
+        param[...] = param - grad * param.shape[0]
+
+    for rule in (branches, uses_shape):
+        with pytest.raises(fuse_dialect.DialectError):
+            fuse_dialect.apply_traced(rule, [np.ones(2), np.ones(2)], {})
+    with pytest.raises(fuse_dialect.DialectError):
+        fuse_dialect.apply_traced(lambda xp, p: xp.sort(p), [np.ones(2)], {})
+    fuse_dialect.apply_traced(rebinds, [np.ones(2), np.ones(2)], {})  # legal, if useless
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex128"])
+@pytest.mark.parametrize("case", CASES[::3], ids=str)
+def test_numpy_chunking_changes_no_bit(case, dtype, monkeypatch):
+    inputs = harness.make_inputs(dtype)
+    whole = harness.run_arrayopt(case, np, inputs)
+    monkeypatch.setattr(numpy_backend, "CHUNK_BYTES", 16)  # 2-4 elements per chunk
+    chunked = harness.run_arrayopt(case, np, inputs)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(chunked[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_strided_parameters_update_in_place(name, dtype):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((4, 6)).astype(dtype)
+    strided = base.copy()
+    view = strided[:, ::2]  # not contiguous: the whole-array path
+    contiguous = np.ascontiguousarray(view)
+    grad = rng.standard_normal(view.shape).astype(dtype)
+    runs = []
+    for data in (view, contiguous):
+        p = arrayopt.Parameter(data)
+        opt = getattr(arrayopt, name)([p], lr=0.1, momentum=0.9) if name == "SGD" else arrayopt.Adam([p], lr=0.1)
+        for _ in range(3):
+            p.grad = grad.copy()
+            opt.step()
+        runs.append(np.array(p.data))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(strided[:, ::2], runs[0])  # the view was written through
+    np.testing.assert_array_equal(strided[:, 1::2], base[:, 1::2])  # and nothing else
+
+
+def test_mismatched_operands_are_refused():
+    backend = get_backend(np.zeros(1))
+    backend.check_operands([np.zeros(3), np.zeros(3), 0.5])
+    with pytest.raises(ValueError, match=r"shape \(4,\) and dtype float64, but the parameter has shape \(3,\)"):
+        backend.check_operands([np.zeros(3), np.zeros(3), np.zeros(4)])
+    with pytest.raises(ValueError, match="dtype float32"):
+        backend.check_operands([np.zeros(3), np.zeros(3, dtype=np.float32)])

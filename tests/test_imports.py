@@ -1,0 +1,47 @@
+"""Import hygiene: arrayopt pulls in neither CuPy nor torch, and backends/ is not top-level."""
+
+import os
+import subprocess
+import sys
+
+import arrayopt
+import arrayopt.backends
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_import_and_a_numpy_step_load_neither_cupy_nor_torch(tmp_path):
+    code = (
+        "import sys, numpy as np, arrayopt\n"
+        "assert not {'cupy', 'torch'} & set(sys.modules), sorted({'cupy', 'torch'} & set(sys.modules))\n"
+        "p = arrayopt.Parameter(np.ones(3)); p.grad = np.ones(3)\n"
+        "arrayopt.Adam([p]).step(); arrayopt.SGD([p], momentum=0.9).step()\n"
+        "loaded = {'cupy', 'torch'} & set(sys.modules)\n"
+        "assert not loaded, sorted(loaded)\n"
+        "print('clean')\n"
+    )
+    result = run_python(code, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"
+
+
+def test_backends_is_a_subpackage_only():
+    assert arrayopt.backends.__name__ == "arrayopt.backends"
+    assert os.path.basename(os.path.dirname(arrayopt.backends.__file__)) == "backends"
+
+
+def test_backends_is_not_importable_from_elsewhere(tmp_path):
+    result = run_python("import importlib.util; print(importlib.util.find_spec('backends'))", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
+
+
+def test_top_level_import_of_the_folder_fails_clearly():
+    # From the repository root the folder is on sys.path; importing it must refuse.
+    result = run_python("import backends", cwd=REPO)
+    assert result.returncode != 0
+    assert "ImportError: the 'backends' folder is the package 'arrayopt.backends'" in result.stderr
