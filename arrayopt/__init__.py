@@ -47,4 +47,4 @@ from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import SGD, Adam, AdamW  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "Parameter", "backends", "__version__"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "Parameter", "__version__", "backends"]

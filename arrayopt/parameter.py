@@ -32,7 +32,7 @@ class Parameter:
         ValueError: Parameter 'w': gradient has shape (4,), but the data has shape (3,)
     """
 
-    __slots__ = ("_data", "_grad", "name", "__weakref__")
+    __slots__ = ("__weakref__", "_data", "_grad", "name")
 
     def __init__(self, data: Any, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
@@ -54,9 +54,7 @@ class Parameter:
         try:
             backend = get_backend(value)
         except TypeError:
-            raise TypeError(
-                f"{self._label()}: data must be an array, got {_typename(value)}"
-            ) from None
+            raise TypeError(f"{self._label()}: data must be an array, got {_typename(value)}") from None
         problem = backend.parameter_problem(value)
         if problem is not None:
             raise TypeError(f"{self._label()}: {problem}")
@@ -77,10 +75,7 @@ class Parameter:
             try:
                 get_backend(value)
             except TypeError:
-                raise TypeError(
-                    f"{self._label()}: gradient must be an array or None, "
-                    f"got {_typename(value)}"
-                ) from None
+                raise TypeError(f"{self._label()}: gradient must be an array or None, got {_typename(value)}") from None
             self._check_match(value, "gradient", self._data, "data")
         self._grad = value
 
@@ -90,8 +85,7 @@ class Parameter:
         new_backend, old_backend = get_backend(new), get_backend(old)
         if new_backend is not old_backend:
             raise ValueError(
-                f"{label}: {new_what} is a {new_backend.name} array, but the {old_what} "
-                f"is a {old_backend.name} array"
+                f"{label}: {new_what} is a {new_backend.name} array, but the {old_what} is a {old_backend.name} array"
             )
         for attribute, of_new, of_old in (
             ("shape", tuple(new.shape), tuple(old.shape)),
@@ -100,8 +94,7 @@ class Parameter:
         ):
             if of_new != of_old:
                 raise ValueError(
-                    f"{label}: {new_what} has {attribute} {of_new}, but the {old_what} "
-                    f"has {attribute} {of_old}"
+                    f"{label}: {new_what} has {attribute} {of_new}, but the {old_what} has {attribute} {of_old}"
                 )
 
     # -- conveniences -----------------------------------------------------------------
@@ -123,10 +116,7 @@ class Parameter:
             return f"Parameter({name}uninitialised)"
         backend = get_backend(self._data)
         grad = "None" if self._grad is None else "set"
-        return (
-            f"Parameter({name}shape={self.shape}, dtype={self._data.dtype}, "
-            f"library={backend.name}, grad={grad})"
-        )
+        return f"Parameter({name}shape={self.shape}, dtype={self._data.dtype}, library={backend.name}, grad={grad})"
 
     def __getstate__(self) -> dict[str, Any]:
         return {"data": self._data, "grad": self._grad, "name": self.name}

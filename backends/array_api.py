@@ -36,7 +36,7 @@ class ArrayAPIBackend(Backend):
             imags = [xp.imag(a) if is_array(a) else a for a in args]
             rule(xp, *reals, **flags)
             rule(xp, *imags, **flags)
-            for target, re, im in zip(args, reals, imags):
+            for target, re, im in zip(args, reals, imags, strict=True):
                 if is_array(target):
                     dtype = target.dtype
                     target[...] = xp.astype(re, dtype) + xp.astype(im, dtype) * 1j

@@ -70,10 +70,7 @@ class Backend:
     def parameter_problem(self, array: Any) -> str | None:
         """Why ``array`` cannot be a parameter's data (None if it can)."""
         if not self.is_floating(array):
-            return (
-                f"only floating-point and complex arrays can be optimized, "
-                f"got dtype {array.dtype}"
-            )
+            return f"only floating-point and complex arrays can be optimized, got dtype {array.dtype}"
         return None
 
     def device(self, array: Any) -> Any:
@@ -112,5 +109,3 @@ def array_device(array: Any) -> Any:
     import array_api_compat
 
     return array_api_compat.device(array)
-
-

@@ -42,13 +42,13 @@ class CuPyBackend(Backend):
             real = numpy.dtype(first.real.dtype if is_complex else first.dtype).type
             values = [a if isinstance(a, ndarray) else real(a) for a in args]
             if all(a.flags.c_contiguous for a in arrays):
-                for i, a in zip(positions, arrays):
+                for i, a in zip(positions, arrays, strict=True):
                     flat = a.reshape(-1)
                     values[i] = flat.view(real) if is_complex else flat
                 fused(*values)
             elif is_complex:
                 for part in ("real", "imag"):
-                    for i, a in zip(positions, arrays):
+                    for i, a in zip(positions, arrays, strict=True):
                         values[i] = getattr(a, part)
                     fused(*values)
             else:

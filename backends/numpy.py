@@ -41,13 +41,13 @@ class NumPyBackend(Backend):
             arrays = [args[i] for i in positions]
             values = list(args)
             if all(a.flags.c_contiguous for a in arrays):
-                for i, a in zip(positions, arrays):
+                for i, a in zip(positions, arrays, strict=True):
                     flat = a.reshape(-1)
                     values[i] = flat.view(flat.real.dtype) if flat.dtype.kind == "c" else flat
                 _run_chunked(rule, values, positions, flags)
             elif arrays[0].dtype.kind == "c":
                 for part in ("real", "imag"):
-                    for i, a in zip(positions, arrays):
+                    for i, a in zip(positions, arrays, strict=True):
                         values[i] = getattr(a, part)
                     _apply(rule, values, flags)
             else:

@@ -51,7 +51,12 @@ CASES: list[Case] = [
         {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.05, "maximize": True},
         moves_on_zero_grad=True,
     ),
-    Case("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}, array_hyper=("lr", "weight_decay"), moves_on_zero_grad=True),
+    Case(
+        "SGD",
+        {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1},
+        array_hyper=("lr", "weight_decay"),
+        moves_on_zero_grad=True,
+    ),
     # Adam
     Case("Adam"),
     Case("Adam", {"lr": 0.05}),

@@ -16,9 +16,9 @@ import copy
 from typing import Any
 
 import numpy as np
+from cases import Case
 
 import arrayopt
-from cases import Case
 
 SHAPES = [(3, 4), (5,), (2, 1, 3)]
 GROUPS = [[0, 1], [2]]  # parameter indices per param group
@@ -171,10 +171,14 @@ def assert_matches(ours: Trajectory, ref: Trajectory, dtype: str) -> None:
         if key.startswith("input/"):
             continue
         a = ours[key]
-        assert np.asarray(a).dtype == np.asarray(b).dtype, f"{key}: dtype {np.asarray(a).dtype} != {np.asarray(b).dtype}"
+        assert np.asarray(a).dtype == np.asarray(b).dtype, (
+            f"{key}: dtype {np.asarray(a).dtype} != {np.asarray(b).dtype}"
+        )
         if key.endswith("/step"):
             assert float(a) == float(b), f"{key}: step {a} != {b}"
             continue
         scale = float(np.max(np.abs(b)))
         err = float(np.max(np.abs(a - b)))
-        assert err <= TOLERANCE[dtype] * scale, f"{key}: max|diff| {err:.3e} > {TOLERANCE[dtype]:.1e} x max|ref| {scale:.3e}"
+        assert err <= TOLERANCE[dtype] * scale, (
+            f"{key}: max|diff| {err:.3e} > {TOLERANCE[dtype]:.1e} x max|ref| {scale:.3e}"
+        )

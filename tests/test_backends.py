@@ -1,15 +1,15 @@
 """The backend layer: dispatch, kernel caching, chunking, layouts, and the fuse dialect."""
 
+import fuse_dialect
+import harness
 import numpy as np
 import pytest
+from cases import CASES
 
 import arrayopt
 import arrayopt.backends.numpy as numpy_backend
-import fuse_dialect
-import harness
 from arrayopt.backends import get_backend, is_array
 from arrayopt.optimizers.adam import adam_update
-from cases import CASES
 
 
 def test_dispatch_by_library(xp):
@@ -20,7 +20,7 @@ def test_dispatch_by_library(xp):
 
 
 def test_non_arrays_are_refused_by_name():
-    with pytest.raises(TypeError, match="expected an array .* got builtins.list|expected an array .* got list"):
+    with pytest.raises(TypeError, match=r"expected an array .* got builtins\.list"):
         get_backend([1.0, 2.0])
 
 
@@ -49,7 +49,7 @@ def test_the_dialect_checker_catches_violations():
             param[...] = param - grad
 
     def rebinds(xp, param, grad):
-        param = param - grad  # noqa: F841  (never written back)
+        param = param - grad
 
     def uses_shape(xp, param, grad):
         param[...] = param - grad * param.shape[0]

@@ -46,8 +46,18 @@ def test_params_as_list_generator_groups_and_named_pairs():
 def test_group_key_order_and_defaults():
     opt = arrayopt.Adam(params())
     assert list(opt.param_groups[0]) == [
-        "params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach",
-        "capturable", "differentiable", "fused", "decoupled_weight_decay",
+        "params",
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "amsgrad",
+        "maximize",
+        "foreach",
+        "capturable",
+        "differentiable",
+        "fused",
+        "decoupled_weight_decay",
     ]
     assert opt.defaults["lr"] == 1e-3 and opt.defaults["betas"] == (0.9, 0.999)
     assert arrayopt.AdamW(params()).defaults["weight_decay"] == 1e-2
@@ -59,28 +69,59 @@ def test_group_key_order_and_defaults():
     "build, error, message",
     [
         (lambda ps: arrayopt.SGD([]), ValueError, "optimizer got an empty parameter list"),
-        (lambda ps: arrayopt.SGD(ps[0]), TypeError,
-         "params argument given to the optimizer should be an iterable of Parameters or dicts, "
-         "but got arrayopt.parameter.Parameter"),
-        (lambda ps: arrayopt.SGD(np.zeros(3)), TypeError,
-         "params argument given to the optimizer should be an iterable of Parameters or dicts, "
-         "but got numpy.ndarray"),
-        (lambda ps: arrayopt.SGD([1.0]), TypeError,
-         "optimizer can only optimize Parameters, but one of the params is float"),
-        (lambda ps: arrayopt.SGD([np.zeros(2)]), TypeError,
-         "optimizer can only optimize Parameters, but one of the params is numpy.ndarray"),
-        (lambda ps: arrayopt.SGD([ps[0], {"params": [ps[1]]}]), TypeError,
-         "optimizer can only optimize Parameters, but one of the params is dict"),
-        (lambda ps: arrayopt.SGD([{"params": [ps[0]]}, ps[1]]), TypeError,
-         "param_group must be a dict, but got <class 'arrayopt.parameter.Parameter'>"),
-        (lambda ps: arrayopt.SGD([{"params": set(ps)}]), TypeError,
-         "optimizer parameters need to be organized in ordered collections"),
-        (lambda ps: arrayopt.SGD([("a", ps[0]), ps[1]]), ValueError,
-         "all optimizer params should be with/without names. Some param names are missing"),
-        (lambda ps: arrayopt.SGD([{"params": [ps[0]]}, {"params": [ps[0]]}]), ValueError,
-         "some parameters appear in more than one parameter group"),
-        (lambda ps: arrayopt.SGD([{"params": [("a", ps[0])]}, {"params": [ps[1]]}]), ValueError,
-         "all optimizer param groups should be with/without names. cannot add param group without names to the optimizer"),
+        (
+            lambda ps: arrayopt.SGD(ps[0]),
+            TypeError,
+            "params argument given to the optimizer should be an iterable of Parameters or dicts, "
+            "but got arrayopt.parameter.Parameter",
+        ),
+        (
+            lambda ps: arrayopt.SGD(np.zeros(3)),
+            TypeError,
+            "params argument given to the optimizer should be an iterable of Parameters or dicts, "
+            "but got numpy.ndarray",
+        ),
+        (
+            lambda ps: arrayopt.SGD([1.0]),
+            TypeError,
+            "optimizer can only optimize Parameters, but one of the params is float",
+        ),
+        (
+            lambda ps: arrayopt.SGD([np.zeros(2)]),
+            TypeError,
+            "optimizer can only optimize Parameters, but one of the params is numpy.ndarray",
+        ),
+        (
+            lambda ps: arrayopt.SGD([ps[0], {"params": [ps[1]]}]),
+            TypeError,
+            "optimizer can only optimize Parameters, but one of the params is dict",
+        ),
+        (
+            lambda ps: arrayopt.SGD([{"params": [ps[0]]}, ps[1]]),
+            TypeError,
+            "param_group must be a dict, but got <class 'arrayopt.parameter.Parameter'>",
+        ),
+        (
+            lambda ps: arrayopt.SGD([{"params": set(ps)}]),
+            TypeError,
+            "optimizer parameters need to be organized in ordered collections",
+        ),
+        (
+            lambda ps: arrayopt.SGD([("a", ps[0]), ps[1]]),
+            ValueError,
+            "all optimizer params should be with/without names. Some param names are missing",
+        ),
+        (
+            lambda ps: arrayopt.SGD([{"params": [ps[0]]}, {"params": [ps[0]]}]),
+            ValueError,
+            "some parameters appear in more than one parameter group",
+        ),
+        (
+            lambda ps: arrayopt.SGD([{"params": [("a", ps[0])]}, {"params": [ps[1]]}]),
+            ValueError,
+            "all optimizer param groups should be with/without names. "
+            "cannot add param group without names to the optimizer",
+        ),
     ],
 )
 def test_bad_params(build, error, message):
@@ -173,7 +214,7 @@ def test_a_failing_step_changes_nothing():
     opt.param_groups[1]["amsgrad"] = True  # state has no max_exp_avg_sq: torch's KeyError
     with pytest.raises(KeyError, match="max_exp_avg_sq"):
         opt.step()
-    for p, d in zip(ps, data):
+    for p, d in zip(ps, data, strict=True):
         np.testing.assert_array_equal(p.data, d)
     after = opt.state_dict()
     for index, entry in before["state"].items():
@@ -191,7 +232,7 @@ def test_state_of_the_wrong_shape_is_refused_before_any_update():
     data = [p.data.copy() for p in ps]
     with pytest.raises(ValueError, match=r"Parameter 'p2': optimizer state has shape \(5,\)"):
         opt.step()
-    for p, d in zip(ps, data):
+    for p, d in zip(ps, data, strict=True):
         np.testing.assert_array_equal(p.data, d)
 
 
@@ -228,7 +269,8 @@ def test_state_dict_layout():
     assert list(sd["state"]) == [1, 2, 0]  # order in which parameters first got state
     assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2, 3]]
     assert [g["param_names"] for g in sd["param_groups"]] == [["w0", "w1"], ["w2", "w3"]]
-    assert list(sd["param_groups"][0])[0] == "param_names" and list(sd["param_groups"][0])[-1] == "params"
+    keys = list(sd["param_groups"][0])
+    assert keys[0] == "param_names" and keys[-1] == "params"
     assert list(sd["state"][1]) == ["step", "exp_avg", "exp_avg_sq"]
     assert sd["state"][1]["step"] == 2.0 and sd["state"][0]["step"] == 1.0
     assert sd["state"][1]["exp_avg"] is opt.state[ps[1]]["exp_avg"]  # live, as torch
@@ -266,10 +308,10 @@ def test_load_state_dict_checks_groups_before_changing_anything():
     opt.step()
     sd = copy.deepcopy(opt.state_dict())
     other = arrayopt.SGD(params(), momentum=0.9, lr=0.5)
-    with pytest.raises(ValueError, match="^loaded state dict has a different number of parameter groups$"):
+    with pytest.raises(ValueError, match=r"^loaded state dict has a different number of parameter groups$"):
         other.load_state_dict(sd)
     other = arrayopt.SGD([{"params": params(1)}, {"params": params(2)}], momentum=0.9, lr=0.5)
-    with pytest.raises(ValueError, match="doesn't match the size of optimizer's group$"):
+    with pytest.raises(ValueError, match=r"doesn't match the size of optimizer's group$"):
         other.load_state_dict(sd)
     assert len(other.state) == 0 and other.param_groups[0]["lr"] == 0.5
 
@@ -294,8 +336,10 @@ def test_load_state_dict_copies_casts_and_keeps_step():
 def test_complex_state_keeps_its_dtype_on_load():
     p = Parameter(np.ones(2, dtype=np.complex128))
     opt = arrayopt.Adam([p])
-    sd = {"state": {0: {"step": 3.0, "exp_avg": np.ones(2, np.complex64), "exp_avg_sq": np.ones(2, np.complex64)}},
-          "param_groups": copy.deepcopy(opt.state_dict()["param_groups"])}
+    sd = {
+        "state": {0: {"step": 3.0, "exp_avg": np.ones(2, np.complex64), "exp_avg_sq": np.ones(2, np.complex64)}},
+        "param_groups": copy.deepcopy(opt.state_dict()["param_groups"]),
+    }
     opt.load_state_dict(sd)
     assert opt.state[p]["exp_avg"].dtype == np.complex64
 
@@ -418,7 +462,7 @@ def test_copies_step_like_the_original(clone):
     assert twin._optimizer_step_pre_hooks == {}  # hooks are not copied, as in torch
     opt.step()
     twin.step()
-    for p, q in zip(ps, twin_params):
+    for p, q in zip(ps, twin_params, strict=True):
         np.testing.assert_array_equal(p.data, q.data)
         np.testing.assert_array_equal(opt.state[p]["max_exp_avg_sq"], twin.state[q]["max_exp_avg_sq"])
 

@@ -50,7 +50,9 @@ def test_refuses_a_grad_that_does_not_fit(xp, grad, error, words):
 def test_refuses_a_grad_from_another_library():
     strict = pytest.importorskip("array_api_strict")
     p = Parameter(np.zeros(3), name="w")
-    with pytest.raises(ValueError, match=r"Parameter 'w': gradient is a array_api_strict array, but the data is a numpy array"):
+    with pytest.raises(
+        ValueError, match=r"Parameter 'w': gradient is a array_api_strict array, but the data is a numpy array"
+    ):
         p.grad = strict.zeros(3, dtype=strict.float64)
 
 
@@ -65,7 +67,7 @@ def test_refuses_a_grad_from_another_library():
 def test_refuses_data_that_cannot_be_optimised(xp, data, error, words):
     with pytest.raises(error) as info:
         Parameter(data(xp), name="b")
-    for word in words + ["'b'"]:
+    for word in [*words, "'b'"]:
         assert word in str(info.value)
 
 

@@ -18,8 +18,12 @@ BAD_ARGUMENTS = [
     ("SGD", {"momentum": -0.5}, ValueError, "Invalid momentum value: -0.5"),
     ("SGD", {"weight_decay": -0.1}, ValueError, "Invalid weight_decay value: -0.1"),
     ("SGD", {"nesterov": True}, ValueError, "Nesterov momentum requires a momentum and zero dampening"),
-    ("SGD", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError,
-     "Nesterov momentum requires a momentum and zero dampening"),
+    (
+        "SGD",
+        {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+        ValueError,
+        "Nesterov momentum requires a momentum and zero dampening",
+    ),
     ("SGD", {"fused": True, "foreach": True}, RuntimeError, "`fused` and `foreach` cannot be `True` together."),
     ("SGD", {"fused": True, "differentiable": True}, RuntimeError, "`fused` does not support `differentiable`"),
     ("Adam", {"lr": -0.001}, ValueError, "Invalid learning rate: -0.001"),
@@ -93,13 +97,13 @@ def test_same_error_as_torch(row, torch):
 
 
 def test_array_hyper_parameters_must_have_one_element():
-    with pytest.raises(ValueError, match="^Tensor lr must be 1-element$"):
+    with pytest.raises(ValueError, match=r"^Tensor lr must be 1-element$"):
         arrayopt.SGD(None, lr=np.array([0.1, 0.2]))
     with pytest.raises(ValueError, match=r"^Tensor betas\[1\] must be 1-element$"):
         arrayopt.Adam(None, betas=(np.array(0.9), np.array([0.9, 0.99])))
-    with pytest.raises(ValueError, match="^lr as a Tensor is not supported for capturable=False and foreach=True$"):
+    with pytest.raises(ValueError, match=r"^lr as a Tensor is not supported for capturable=False and foreach=True$"):
         arrayopt.Adam(None, lr=np.array(0.1), foreach=True)
-    with pytest.raises(ValueError, match="^betas must be either both floats or both Tensors$"):
+    with pytest.raises(ValueError, match=r"^betas must be either both floats or both Tensors$"):
         arrayopt.Adam(None, betas=(np.array(0.9), 0.999))
 
 

@@ -94,11 +94,10 @@ class Adam(ElementwiseOptimizer):
         >>> import arrayopt
         >>> w = arrayopt.Parameter(np.array([1.0, -2.0]))
         >>> opt = arrayopt.Adam([w], lr=0.1)
-        >>> for _ in range(3):
-        ...     w.grad = 2 * w.data
-        ...     opt.step()
-        >>> np.round(w.data, 4)
-        array([ 0.7001, -1.7001])
+        >>> w.grad = 2 * w.data           # gradient of |w|^2
+        >>> opt.step()                    # a first Adam step moves each entry by lr
+        >>> np.round(w.data, 6)
+        array([ 0.9, -1.9])
 
     Reference:
         Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
@@ -132,8 +131,7 @@ class Adam(ElementwiseOptimizer):
             v.require(0.0 <= v.number(beta, f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {beta}")
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         if not (
-            (isinstance(betas[0], float) and isinstance(betas[1], float))
-            or (is_array(betas[0]) and is_array(betas[1]))
+            (isinstance(betas[0], float) and isinstance(betas[1], float)) or (is_array(betas[0]) and is_array(betas[1]))
         ):
             raise ValueError("betas must be either both floats or both Tensors")
         for i, beta in enumerate(betas):
