@@ -95,3 +95,39 @@ def apply_traced(rule: Any, args: list[Any], flags: dict[str, Any]) -> None:
     result = rule(Ops(), *(Proxy(a) for a in args), **flags)
     if result is not None:
         raise DialectError(f"a rule must return None, got {result!r}")
+
+
+def fake_cupy_module() -> Any:
+    """A stand-in ``cupy`` module for running ``backends/cupy.py`` on the CPU.
+
+    Its ``ndarray`` is NumPy's, its ``fuse`` traces the body on :class:`Proxy` objects
+    (so the dialect is enforced), and its ufuncs are the allowed NumPy ones. It lets
+    the CuPy backend's own code (flattening, complex views, scalar casting, kernel
+    caching) run in tests on machines without a GPU.
+    """
+    import types
+
+    module = types.ModuleType("cupy")
+    module.ndarray = np.ndarray  # type: ignore[attr-defined]
+    module.asnumpy = np.asarray  # type: ignore[attr-defined]
+    module.array = np.array  # type: ignore[attr-defined]
+    ops = Ops()
+    for name in ALLOWED_FUNCTIONS:
+        setattr(module, name, getattr(ops, name))
+
+    def fuse(kernel_name: str | None = None) -> Any:
+        def decorate(body: Any) -> Any:
+            def launch(*args: Any) -> None:
+                for a in args:
+                    if not isinstance(a, (np.ndarray, np.generic)):
+                        raise DialectError(f"fused kernels take arrays and NumPy scalars, got {type(a).__name__}")
+                if body(*(Proxy(a) for a in args)) is not None:
+                    raise DialectError("a fused body must return None")
+
+            launch.kernel_name = kernel_name  # type: ignore[attr-defined]
+            return launch
+
+        return decorate
+
+    module.fuse = fuse  # type: ignore[attr-defined]
+    return module
