@@ -16,9 +16,10 @@ import copy
 from typing import Any
 
 import numpy as np
-from cases import Case
 
 import arrayopt
+
+from cases import Case
 
 SHAPES = [(3, 4), (5,), (2, 1, 3), (), (2, 0)]  # a 0-d and an empty parameter too
 GROUPS = [[0, 1, 3], [2, 4]]  # parameter indices per param group

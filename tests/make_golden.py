@@ -46,6 +46,7 @@ def load_golden(case_id: str, dtype: str) -> dict[str, object]:
 def main() -> None:
     sys.path.insert(0, HERE)
     import torch
+
     from cases import CASES
 
     torch.set_num_threads(1)

@@ -1,15 +1,16 @@
 """The backend layer: dispatch, kernel caching, chunking, layouts, and the fuse dialect."""
 
-import fuse_dialect
-import harness
 import numpy as np
 import pytest
-from cases import CASES
 
 import arrayopt
 import arrayopt.backends.numpy as numpy_backend
 from arrayopt.backends import get_backend, is_array
 from arrayopt.optimizers.adam import adam_update
+
+import fuse_dialect
+import harness
+from cases import CASES
 
 
 def test_dispatch_by_library(xp):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import arrayopt.backends
+
 import fuse_dialect
 import harness
 from cases import CASES

@@ -4,9 +4,10 @@ Against the golden trajectories always, and against a live torch run when torch 
 importable (which also proves the golden files are current).
 """
 
-import harness
 import numpy as np
 import pytest
+
+import harness
 from cases import CASES
 from make_golden import load_golden, torch_golden
 
