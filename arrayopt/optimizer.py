@@ -359,9 +359,10 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
     Real floating-point parameters also give their dtype to every array except
     ``step`` (torch's policy, pytorch/pytorch#74424).
     """
+    if key == "step" and not isinstance(value, (dict, list, tuple)):
+        # Counters are host numbers in arrayopt; a 0-d array (e.g. torch's tensor) is read.
+        return step_to_float(value) if is_array(value) else _check_step(value)
     if is_array(value):
-        if key == "step":
-            return value
         backend = get_backend(param.data)
         cast = backend.is_floating(param.data) and not backend.is_complex(param.data)
         return backend.convert(value, param.data, cast=cast)
@@ -375,18 +376,20 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
 class ElementwiseOptimizer(Optimizer):
     """Base for optimizers whose update is one elementwise rule per parameter.
 
-    A subclass provides three methods:
+    A subclass provides four methods:
 
+    * ``_hyper(group) -> dict``: the group's hyper-parameters as Python floats, and the
+      flags that select the compiled rule, computed once per group and step;
     * ``_init_state(p, group) -> dict | None``: fresh state for a parameter seen with a
       gradient for the first time (None if the optimizer keeps no state for it);
     * ``_operands(p, group, state) -> tuple``: the arrays the rule reads and writes,
       parameter first (a missing state key raises here);
-    * ``_update(p, group, state, operands)``: advance counters, compute the per-step
-      Python scalars and run the rule.
+    * ``_update(p, hyper, state, operands)``: advance counters, compute the per-step
+      scalars and run the rule.
 
-    ``step`` first prepares every parameter that has a gradient (new state, operands,
-    shape and dtype checks) and only then updates them, so an error leaves every
-    parameter and every piece of state as it was.
+    ``step`` first prepares every parameter that has a gradient (hyper-parameters, new
+    state, operands, shape and dtype checks) and only then updates them, so an error
+    leaves every parameter and every piece of state as it was.
     """
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -402,9 +405,12 @@ class ElementwiseOptimizer(Optimizer):
         pending: dict[Parameter, Any] = {}
         updates = []
         for group in self.param_groups:
+            hyper = None
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if hyper is None:
+                    hyper = self._hyper(group)
                 state = self.state.get(p) or pending.get(p)
                 if not state:
                     state = pending[p] = self._init_state(p, group)
@@ -413,14 +419,17 @@ class ElementwiseOptimizer(Optimizer):
                     get_backend(p.data).check_operands(operands)
                 except ValueError as exc:
                     raise ValueError(f"{p._label()}: {exc}") from None
-                updates.append((p, group, state, operands))
-        for p, group, state, operands in updates:
+                updates.append((p, hyper, state, operands))
+        for p, hyper, state, operands in updates:
             if p in pending:
                 new_state = pending.pop(p)
                 if new_state is not None:
                     self.state[p] = new_state
-            self._update(p, group, state, operands)
+            self._update(p, hyper, state, operands)
         return loss
+
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
         raise NotImplementedError
@@ -428,7 +437,7 @@ class ElementwiseOptimizer(Optimizer):
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
-    def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, p: Parameter, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
 
@@ -436,10 +445,17 @@ def step_to_float(step: Any) -> float:
     """A loaded ``step`` counter (number or 0-d array) as a Python float."""
     if is_array(step):
         step = get_backend(step).to_numpy(step).reshape(())
-    value = float(step)
-    if not (math.isfinite(value) and value >= 0):
+    return float(_check_step(step))
+
+
+def _check_step(step: Any) -> Any:
+    try:
+        ok = not isinstance(step, (bool, str, bytes)) and math.isfinite(float(step)) and float(step) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"invalid step counter in optimizer state: {step!r}")
-    return value
+    return step
 
 
 Optimizer.step = _with_step_hooks(Optimizer.step)  # type: ignore[method-assign]

@@ -472,3 +472,58 @@ def test_repr():
     text = repr(opt)
     assert text.startswith("SGD (\nParameter Group 0\n    dampening: 0\n    differentiable: False\n")
     assert "\nParameter Group 1\n" in text and "    lr: 0.5\n" in text and text.endswith(")")
+
+
+def test_invalid_loaded_step_is_refused_before_anything_changes():
+    ps = params()
+    opt = arrayopt.Adam(ps, lr=0.1)
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    before = copy.deepcopy(opt.state_dict())
+    for bad in (-1.0, float("nan"), "3", None):
+        sd["state"][1]["step"] = bad
+        with pytest.raises(ValueError, match="invalid step counter in optimizer state"):
+            opt.load_state_dict(sd)
+        assert opt.state[ps[1]]["step"] == before["state"][1]["step"]
+
+
+def test_bad_group_value_fails_the_step_before_any_update():
+    ps = params()
+    opt = arrayopt.SGD([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.1)
+    opt.param_groups[1]["lr"] = "fast"
+    data = [p.data.copy() for p in ps]
+    with pytest.raises((TypeError, ValueError)):
+        opt.step()
+    for p, d in zip(ps, data, strict=True):
+        np.testing.assert_array_equal(p.data, d)
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize(
+    "name, kwargs", [("Adam", {"lr": 0.1, "amsgrad": True}), ("SGD", {"lr": 0.1, "momentum": 0.9})]
+)
+def test_a_torch_state_dict_loads_and_continues_like_torch(torch, name, kwargs):
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal((3, 2)), rng.standard_normal(4)]
+    grads = [[rng.standard_normal(a.shape) for a in start] for _ in range(6)]
+    tparams = [torch.nn.Parameter(torch.tensor(a)) for a in start]
+    theirs = getattr(torch.optim, name)(tparams, **kwargs)
+
+    def torch_step(k):
+        for tp, g in zip(tparams, grads[k], strict=True):
+            tp.grad = torch.tensor(g)
+        theirs.step()
+
+    for k in range(3):
+        torch_step(k)
+    ours_params = [Parameter(tp.detach().numpy().copy()) for tp in tparams]
+    ours = getattr(arrayopt, name)(ours_params)
+    ours.load_state_dict(theirs.state_dict())  # torch tensors in, NumPy state out
+    for k in range(3, 6):
+        torch_step(k)
+        for p, g in zip(ours_params, grads[k], strict=True):
+            p.grad = g.copy()
+        ours.step()
+    for p, tp in zip(ours_params, tparams, strict=True):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-13, atol=1e-15)
+    assert all(type(v) is np.ndarray for s in ours.state.values() for k, v in s.items() if k != "step")

@@ -171,6 +171,26 @@ class Adam(ElementwiseOptimizer):
                 if p_state and not isinstance(p_state["step"], float):
                     p_state["step"] = step_to_float(p_state["step"])
 
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        lr = v.to_float(group["lr"])
+        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
+        weight_decay = v.to_float(group["weight_decay"])
+        if weight_decay == 0:
+            decay = "none"
+        elif group["decoupled_weight_decay"]:
+            decay = "decoupled"
+        else:
+            decay = "l2"
+        flags = {"maximize": bool(group["maximize"]), "decay": decay, "amsgrad": bool(group["amsgrad"])}
+        return {
+            "flags": flags,
+            "lr": lr,
+            "beta1": beta1,
+            "beta2": beta2,
+            "weight_decay": weight_decay,
+            "eps": v.to_float(group["eps"]),
+        }
+
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
         state = {"step": 0.0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
@@ -182,23 +202,13 @@ class Adam(ElementwiseOptimizer):
         maximum = state["max_exp_avg_sq"] if group["amsgrad"] else 0.0
         return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], maximum)
 
-    def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, p: Parameter, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         t = state["step"]
-        lr = v.to_float(group["lr"])
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        if weight_decay == 0:
-            decay = "none"
-        elif group["decoupled_weight_decay"]:
-            decay = "decoupled"
-        else:
-            decay = "l2"
-        kernel = get_backend(p.data).kernel(
-            adam_update, maximize=bool(group["maximize"]), decay=decay, amsgrad=bool(group["amsgrad"])
-        )
-        # Same Python-float expressions as torch's single-tensor Adam, so the rounded
-        # scalars are identical.
+        lr, beta1, beta2, weight_decay = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["weight_decay"]
+        kernel = get_backend(p.data).kernel(adam_update, **hyper["flags"])
+        # The same Python-float expressions as torch's single-tensor Adam, so every
+        # scalar is rounded identically.
         kernel(
             *operands,
             weight_decay,
@@ -208,7 +218,7 @@ class Adam(ElementwiseOptimizer):
             1 - beta2,
             lr / (1 - beta1**t),
             (1 - beta2**t) ** 0.5,
-            v.to_float(group["eps"]),
+            hyper["eps"],
         )
 
 

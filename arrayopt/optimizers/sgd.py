@@ -133,6 +133,18 @@ class SGD(ElementwiseOptimizer):
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
 
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        momentum = v.to_float(group["momentum"])
+        weight_decay = v.to_float(group["weight_decay"])
+        flags = {
+            "maximize": bool(group["maximize"]),
+            "decay": weight_decay != 0,
+            "use_momentum": momentum != 0,
+            "nesterov": bool(group["nesterov"]),
+        }
+        scalars = (v.to_float(group["lr"]), weight_decay, momentum, 1 - v.to_float(group["dampening"]))
+        return {"flags": flags, "scalars": scalars}
+
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
         # torch keeps no state at all without momentum; with it, the buffer is made by
         # the first step (a copy of the gradient).
@@ -146,18 +158,9 @@ class SGD(ElementwiseOptimizer):
             buffer = get_backend(p.data).xp.empty_like(p.data)
         return (p.data, p.grad, buffer)
 
-    def _update(self, p: Parameter, group: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
-        momentum = v.to_float(group["momentum"])
-        weight_decay = v.to_float(group["weight_decay"])
-        first_step = momentum != 0 and state["momentum_buffer"] is None
+    def _update(self, p: Parameter, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        first_step = hyper["flags"]["use_momentum"] and state["momentum_buffer"] is None
         if first_step:
             state["momentum_buffer"] = operands[2]
-        kernel = get_backend(p.data).kernel(
-            sgd_update,
-            maximize=bool(group["maximize"]),
-            decay=weight_decay != 0,
-            use_momentum=momentum != 0,
-            first_step=first_step,
-            nesterov=bool(group["nesterov"]),
-        )
-        kernel(*operands, v.to_float(group["lr"]), weight_decay, momentum, 1 - v.to_float(group["dampening"]))
+        kernel = get_backend(p.data).kernel(sgd_update, first_step=first_step, **hyper["flags"])
+        kernel(*operands, *hyper["scalars"])
