@@ -4,6 +4,12 @@ from collections.abc import Callable
 from typing import Any
 
 Rule = Callable[..., None]
+
+#: The functions an update rule may call on its namespace argument, besides arithmetic
+#: operators: all elementwise, all compiled by ``cupy.fuse``.
+ELEMENTWISE_FUNCTIONS = frozenset(
+    {"sqrt", "maximum", "minimum", "abs", "absolute", "sign", "where", "exp", "log", "square"}
+)
 Kernel = Callable[..., None]
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS
+
 
 class DialectError(AssertionError):
     """A rule did something cupy.fuse cannot compile."""
@@ -40,7 +42,7 @@ class Proxy:
     __sub__, __rsub__ = _binary(lambda a, b: a - b)
     __mul__, __rmul__ = _binary(lambda a, b: a * b)
     __truediv__, __rtruediv__ = _binary(lambda a, b: a / b)
-    __pow__, __rpow__ = _binary(lambda a, b: a**b)
+    __pow__, _ = _binary(lambda a, b: a**b)  # cupy's proxies have no __rpow__
     __lt__, _ = _binary(lambda a, b: a < b)
     __le__, _ = _binary(lambda a, b: a <= b)
     __gt__, _ = _binary(lambda a, b: a > b)
@@ -49,11 +51,22 @@ class Proxy:
     __ne__, _ = _binary(lambda a, b: a != b)  # type: ignore[assignment]
     __hash__ = None  # type: ignore[assignment]
 
+    def _in_place(op: Any) -> Any:  # type: ignore[misc]
+        def method(self: "Proxy", other: Any) -> "Proxy":
+            if not isinstance(self.value, np.ndarray):
+                raise DialectError("in-place update of a scalar argument")
+            self.value[...] = op(self.value, unwrap(other))
+            return self
+
+        return method
+
+    __iadd__ = _in_place(lambda a, b: a + b)
+    __isub__ = _in_place(lambda a, b: a - b)
+    __imul__ = _in_place(lambda a, b: a * b)
+    __itruediv__ = _in_place(lambda a, b: a / b)
+
     def __neg__(self) -> "Proxy":
         return Proxy(-self.value)
-
-    def __abs__(self) -> "Proxy":
-        return Proxy(abs(self.value))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if key is not Ellipsis and key != slice(None):
@@ -64,6 +77,9 @@ class Proxy:
 
     def __getitem__(self, key: Any) -> Any:
         raise DialectError("indexing is not supported inside cupy.fuse")
+
+    def __abs__(self) -> Any:
+        raise DialectError("abs() is not supported on cupy.fuse proxies; use xp.abs")
 
     def _concrete(self, *args: Any) -> Any:
         raise DialectError("a traced value has no concrete value inside cupy.fuse (bool/float/int/len/iter)")
@@ -77,7 +93,7 @@ class Proxy:
         raise DialectError("attribute assignment on a traced value")
 
 
-ALLOWED_FUNCTIONS = {"sqrt", "maximum", "minimum", "abs", "absolute", "sign", "where", "exp", "log", "square"}
+ALLOWED_FUNCTIONS = ELEMENTWISE_FUNCTIONS
 
 
 class Ops:

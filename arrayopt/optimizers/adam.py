@@ -48,21 +48,23 @@ def adam_update(
     :math:`= \gamma/(1-\beta_1^t)` and ``bias_correction2_sqrt``
     :math:`= \sqrt{1-\beta_2^t}`. As in torch, :math:`\epsilon` is added after the
     bias-corrected square root, and the first moment is a lerp towards :math:`g`.
-    ``max_exp_avg_sq`` is unused (any placeholder) without amsgrad.
+    ``max_exp_avg_sq`` is unused (any placeholder) without amsgrad. Updates are
+    written in place (``x += ...``, ``x[...] = ...``), in torch's order of roundings.
     """
     g = -grad if maximize else grad
     if decay == "decoupled":
-        param[...] = param * decay_factor
+        param *= decay_factor
     elif decay == "l2":
         g = g + weight_decay * param
-    exp_avg[...] = exp_avg + one_minus_beta1 * (g - exp_avg)
-    exp_avg_sq[...] = exp_avg_sq * beta2 + one_minus_beta2 * g * g
+    exp_avg += one_minus_beta1 * (g - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * g * g
     if amsgrad:
         max_exp_avg_sq[...] = xp.maximum(max_exp_avg_sq, exp_avg_sq)
         second = max_exp_avg_sq
     else:
         second = exp_avg_sq
-    param[...] = param - step_size * (exp_avg / (xp.sqrt(second) / bias_correction2_sqrt + eps))
+    param -= step_size * (exp_avg / (xp.sqrt(second) / bias_correction2_sqrt + eps))
 
 
 class Adam(ElementwiseOptimizer):

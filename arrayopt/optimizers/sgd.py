@@ -48,9 +48,10 @@ def sgd_update(
         if first_step:
             momentum_buffer[...] = g
         else:
-            momentum_buffer[...] = momentum * momentum_buffer + one_minus_dampening * g
+            momentum_buffer *= momentum
+            momentum_buffer += one_minus_dampening * g
         g = g + momentum * momentum_buffer if nesterov else momentum_buffer
-    param[...] = param - lr * g
+    param -= lr * g
 
 
 class SGD(ElementwiseOptimizer):
