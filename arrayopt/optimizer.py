@@ -21,7 +21,7 @@ from typing import Any
 
 from arrayopt._hooks import RemovableHandle, register
 from arrayopt._validate import typename as _typename
-from arrayopt.backends import get_backend, is_array
+from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.parameter import Parameter
 
 __all__ = [
@@ -384,8 +384,8 @@ class ElementwiseOptimizer(Optimizer):
       gradient for the first time (None if the optimizer keeps no state for it);
     * ``_operands(p, group, state) -> tuple``: the arrays the rule reads and writes,
       parameter first (a missing state key raises here);
-    * ``_update(p, hyper, state, operands)``: advance counters, compute the per-step
-      scalars and run the rule.
+    * ``_update(backend, hyper, state, operands)``: advance counters, compute the
+      per-step scalars and run the rule (``backend`` is the parameter's).
 
     ``step`` first prepares every parameter that has a gradient (hyper-parameters, new
     state, operands, shape and dtype checks) and only then updates them, so an error
@@ -415,17 +415,18 @@ class ElementwiseOptimizer(Optimizer):
                 if not state:
                     state = pending[p] = self._init_state(p, group)
                 operands = self._operands(p, group, state)
+                backend = get_backend(p.data)
                 try:
-                    get_backend(p.data).check_operands(operands)
+                    backend.check_operands(operands)
                 except ValueError as exc:
                     raise ValueError(f"{p._label()}: {exc}") from None
-                updates.append((p, hyper, state, operands))
-        for p, hyper, state, operands in updates:
+                updates.append((p, backend, hyper, state, operands))
+        for p, backend, hyper, state, operands in updates:
             if p in pending:
                 new_state = pending.pop(p)
                 if new_state is not None:
                     self.state[p] = new_state
-            self._update(p, hyper, state, operands)
+            self._update(backend, hyper, state, operands)
         return loss
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -437,7 +438,7 @@ class ElementwiseOptimizer(Optimizer):
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
-    def _update(self, p: Parameter, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
 

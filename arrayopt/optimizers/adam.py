@@ -3,7 +3,7 @@
 from typing import Any
 
 from arrayopt import _validate as v
-from arrayopt.backends import get_backend, is_array
+from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
 
@@ -204,11 +204,11 @@ class Adam(ElementwiseOptimizer):
         maximum = state["max_exp_avg_sq"] if group["amsgrad"] else 0.0
         return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], maximum)
 
-    def _update(self, p: Parameter, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         t = state["step"]
         lr, beta1, beta2, weight_decay = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["weight_decay"]
-        kernel = get_backend(p.data).kernel(adam_update, **hyper["flags"])
+        kernel = backend.kernel(adam_update, **hyper["flags"])
         # The same Python-float expressions as torch's single-tensor Adam, so every
         # scalar is rounded identically.
         kernel(

@@ -3,7 +3,7 @@
 from typing import Any
 
 from arrayopt import _validate as v
-from arrayopt.backends import get_backend
+from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 
@@ -159,9 +159,9 @@ class SGD(ElementwiseOptimizer):
             buffer = get_backend(p.data).xp.empty_like(p.data)
         return (p.data, p.grad, buffer)
 
-    def _update(self, p: Parameter, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         first_step = hyper["flags"]["use_momentum"] and state["momentum_buffer"] is None
         if first_step:
             state["momentum_buffer"] = operands[2]
-        kernel = get_backend(p.data).kernel(sgd_update, first_step=first_step, **hyper["flags"])
+        kernel = backend.kernel(sgd_update, first_step=first_step, **hyper["flags"])
         kernel(*operands, *hyper["scalars"])
