@@ -12,12 +12,13 @@ from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Backend, Kernel, Rule
 # on slices of about 1 MiB per operand keeps the work in cache.
 CHUNK_BYTES = 1 << 20
 
-# Temporaries of 64 KiB and more are served from preallocated scratch buffers instead
-# of malloc: glibc hands such blocks back to the kernel when they are freed, and the
-# page faults on the next allocation made Adam's chain on 1 MiB chunks 8-10x slower on
-# the project machines (a 16.8M-element Adam step took 300-380 ms instead of 50 ms).
-# Below that size, plain NumPy expressions are as fast and have less overhead.
-SCRATCH_BYTES = 1 << 16
+# Temporaries of 128 KiB and more (glibc's default mmap threshold) are served from
+# preallocated scratch buffers instead of malloc: glibc hands such blocks back to the
+# kernel when they are freed, and the page faults on the next allocation made Adam's
+# chain on 1 MiB chunks 8-10x slower on the project machines (a 16.8M-element Adam
+# step took 300-380 ms instead of 50-60 ms). Below that size plain NumPy expressions
+# are as fast (measured at 64 KiB) and cost less Python per operation.
+SCRATCH_BYTES = 1 << 17
 
 
 def _apply(rule: Rule, args: "list[Any] | tuple[Any, ...]", flags: dict[str, Any]) -> None:
@@ -135,19 +136,18 @@ class _Scratch:
 
     def take(self, dtype: Any) -> tuple[Any, Any]:
         """A free buffer of ``dtype`` (kept for reuse) and its view shaped for this call."""
-        free = self._free.setdefault(dtype, [])
-        for k in range(len(free) - 1, -1, -1):
-            if free[k].size >= self.size:
-                buffer = free.pop(k)
-                break
+        free = self._free.get(dtype)
+        if free and free[-1].size >= self.size:
+            buffer = free.pop()
         else:
             buffer = numpy.empty(max(self.size, CHUNK_BYTES // numpy.dtype(dtype).itemsize), dtype)
         self._taken[id(buffer)] = buffer
-        return buffer, buffer[: self.size].reshape(self.shape)
+        view = buffer[: self.size]
+        return buffer, view if len(self.shape) == 1 else view.reshape(self.shape)
 
     def give_back(self, buffer: Any) -> None:
         if self._taken.pop(id(buffer), None) is not None:
-            self._free[buffer.dtype].append(buffer)
+            self._free.setdefault(buffer.dtype, []).append(buffer)
 
     def release(self) -> None:
         for buffer in list(self._taken.values()):
