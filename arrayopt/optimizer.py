@@ -17,7 +17,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
 from itertools import chain
-from typing import Any
+from typing import Any, ClassVar
 
 from arrayopt._hooks import RemovableHandle, register
 from arrayopt._validate import typename as _typename
@@ -115,6 +115,10 @@ class Optimizer:
     Subclasses implement ``step(closure=None)``; step hooks wrap it automatically.
     """
 
+    #: Group keys filled in when loading state saved by an older version (torch's
+    #: ``__setstate__`` defaults, per optimizer).
+    _defaults_on_load: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
         self._init_hooks()
@@ -156,6 +160,9 @@ class Optimizer:
         if "_optimizer_step_pre_hooks" not in self.__dict__:
             self._init_hooks()
         self.defaults.setdefault("differentiable", False)
+        for group in self.param_groups:
+            for key, value in self._defaults_on_load.items():
+                group.setdefault(key, value)
 
     def __repr__(self) -> str:
         text = self.__class__.__name__ + " ("

@@ -74,57 +74,62 @@ def _hyper(case: Case, make_scalar: Any) -> dict[str, Any]:
 def run_arrayopt(case: Case, xp: Any, inputs: Trajectory, roundtrip: bool = True) -> Trajectory:
     """Run ``case`` on arrays of namespace ``xp``; return the recorded trajectory."""
     cls = getattr(arrayopt, case.optimizer)
-    kwargs = _hyper(case, lambda x: xp.asarray(x, dtype=xp.float64))
-    lr2 = _group_lr(case, cls)
-
-    def build(arrays: list[Any]) -> tuple[list[arrayopt.Parameter], Any]:
-        params = [arrayopt.Parameter(a, name=f"p{i}") for i, a in enumerate(arrays)]
-        groups = [{"params": [params[i] for i in GROUPS[0]]}, {"params": [params[i] for i in GROUPS[1]], "lr": lr2}]
-        return params, cls(groups, **kwargs)
-
-    params, opt = build([xp.asarray(inputs[f"input/param{i}"].copy()) for i in range(len(SHAPES))])
-    out: Trajectory = {}
-    for step in range(STEPS):
-        for i, p in enumerate(params):
-            grad = inputs.get(f"input/grad{step}_{i}")
-            p.grad = None if grad is None else xp.asarray(grad.copy())
-        opt.step()
-        _record(out, step, [p.data for p in params], opt.state_dict()["state"], _to_numpy)
-        if roundtrip and step == ROUNDTRIP_AFTER:
-            saved = copy.deepcopy(opt.state_dict())
-            params, opt = build([xp.asarray(_to_numpy(p.data).copy()) for p in params])
-            opt.load_state_dict(saved)
-    return out
+    return _run(
+        cls,
+        _hyper(case, lambda x: xp.asarray(x, dtype=xp.float64)),
+        _group_lr(case, cls),
+        lambda a, i: arrayopt.Parameter(xp.asarray(a), name=f"p{i}"),
+        xp.asarray,
+        _to_numpy,
+        inputs,
+        roundtrip,
+    )
 
 
 def run_torch(case: Case, inputs: Trajectory, roundtrip: bool = True) -> Trajectory:
     """The same run with torch.optim (torch must be importable)."""
     import torch
 
-    cls = getattr(torch.optim, case.optimizer)
-    kwargs = _hyper(case, lambda x: torch.tensor(x, dtype=torch.float64))
-    lr2 = _group_lr(case, getattr(arrayopt, case.optimizer))
+    return _run(
+        getattr(torch.optim, case.optimizer),
+        _hyper(case, lambda x: torch.tensor(x, dtype=torch.float64)),
+        _group_lr(case, getattr(arrayopt, case.optimizer)),
+        lambda a, i: torch.nn.Parameter(torch.from_numpy(a)),
+        torch.from_numpy,
+        lambda t: t.detach().numpy().copy(),
+        inputs,
+        roundtrip,
+    )
 
-    def build(arrays: list[Any]) -> tuple[list[Any], Any]:
-        params = [torch.nn.Parameter(torch.from_numpy(a)) for a in arrays]
+
+def _run(
+    cls: Any,
+    kwargs: dict[str, Any],
+    lr2: float,
+    make_param: Any,
+    make_grad: Any,
+    to_numpy: Any,
+    inputs: Trajectory,
+    roundtrip: bool,
+) -> Trajectory:
+    """The run itself, for any library: ``make_param(array, i)``, ``make_grad(array)``."""
+
+    def build(arrays: list[np.ndarray]) -> tuple[list[Any], Any]:
+        params = [make_param(a, i) for i, a in enumerate(arrays)]
         groups = [{"params": [params[i] for i in GROUPS[0]]}, {"params": [params[i] for i in GROUPS[1]], "lr": lr2}]
         return params, cls(groups, **kwargs)
 
     params, opt = build([inputs[f"input/param{i}"].copy() for i in range(len(SHAPES))])
     out: Trajectory = {}
-
-    def to_numpy(t: Any) -> Any:
-        return t.detach().numpy().copy()
-
     for step in range(STEPS):
         for i, p in enumerate(params):
             grad = inputs.get(f"input/grad{step}_{i}")
-            p.grad = None if grad is None else torch.from_numpy(grad.copy())
+            p.grad = None if grad is None else make_grad(grad.copy())
         opt.step()
         _record(out, step, [p.data for p in params], opt.state_dict()["state"], to_numpy)
         if roundtrip and step == ROUNDTRIP_AFTER:
             saved = copy.deepcopy(opt.state_dict())
-            params, opt = build([to_numpy(p) for p in params])
+            params, opt = build([to_numpy(p.data) for p in params])
             opt.load_state_dict(saved)
     return out
 

@@ -1,6 +1,6 @@
 """Adam (Kingma and Ba, 2015), with AMSGrad (Reddi et al., 2018) and decoupled weight decay."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend, is_array
@@ -106,6 +106,16 @@ class Adam(ElementwiseOptimizer):
         Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
     """
 
+    _defaults_on_load: ClassVar[dict[str, Any]] = {
+        "amsgrad": False,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+        "fused": None,
+    }
+
     def __init__(
         self,
         params: Any,
@@ -161,13 +171,6 @@ class Adam(ElementwiseOptimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
             for p in group["params"]:
                 p_state = self.state.get(p)
                 if p_state and not isinstance(p_state["step"], float):

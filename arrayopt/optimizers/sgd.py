@@ -1,6 +1,6 @@
 """Stochastic gradient descent with momentum (Polyak 1964; Nesterov 1983; Sutskever et al. 2013)."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend
@@ -89,6 +89,14 @@ class SGD(ElementwiseOptimizer):
         momentum in deep learning", ICML 2013.
     """
 
+    _defaults_on_load: ClassVar[dict[str, Any]] = {
+        "nesterov": False,
+        "maximize": False,
+        "foreach": None,
+        "differentiable": False,
+        "fused": False,
+    }
+
     def __init__(
         self,
         params: Any,
@@ -124,15 +132,6 @@ class SGD(ElementwiseOptimizer):
         # param-group dicts untouched (torch checks these after).
         v.check_flag_conflicts(fused, foreach, differentiable)
         super().__init__(params, defaults)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", False)
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         momentum = v.to_float(group["momentum"])
