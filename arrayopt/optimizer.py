@@ -134,8 +134,12 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if not isinstance(param_groups[0], dict):
             param_groups = [{"params": param_groups}]
+        # Check every group before completing any of the caller's dicts.
         for param_group in param_groups:
-            self.add_param_group(param_group)
+            self.param_groups.append(self._checked_group(param_group))
+        for i, param_group in enumerate(param_groups):
+            param_group.update(self.param_groups[i])
+            self.param_groups[i] = param_group
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -213,6 +217,12 @@ class Optimizer:
         completed in place (``params`` as a list, ``param_names``, defaults) and
         becomes the group, as in torch.
         """
+        group = self._checked_group(param_group)
+        param_group.update(group)
+        self.param_groups.append(param_group)
+
+    def _checked_group(self, param_group: Any) -> dict[str, Any]:
+        """A completed copy of ``param_group``, checked against the existing groups."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         group = dict(param_group)
@@ -259,8 +269,7 @@ class Optimizer:
                 )
         if not param_set.isdisjoint(params):
             raise ValueError("some parameters appear in more than one parameter group")
-        param_group.update(group)
-        self.param_groups.append(param_group)
+        return group
 
     # -- gradients and stepping -------------------------------------------------------
 

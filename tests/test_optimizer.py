@@ -150,6 +150,14 @@ def test_add_param_group_completes_the_given_dict_only_when_valid():
     assert good["params"] == ps[1:] and good["lr"] == 0.2 and good["momentum"] == 0
 
 
+def test_a_bad_later_group_leaves_earlier_group_dicts_untouched():
+    ps = params()
+    first, second = {"params": ps[:2], "lr": 0.5}, {"params": [ps[1]]}
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        arrayopt.Adam([first, second])
+    assert first == {"params": ps[:2], "lr": 0.5} and second == {"params": [ps[1]]}
+
+
 def test_required_hyper_parameter():
     class Custom(arrayopt.Optimizer):
         def __init__(self, params):
