@@ -3,14 +3,16 @@
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
+
 Rule = Callable[..., None]
+Kernel = Callable[..., None]
 
 #: The functions an update rule may call on its namespace argument, besides arithmetic
 #: operators: all elementwise, all compiled by ``cupy.fuse``.
 ELEMENTWISE_FUNCTIONS = frozenset(
     {"sqrt", "maximum", "minimum", "abs", "absolute", "sign", "where", "exp", "log", "square"}
 )
-Kernel = Callable[..., None]
 
 
 class Backend:
@@ -80,7 +82,7 @@ class Backend:
         return None
 
     def device(self, array: Any) -> Any:
-        return array_device(array)
+        return array_api_compat.device(array)
 
     def to_numpy(self, array: Any) -> Any:
         """A NumPy array with the values of ``array`` (a copy when it is not on the host)."""
@@ -109,9 +111,3 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<arrayopt backend {self.name!r}>"
-
-
-def array_device(array: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(array)
