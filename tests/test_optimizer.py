@@ -230,6 +230,21 @@ def test_a_failing_step_changes_nothing():
             np.testing.assert_array_equal(after["state"][index][key], value)
 
 
+def test_a_state_without_step_fails_before_any_update():
+    ps = params()
+    opt = arrayopt.Adam(ps, lr=0.1)
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    del sd["state"][2]["step"]
+    opt.load_state_dict(sd)
+    data = [p.data.copy() for p in ps]
+    with pytest.raises(KeyError, match="step"):
+        opt.step()
+    for p, d in zip(ps, data, strict=True):
+        np.testing.assert_array_equal(p.data, d)
+    assert [opt.state[p]["step"] for p in ps[:2]] == [1.0, 1.0]
+
+
 def test_state_of_the_wrong_shape_is_refused_before_any_update():
     ps = params()
     opt = arrayopt.Adam(ps, lr=0.1)

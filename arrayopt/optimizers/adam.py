@@ -173,7 +173,7 @@ class Adam(ElementwiseOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 p_state = self.state.get(p)
-                if p_state and not isinstance(p_state["step"], float):
+                if p_state and "step" in p_state and not isinstance(p_state["step"], float):
                     p_state["step"] = step_to_float(p_state["step"])
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +204,8 @@ class Adam(ElementwiseOptimizer):
         return state
 
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        if "step" not in state:  # a loaded state without it: fail now, before any update
+            raise KeyError("step")
         maximum = state["max_exp_avg_sq"] if group["amsgrad"] else 0.0
         return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], maximum)
 
