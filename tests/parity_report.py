@@ -1,0 +1,44 @@
+"""Print the largest differences from live torch.optim, per optimizer, dtype and backend.
+
+    python tests/parity_report.py
+
+Runs every case of the table through the parity harness (tests/harness.py) on NumPy
+and array-api-strict, against torch 2.13 (which must be installed), and reports the
+largest error relative to each array's largest magnitude, also in float32 ulps
+(2**-23) or float64 ulps (2**-52). The README's parity table comes from this.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness
+from cases import CASES
+
+
+def main() -> None:
+    import array_api_strict
+    import torch
+
+    torch.set_num_threads(1)
+    worst: dict[tuple[str, str, str], float] = {}
+    for case in CASES:
+        for dtype in harness.DTYPES:
+            inputs = harness.make_inputs(dtype)
+            reference = harness.run_torch(case, inputs)
+            for xp in (np, array_api_strict):
+                error = harness.max_relative_error(harness.run_arrayopt(case, xp, inputs), reference)
+                key = (case.optimizer, dtype, xp.__name__)
+                worst[key] = max(worst.get(key, 0.0), error)
+    print(f"torch {torch.__version__}, {len(CASES)} cases, {harness.STEPS} steps")
+    print(f"{'optimizer':<8} {'dtype':<11} {'backend':<17} {'max rel. error':>14} {'ulps':>6}")
+    for (optimizer, dtype, backend), error in sorted(worst.items()):
+        ulp = 2.0**-23 if dtype in ("float32", "complex64") else 2.0**-52
+        print(f"{optimizer:<8} {dtype:<11} {backend:<17} {error:14.2e} {error / ulp:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
