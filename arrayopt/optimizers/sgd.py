@@ -148,18 +148,18 @@ class SGD(ElementwiseOptimizer):
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
         # torch keeps no state at all without momentum; with it, the buffer is made by
         # the first step (a copy of the gradient).
-        return {"momentum_buffer": None} if group["momentum"] != 0 else None
+        return {"momentum_buffer": None} if v.to_float(group["momentum"]) != 0 else None
 
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
-        if group["momentum"] == 0:
+        if v.to_float(group["momentum"]) == 0:
             return (p.data, p.grad, 0.0)
-        buffer = state["momentum_buffer"]
+        buffer = state.get("momentum_buffer")  # as torch: a state without one starts afresh
         if buffer is None:
             buffer = get_backend(p.data).xp.empty_like(p.data)
         return (p.data, p.grad, buffer)
 
     def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
-        first_step = hyper["flags"]["use_momentum"] and state["momentum_buffer"] is None
+        first_step = hyper["flags"]["use_momentum"] and state.get("momentum_buffer") is None
         if first_step:
             state["momentum_buffer"] = operands[2]
         kernel = backend.kernel(sgd_update, first_step=first_step, **hyper["flags"])
