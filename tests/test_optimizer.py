@@ -550,3 +550,18 @@ def test_a_torch_state_dict_loads_and_continues_like_torch(torch, name, kwargs):
     for p, tp in zip(ours_params, tparams, strict=True):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-13, atol=1e-15)
     assert all(type(v) is np.ndarray for s in ours.state.values() for k, v in s.items() if k != "step")
+
+
+def test_parameters_of_different_libraries_in_one_optimizer():
+    strict = pytest.importorskip("array_api_strict")
+    start, grad = np.array([1.0, -2.0, 0.5]), np.array([0.3, -0.1, 0.2])
+    mixed = [Parameter(start.copy()), Parameter(strict.asarray(start.copy()))]
+    alone = Parameter(start.copy())
+    opt = arrayopt.Adam(mixed, lr=0.1, amsgrad=True)
+    ref = arrayopt.Adam([alone], lr=0.1, amsgrad=True)
+    for _ in range(3):
+        mixed[0].grad, mixed[1].grad, alone.grad = grad.copy(), strict.asarray(grad.copy()), grad.copy()
+        opt.step()
+        ref.step()
+    np.testing.assert_array_equal(mixed[0].data, alone.data)
+    np.testing.assert_array_equal(np.asarray(mixed[1].data), alone.data)

@@ -67,3 +67,14 @@ def test_chunk_size_never_changes_a_bit(case, size, chunk, dtype, seed):
     finally:
         numpy_backend.CHUNK_BYTES = saved
     np.testing.assert_array_equal(chunked, whole)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=st.sampled_from(CASES), shape=shapes, dtype=dtypes, seed=st.integers(0, 2**32 - 1))
+def test_maximize_with_g_equals_minimize_with_minus_g(case, shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    data = np.asarray(rng.standard_normal(shape), dtype=dtype)
+    grads = [np.asarray(rng.standard_normal(shape), dtype=dtype) for _ in range(3)]
+    maximize = case.kwargs.get("maximize", False)
+    flipped = type(case)(case.optimizer, {**case.kwargs, "maximize": not maximize}, case.array_hyper)
+    np.testing.assert_array_equal(run(case, np, data, grads), run(flipped, np, data, [-g for g in grads]))
