@@ -134,12 +134,13 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if not isinstance(param_groups[0], dict):
             param_groups = [{"params": param_groups}]
-        # Check every group before completing any of the caller's dicts.
+        # Check every group before completing any of the caller's dicts; then add them
+        # through add_param_group, which subclasses may extend (as in torch).
         for param_group in param_groups:
-            self.param_groups.append(self._checked_group(param_group))
-        for i, param_group in enumerate(param_groups):
-            param_group.update(self.param_groups[i])
-            self.param_groups[i] = param_group
+            self.param_groups.append(self._checked_group(param_group, warn=False))
+        self.param_groups = []
+        for param_group in param_groups:
+            self.add_param_group(param_group)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -221,7 +222,7 @@ class Optimizer:
         param_group.update(group)
         self.param_groups.append(param_group)
 
-    def _checked_group(self, param_group: Any) -> dict[str, Any]:
+    def _checked_group(self, param_group: Any, warn: bool = True) -> dict[str, Any]:
         """A completed copy of ``param_group``, checked against the existing groups."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
@@ -251,7 +252,7 @@ class Optimizer:
             if default is required and name not in group:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             group.setdefault(name, default)
-        if len(params) != len(set(params)):
+        if warn and len(params) != len(set(params)):
             warnings.warn(
                 "optimizer contains a parameter group with duplicate parameters; "
                 "in future, this will cause an error; "

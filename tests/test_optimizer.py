@@ -158,6 +158,19 @@ def test_a_bad_later_group_leaves_earlier_group_dicts_untouched():
     assert first == {"params": ps[:2], "lr": 0.5} and second == {"params": [ps[1]]}
 
 
+def test_the_constructor_adds_groups_through_add_param_group():
+    seen = []
+
+    class Recording(arrayopt.SGD):
+        def add_param_group(self, param_group):
+            seen.append(param_group)
+            super().add_param_group(param_group)
+
+    first, second = {"params": params(1)}, {"params": params(1), "lr": 0.5}
+    opt = Recording([first, second])
+    assert seen == [first, second] and opt.param_groups[0] is first and opt.param_groups[1] is second
+
+
 def test_required_hyper_parameter():
     class Custom(arrayopt.Optimizer):
         def __init__(self, params):
