@@ -111,3 +111,29 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<arrayopt backend {self.name!r}>"
+
+
+def real_layouts(args: "tuple[Any, ...] | list[Any]", array_type: type) -> tuple[bool, list[list[Any]]]:
+    """The argument lists an elementwise rule runs on, for NumPy-like arrays.
+
+    If every array operand is C-contiguous: one list with each array flattened to 1-D,
+    complex ones viewed as interleaved reals (``torch.view_as_real``), and ``True``.
+    Otherwise ``False`` and the arguments as they are, or for complex operands two
+    lists: their ``.real`` views, then their ``.imag`` views. All are views, so the
+    rule's in-place writes land in the operands.
+    """
+    arrays = [a for a in args if isinstance(a, array_type)]
+    if all(a.flags.c_contiguous for a in arrays):
+        values = []
+        for a in args:
+            if isinstance(a, array_type):
+                a = a.reshape(-1)
+                if a.dtype.kind == "c":
+                    a = a.view(a.real.dtype)
+            values.append(a)
+        return True, [values]
+    if arrays[0].dtype.kind == "c":
+        return False, [
+            [getattr(a, part) if isinstance(a, array_type) else a for a in args] for part in ("real", "imag")
+        ]
+    return False, [list(args)]

@@ -9,7 +9,7 @@ import array_api_compat.cupy as compat_cupy
 import cupy
 import numpy
 
-from arrayopt.backends.base import Backend, Kernel, Rule
+from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
 
 
 class CuPyBackend(Backend):
@@ -35,24 +35,10 @@ class CuPyBackend(Backend):
         ndarray = cupy.ndarray
 
         def run(*args: Any) -> None:
-            positions = [i for i, a in enumerate(args) if isinstance(a, ndarray)]
-            arrays = [args[i] for i in positions]
-            first = arrays[0]
-            is_complex = first.dtype.kind == "c"
-            real = numpy.dtype(first.real.dtype if is_complex else first.dtype).type
-            values = [a if isinstance(a, ndarray) else real(a) for a in args]
-            if all(a.flags.c_contiguous for a in arrays):
-                for i, a in zip(positions, arrays, strict=True):
-                    flat = a.reshape(-1)
-                    values[i] = flat.view(real) if is_complex else flat
-                fused(*values)
-            elif is_complex:
-                for part in ("real", "imag"):
-                    for i, a in zip(positions, arrays, strict=True):
-                        values[i] = getattr(a, part)
-                    fused(*values)
-            else:
-                fused(*values)
+            first = args[0]
+            real = numpy.dtype(first.real.dtype if first.dtype.kind == "c" else first.dtype).type
+            for values in real_layouts(args, ndarray)[1]:
+                fused(*(a if isinstance(a, ndarray) else real(a) for a in values))
 
         return run
 

@@ -6,7 +6,7 @@ from typing import Any
 import array_api_compat.numpy as compat_numpy
 import numpy
 
-from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Backend, Kernel, Rule
+from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Backend, Kernel, Rule, real_layouts
 
 # A rule is a chain of ufuncs, each a full pass over its operands. Running the chain
 # on slices of about 1 MiB per operand keeps the work in cache.
@@ -59,21 +59,12 @@ class NumPyBackend(Backend):
                 # One chunk and real: any layout works as it is (elementwise rule).
                 _apply(rule, args, flags)
                 return
-            positions = [i for i, a in enumerate(args) if isinstance(a, ndarray)]
-            arrays = [args[i] for i in positions]
-            values = list(args)
-            if all(a.flags.c_contiguous for a in arrays):
-                for i, a in zip(positions, arrays, strict=True):
-                    flat = a.reshape(-1)
-                    values[i] = flat.view(flat.real.dtype) if flat.dtype.kind == "c" else flat
-                _run_chunked(rule, values, positions, flags)
-            elif arrays[0].dtype.kind == "c":
-                for part in ("real", "imag"):
-                    for i, a in zip(positions, arrays, strict=True):
-                        values[i] = getattr(a, part)
+            flat, layouts = real_layouts(args, ndarray)
+            for values in layouts:
+                if flat:
+                    _run_chunked(rule, values, [i for i, a in enumerate(values) if isinstance(a, ndarray)], flags)
+                else:
                     _apply(rule, values, flags)
-            else:
-                _apply(rule, values, flags)
 
         return run
 
