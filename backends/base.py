@@ -113,7 +113,7 @@ class Backend:
         return f"<arrayopt backend {self.name!r}>"
 
 
-def real_layouts(args: "tuple[Any, ...] | list[Any]", array_type: type) -> tuple[bool, list[list[Any]]]:
+def real_layouts(args: "tuple[Any, ...] | list[Any]", array_type: Any) -> tuple[bool, list[list[Any]]]:
     """The argument lists an elementwise rule runs on, for NumPy-like arrays.
 
     If every array operand is C-contiguous: one list with each array flattened to 1-D,
