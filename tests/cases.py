@@ -8,6 +8,9 @@ hyper-parameters). Later optimizers add their rows here.
 from dataclasses import dataclass, field
 from typing import Any
 
+#: every dtype the parity harness knows
+ALL_DTYPES = ("float64", "float32", "complex128", "complex64")
+
 
 @dataclass(frozen=True)
 class Case:
@@ -17,6 +20,8 @@ class Case:
     array_hyper: tuple[str, ...] = ()
     #: does weight decay or another term move the parameter when the gradient is zero?
     moves_on_zero_grad: bool = False
+    #: the dtypes torch supports for this case (e.g. no complex for Adafactor)
+    dtypes: tuple[str, ...] = ALL_DTYPES
 
     @property
     def id(self) -> str:
@@ -86,3 +91,8 @@ CASES: list[Case] = [
 ]
 
 OPTIMIZERS = sorted({case.optimizer for case in CASES})
+
+
+def by_dtype(dtypes: tuple[str, ...] = ALL_DTYPES, cases: list[Case] | None = None) -> list[tuple[Case, str]]:
+    """``(case, dtype)`` pairs for ``pytest.mark.parametrize``, the dtypes a case supports only."""
+    return [(case, dtype) for case in (CASES if cases is None else cases) for dtype in dtypes if dtype in case.dtypes]

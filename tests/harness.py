@@ -19,14 +19,14 @@ import numpy as np
 
 import arrayopt
 
-from cases import Case
+from cases import ALL_DTYPES, Case
 
 SHAPES = [(3, 4), (5,), (2, 1, 3), (), (2, 0)]  # a 0-d and an empty parameter too
 GROUPS = [[0, 1, 3], [2, 4]]  # parameter indices per param group
 STEPS = 12
 ROUNDTRIP_AFTER = 5  # state_dict round trip after this step (0-based)
 NONE_GRADS = {(0, 2), (1, 2), (7, 1)}  # (step, param index) pairs with grad None
-DTYPES = ["float64", "float32", "complex128", "complex64"]
+DTYPES = list(ALL_DTYPES)
 
 # Largest error allowed against torch, relative to the magnitude of the entry (see
 # _scales): float64 "within 1e-12 relative", float32 "within a few ulp".

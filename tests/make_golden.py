@@ -3,9 +3,10 @@
 The golden files keep torch parity tested on machines without torch. Regenerate
 them (with torch==2.13.0 installed) whenever the case table or the harness changes:
 
-    python tests/make_golden.py
+    python tests/make_golden.py            # every case; stale files removed
+    python tests/make_golden.py RMSprop    # only the cases of these optimizers
 
-Each file holds, for each dtype in ``harness.DTYPES``, the harness inputs
+Each file holds, for each dtype the case supports (``Case.dtypes``), the harness inputs
 (``<dtype>/input/...``) and torch's trajectory (``<dtype>/step<k>/...``);
 ``test_parity.py`` checks that the stored files equal a fresh torch run.
 """
@@ -28,7 +29,7 @@ def torch_golden(case: object) -> dict[str, np.ndarray]:
     import harness
 
     arrays: dict[str, np.ndarray] = {}
-    for dtype in harness.DTYPES:
+    for dtype in case.dtypes:  # type: ignore[attr-defined]
         inputs = harness.make_inputs(dtype)
         trajectory = harness.run_torch(case, inputs)  # type: ignore[arg-type]
         for key, value in {**inputs, **trajectory}.items():
@@ -43,23 +44,28 @@ def load_golden(case_id: str, dtype: str) -> dict[str, object]:
         return {k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)}
 
 
-def main() -> None:
+def main(optimizers: list[str]) -> None:
     sys.path.insert(0, HERE)
     import torch
 
-    from cases import CASES
+    from cases import CASES, OPTIMIZERS
 
+    unknown = sorted(set(optimizers) - set(OPTIMIZERS))
+    if unknown:
+        raise SystemExit(f"no cases for {unknown}; the table has {OPTIMIZERS}")
     torch.set_num_threads(1)
     os.makedirs(GOLDEN, exist_ok=True)
-    wanted = {f"{case.id}.npz" for case in CASES}
-    for stale in sorted(set(os.listdir(GOLDEN)) - wanted):
-        os.remove(os.path.join(GOLDEN, stale))
-        print(f"removed {stale}")
-    for case in CASES:
+    if not optimizers:  # a full run also removes the files of cases that are gone
+        wanted = {f"{case.id}.npz" for case in CASES}
+        for stale in sorted(set(os.listdir(GOLDEN)) - wanted):
+            os.remove(os.path.join(GOLDEN, stale))
+            print(f"removed {stale}")
+    chosen = [case for case in CASES if not optimizers or case.optimizer in optimizers]
+    for case in chosen:
         np.savez_compressed(golden_path(case.id), **torch_golden(case))
         print(f"wrote {case.id}.npz")
-    print(f"torch {torch.__version__}: {len(CASES)} golden files in {GOLDEN}")
+    print(f"torch {torch.__version__}: {len(chosen)} golden files in {GOLDEN}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

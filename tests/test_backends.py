@@ -10,7 +10,7 @@ from arrayopt.optimizers.adam import adam_update
 
 import fuse_dialect
 import harness
-from cases import CASES
+from cases import CASES, by_dtype
 
 
 def test_dispatch_by_library(xp):
@@ -32,8 +32,7 @@ def test_kernels_are_cached_per_flags():
     assert a is not backend.kernel(adam_update, maximize=True, decay="none", amsgrad=True)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "complex64"])
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "complex64")), ids=str)
 def test_every_rule_stays_in_the_cupy_fuse_dialect(case, dtype, monkeypatch):
     """Each rule, with each case's flags, runs on cupy.fuse-like proxies and gives NumPy's numbers."""
     inputs = harness.make_inputs(dtype)
@@ -63,8 +62,7 @@ def test_the_dialect_checker_catches_violations():
     fuse_dialect.apply_traced(rebinds, [np.ones(2), np.ones(2)], {})  # legal, if useless
 
 
-@pytest.mark.parametrize("dtype", ["float32", "complex128"])
-@pytest.mark.parametrize("case", CASES[::3], ids=str)
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "complex128"), CASES[::3]), ids=str)
 def test_numpy_chunking_changes_no_bit(case, dtype, monkeypatch):
     inputs = harness.make_inputs(dtype)
     whole = harness.run_arrayopt(case, np, inputs)
@@ -105,8 +103,7 @@ def test_mismatched_operands_are_refused():
         backend.check_operands([np.zeros(3), np.zeros(3, dtype=np.float32)])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
 def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch):
     """Temporaries in preallocated buffers (ufunc out=) give the same bits as plain NumPy."""
     inputs = harness.make_inputs(dtype)

@@ -16,7 +16,7 @@ import arrayopt.backends
 
 import fuse_dialect
 import harness
-from cases import CASES
+from cases import by_dtype
 from conftest import load_namespace
 
 
@@ -34,8 +34,7 @@ def stand_in_cupy_backend(monkeypatch):
     return backend
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "complex64"])
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "float32", "complex64")), ids=str)
 def test_stand_in_cupy_backend_equals_numpy_backend(case, dtype, stand_in_cupy_backend):
     inputs = harness.make_inputs(dtype)
     fused = harness.run_arrayopt(case, np, inputs)
@@ -63,8 +62,7 @@ def test_stand_in_casts_scalars_and_flattens(stand_in_cupy_backend):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", ["float64", "float32", "complex64"])
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "float32", "complex64")), ids=str)
 def test_fused_gpu_kernels_equal_numpy(case, dtype):
     cupy = load_namespace("cupy")
     inputs = harness.make_inputs(dtype)
