@@ -539,16 +539,25 @@ class ElementwiseOptimizer(Optimizer):
                 if hyper is None:
                     hyper = self._hyper(group)
                 self._prepare_one(item, group, hyper, pending, updates)
+        new_states: dict[Parameter, Any] = {}
         for update in updates:
             if type(update) is _RunUpdate:
-                self._commit_run(update)
+                self._commit_run(update, new_states)
                 continue
             p, backend, hyper, state, operands = update
             if p in pending:
                 new_state = pending.pop(p)
                 if new_state is not None:
-                    self.state[p] = new_state
+                    new_states[p] = new_state
             self._update(backend, hyper, state, operands)
+        if new_states:
+            # In the order of the param groups, as a one-by-one loop would add them
+            # (state_dict lists them in this order).
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p in new_states:
+                        self.state[p] = new_states.pop(p)
+            self.state.update(new_states)
         return loss
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -592,7 +601,14 @@ class ElementwiseOptimizer(Optimizer):
         self._flat_layouts: dict[FlatBuffer, dict[str, _StateLayout]] = {}
 
     def _flat_plan(self, group: dict[str, Any]) -> list[Any] | None:
-        """The group's params with runs of consecutive flat members merged; None if there are none."""
+        """The group's params with each buffer's members merged into runs; None if it has no flat ones.
+
+        A run is a stretch of consecutive members of one buffer that all belong to the
+        group, whatever their order in it: updates of different parameters are
+        independent, so the order they run in changes nothing. A buffer's runs take the
+        place of its first member; parameters listed twice stay apart (each occurrence
+        is a step, as in torch).
+        """
         params = group["params"]
         cached = self._flat_plans.get(id(group))
         if cached is not None and cached[0] is group and cached[1] == params:
@@ -600,22 +616,33 @@ class ElementwiseOptimizer(Optimizer):
         counts: dict[int, int] = {}
         for p in params:
             counts[id(p)] = counts.get(id(p), 0) + 1
-        plan: list[Any] = []
-        run: _Run | None = None
+        order: list[Any] = []
+        members: dict[FlatBuffer, list[tuple[int, Parameter]]] = {}
         for p in params:
             flat = p._flat
-            if flat is None or counts[id(p)] > 1:  # a duplicate is stepped twice: keep it apart
-                plan.append(p)
-                run = None
+            if flat is None or counts[id(p)] > 1:
+                order.append(p)
                 continue
-            buffer, index = flat
-            if run is not None and run.buffer is buffer and run.hi == index:
-                run.hi += 1
-                run.params.append(p)
-            else:
-                run = _Run(buffer, index, p)
-                plan.append(run)
-        result = plan if any(type(item) is _Run for item in plan) else None
+            entry = members.get(flat[0])
+            if entry is None:
+                entry = members[flat[0]] = []
+                order.append(flat[0])
+            entry.append((flat[1], p))
+        result: list[Any] | None = None
+        if members:
+            result = []
+            for item in order:
+                if type(item) is not FlatBuffer:
+                    result.append(item)
+                    continue
+                run: _Run | None = None
+                for index, p in sorted(members[item], key=operator.itemgetter(0)):
+                    if run is not None and run.hi == index:
+                        run.hi += 1
+                        run.params.append(p)
+                    else:
+                        run = _Run(item, index, p)
+                        result.append(run)
         self._flat_plans[id(group)] = (group, list(params), result)
         return result
 
@@ -778,7 +805,7 @@ class ElementwiseOptimizer(Optimizer):
         updates.append(_RunUpdate(buffer, lo, hi, params, dicts, state, slices, operands, hyper))
         return True
 
-    def _commit_run(self, u: _RunUpdate) -> None:
+    def _commit_run(self, u: _RunUpdate, new_states: dict[Parameter, Any]) -> None:
         """Run the kernel once, then give each member its share of the new state."""
         self._update(u.buffer.backend, u.hyper, u.state, u.operands)
         state = u.state
@@ -801,7 +828,7 @@ class ElementwiseOptimizer(Optimizer):
                 for d in dicts:
                     del d[key]
         if fresh:
-            self.state.update(zip(u.params, dicts, strict=True))
+            new_states.update(zip(u.params, dicts, strict=True))
 
     def _member_values(self, u: _RunUpdate, key: str, value: Any) -> list[Any]:
         """Each member's own array for a state array ``value`` that covers the whole stretch."""
