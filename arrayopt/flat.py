@@ -266,7 +266,7 @@ def slices_are_views(backend: Backend, like: Any) -> bool:
         base[1:2] = xp.zeros((1,), dtype=like.dtype, device=backend.device(like))
         seen = backend.to_numpy(base).tolist()
         back = backend.to_numpy(view).reshape(-1).tolist()
-        works = seen == [0, 0, 1, 1] and back == [0, 1]
+        works = bool(seen == [0, 0, 1, 1] and back == [0, 1])
     except Exception:  # any refusal means: no usable views
         works = False
     _VIEWS_WORK[key] = works
@@ -339,7 +339,9 @@ class _FlatStorage:
         for buffer in self._buffers:
             if set_to_none:
                 buffer.grad = None
-            elif buffer.raw_grad is not None:
+            elif buffer.has_grad.count(0) == 0:
+                buffer.raw_grad[...] = 0
+            else:
                 for i in range(len(buffer)):
                     if buffer.has_grad[i]:
                         buffer.member_grad(i)[...] = 0

@@ -523,6 +523,8 @@ class ElementwiseOptimizer(Optimizer):
         pending: dict[Parameter, Any] = {}
         updates: list[Any] = []
         flat_runs = self._flat_runs
+        if flat_runs and "_flat_plans" not in self.__dict__:  # a subclass that skipped our __init__
+            self._flat_reset()
         for group in self.param_groups:
             hyper = None
             plan = self._flat_plan(group) if flat_runs else None
@@ -683,14 +685,14 @@ class ElementwiseOptimizer(Optimizer):
     ) -> None:
         """Prepare members ``lo .. hi-1`` of ``run`` (all with a gradient), in as few kernel calls as allowed."""
         params = run.params[lo - run.lo : hi - run.lo]
-        states = list(map(self.state.get, params))
+        states: list[Any] = list(map(self.state.get, params))
         for a, b, kind, merged in self._segments(run.buffer, lo, hi, states):
             members = params[a - lo : b - lo]
             if kind is _PLAIN:
                 for p in members:
                     self._prepare_one(p, group, hyper, pending, updates)
             else:
-                dicts = None if kind is _FRESH else states[a - lo : b - lo]
+                dicts: list[dict[str, Any]] | None = None if kind is _FRESH else states[a - lo : b - lo]
                 if not self._prepare_run(run.buffer, a, b, members, dicts, merged, group, hyper, updates):
                     for p in members:
                         self._prepare_one(p, group, hyper, pending, updates)
@@ -717,7 +719,7 @@ class ElementwiseOptimizer(Optimizer):
                 continue
             a, b, signature = lo + start, lo + k, signatures[start]
             if signature is _FRESH or signature is _PLAIN:
-                segments.append((a, b, signature, None))  # type: ignore[arg-type]
+                segments.append((a, b, signature, None))
             else:
                 part = self._merge(buffer, a, b, states[start:k])
                 segments.append((a, b, _LAID, part) if part is not None else (a, b, _PLAIN, None))
@@ -729,7 +731,7 @@ class ElementwiseOptimizer(Optimizer):
         if not state:
             return _FRESH
         layouts = self._flat_layouts.get(buffer, {})
-        parts = []
+        parts: list[tuple[Any, ...]] = []
         for key, value in state.items():
             entry = layouts.get(key)
             if entry is not None and value is entry.views[index]:

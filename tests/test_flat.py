@@ -221,7 +221,9 @@ def test_buffer_split_across_groups_and_added_later(xp, monkeypatch):
     ref = [Parameter(xp.asarray(a.copy())) for a in arrays]
     opts = []
     for params in (list(plist), ref):
-        opt = arrayopt.SGD([{"params": params[:2]}, {"params": [params[4], params[5]], "lr": 0.5}], lr=0.1, momentum=0.9)
+        opt = arrayopt.SGD(
+            [{"params": params[:2]}, {"params": [params[4], params[5]], "lr": 0.5}], lr=0.1, momentum=0.9
+        )
         opt.add_param_group({"params": params[2:4], "lr": 0.25})
         opts.append(opt)
     calls = count_kernel_calls(monkeypatch, xp)
@@ -419,7 +421,7 @@ def test_flat_data_is_the_buffer_and_data_assignment_copies_into_it(xp):
     plist = ParameterList([xp.zeros((2, 2)), xp.zeros(3)], names=["w", "b"])
     w, b = plist
     view = w.data
-    plist.flat_data[...] = xp.asarray([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])  # noqa: B018
+    plist.flat_data[...] = xp.asarray([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     assert to_numpy(b.data).tolist() == [5.0, 6.0, 7.0]
     new = xp.asarray([[8.0, 8.0], [8.0, 8.0]])
     w.data = new
@@ -472,7 +474,7 @@ def test_parameter_dict_is_a_mapping(xp):
     assert dict(pdict.items()) == {"w": pdict["w"], "b": pdict["b"]}
     assert pdict.get("x") is None
     with pytest.raises(KeyError):
-        pdict["x"]  # noqa: B018
+        pdict["x"]
     assert to_numpy(pdict.flat_data).tolist() == [1.0] * 4 + [0.0] * 3
     opt = arrayopt.Adam(pdict.named_parameters(), lr=0.1)
     pdict.flat_grad = xp.ones(7)
