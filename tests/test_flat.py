@@ -622,3 +622,82 @@ def test_numpy_and_array_api_strict_have_writable_views():
 def test_docstring_examples():
     result = doctest.testmod(arrayopt.flat, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- any subclass that follows the protocol ----------------------------------------------
+
+
+def toy_update(xp, param, grad, avg, step_size, beta, *, clip):
+    """avg <- beta avg + (1 - beta) g; param <- param - step_size avg (clipped to [-1, 1] with ``clip``)."""
+    avg *= beta
+    avg += (1 - beta) * grad
+    param -= step_size * (xp.minimum(xp.maximum(avg, -1.0), 1.0) if clip else avg)
+
+
+class Toy(arrayopt.optimizer.ElementwiseOptimizer):
+    """An optimizer written only against the four-method protocol, with a per-parameter counter."""
+
+    _flat_runs = True
+
+    def __init__(self, params, lr=0.1, beta=0.5, clip=False, scale_array=False, late_array=False):
+        defaults = {"lr": lr, "beta": beta, "clip": clip, "scale_array": scale_array, "late_array": late_array}
+        super().__init__(params, defaults)
+
+    def _hyper(self, group):
+        return {"lr": group["lr"], "beta": group["beta"], "flags": {"clip": group["clip"]}, "late": group["late_array"]}
+
+    def _init_state(self, p, group):
+        xp = get_backend(p.data).xp
+        state = {"step": 0.0, "avg": xp.full_like(p.data, 0.25)}
+        if group["scale_array"]:  # a 0-d array: not the parameter's layout, so no flat runs
+            state["scale"] = xp.asarray(1.0, dtype=p.data.dtype)
+        return state
+
+    def _operands(self, p, group, state):
+        return (p.data, p.grad, state["avg"])
+
+    def _update(self, backend, hyper, state, operands):
+        state["step"] += 1
+        if "scale" in state:
+            state["scale"] *= 0.5
+        if hyper["late"]:  # a new 0-d array each step: every parameter must get its own
+            state["last_step_size"] = backend.xp.asarray(hyper["lr"] / state["step"])
+        backend.kernel(toy_update, **hyper["flags"])(*operands, hyper["lr"] / state["step"], hyper["beta"])
+
+
+class NoRuns(arrayopt.Adam):
+    _flat_runs = False
+
+
+@pytest.mark.parametrize(
+    "make, launches",
+    [
+        (lambda ps: Toy(ps, clip=True), [1, 2, 3]),
+        (lambda ps: Toy(ps, scale_array=True), [4, 3, 4]),  # falls back to one call per parameter
+        (lambda ps: Toy(ps, late_array=True), [1, 3, 4]),
+        (lambda ps: NoRuns(ps, lr=0.1), [4, 3, 4]),
+    ],
+    ids=["protocol-only", "odd-state", "odd-state-later", "opted-out"],
+)
+def test_a_subclass_following_the_protocol_runs_flat_or_falls_back(xp, monkeypatch, make, launches):
+    arrays = [np.linspace(-1, 1, 6).reshape(2, 3), np.ones(2), np.zeros(()), np.arange(3.0)]
+    plist = ParameterList([xp.asarray(a) for a in arrays])
+    ref = [Parameter(xp.asarray(a.copy())) for a in arrays]
+    opt, ref_opt = make(list(plist)), make(ref)
+    calls = count_kernel_calls(monkeypatch, xp)
+    for step, missing in enumerate([None, 1, None]):
+        for i, (p, q) in enumerate(zip(plist, ref, strict=True)):
+            q.grad = None if i == missing else xp.asarray(np.full(arrays[i].shape, 0.75 - 0.5 * step - 0.25 * i))
+            p.grad = q.grad
+        calls.clear()
+        opt.step()
+        assert len(calls) == launches[step]
+        ref_opt.step()
+    for p, q in zip(plist, ref, strict=True):
+        assert to_numpy(p.data).tobytes() == to_numpy(q.data).tobytes()
+        assert list(opt.state[p]) == list(ref_opt.state[q])
+        for key, value in ref_opt.state[q].items():
+            ours = opt.state[p][key]
+            assert ours == value if key == "step" else to_numpy(ours).tobytes() == to_numpy(value).tobytes()
+    arrays_in_state = [s["last_step_size"] for s in opt.state.values() if "last_step_size" in s]
+    assert len({id(a) for a in arrays_in_state}) == len(arrays_in_state)  # never shared between parameters
