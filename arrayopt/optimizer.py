@@ -12,16 +12,18 @@ Differences from torch.optim, all deliberate:
 
 import functools
 import math
+import operator
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, ClassVar
 
 from arrayopt._hooks import RemovableHandle, register
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
+from arrayopt.flat import FlatBuffer
 from arrayopt.parameter import Parameter
 
 __all__ = [
@@ -390,6 +392,75 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
     return deepcopy(value)
 
 
+# State values that runs of flat Parameters may share: immutable, compared by type and repr.
+_SCALAR_TYPES = frozenset({float, int, bool, complex, str, type(None)})
+_FRESH = "fresh"  # segment kinds (see ElementwiseOptimizer._segments)
+_LAID = "laid"
+_PLAIN = "plain"
+_MISSING = object()
+
+
+class _Run:
+    """Members ``lo .. hi-1`` of one FlatBuffer, consecutive and in order in one param group."""
+
+    __slots__ = ("buffer", "hi", "lo", "params")
+
+    def __init__(self, buffer: FlatBuffer, lo: int, first: Parameter) -> None:
+        self.buffer = buffer
+        self.lo = lo
+        self.hi = lo + 1
+        self.params = [first]
+
+    def spans_with_grad(self) -> list[tuple[int, int]]:
+        """The maximal stretches ``(lo, hi)`` of members that have a gradient."""
+        flags = self.buffer.has_grad
+        spans = []
+        i, hi = self.lo, self.hi
+        while i < hi:
+            j = flags.find(1, i, hi)
+            if j < 0:
+                break
+            k = flags.find(0, j, hi)
+            if k < 0:
+                k = hi
+            spans.append((j, k))
+            i = k
+        return spans
+
+
+class _StateLayout:
+    """One state entry (``exp_avg``, ...) of every member of a FlatBuffer, in one flat array."""
+
+    __slots__ = ("flat", "views")
+
+    def __init__(self, buffer: FlatBuffer) -> None:
+        self.flat = buffer.companion()
+        self.views = buffer.member_views(self.flat)
+
+
+class _RunUpdate:
+    """A prepared update of members ``lo .. hi-1`` of a buffer by one kernel call."""
+
+    __slots__ = ("before", "buffer", "dicts", "hi", "hyper", "lo", "operands", "params", "slices", "state")
+
+    def __init__(
+        self,
+        buffer: FlatBuffer,
+        lo: int,
+        hi: int,
+        params: list[Parameter],
+        dicts: list[dict[str, Any]] | None,
+        state: dict[str, Any] | None,
+        slices: dict[str, Any],
+        operands: tuple[Any, ...],
+        hyper: dict[str, Any],
+    ) -> None:
+        self.buffer, self.lo, self.hi, self.params = buffer, lo, hi, params
+        self.dicts, self.state, self.slices = dicts, state, slices
+        self.before = dict(state) if state is not None else {}
+        self.operands, self.hyper = operands, hyper
+
+
 class ElementwiseOptimizer(Optimizer):
     """Base for optimizers whose update is one elementwise rule per parameter.
 
@@ -407,7 +478,37 @@ class ElementwiseOptimizer(Optimizer):
     ``step`` first prepares every parameter that has a gradient (hyper-parameters, new
     state, operands, shape and dtype checks) and only then updates them, so an error
     leaves every parameter and every piece of state as it was.
+
+    **Flat runs.** A subclass whose four methods treat every element alike sets the
+    class attribute ``_flat_runs = True``: its state arrays have the parameter's shape
+    and are created, read and written elementwise, and its other state values are
+    plain Python scalars (``step``). Then, for the Parameters of a
+    :class:`~arrayopt.ParameterList` (members of one flat buffer that sit next to each
+    other in a param group, all with a gradient and with equal scalar state), the
+    methods are called once for the whole stretch with a stand-in Parameter whose
+    ``data`` and ``grad`` are the flat slices, so the rule runs once per stretch. The
+    state arrays of flat Parameters live in flat arrays laid out like their buffer:
+    ``state[p]["exp_avg"]`` is still ``p``'s own array (a view), and ``state_dict`` is
+    unchanged. Whatever breaks a stretch (a None grad, another group, a different
+    ``step``, a state array that is not the optimizer's view, a duplicate parameter)
+    splits it, down to the ordinary per-parameter update, which also serves every
+    non-flat Parameter and every optimizer that leaves ``_flat_runs`` False (the
+    default, required when the update is not elementwise: per-row means, norms).
+    Arrays that are not the optimizer's own (a user's Parameters, arrays assigned into
+    ``state``) are never moved.
     """
+
+    _flat_runs: ClassVar[bool] = False
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._flat_reset()
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._flat_reset()
+        if self._flat_runs:
+            self._lay_out_state()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
@@ -420,30 +521,45 @@ class ElementwiseOptimizer(Optimizer):
         if closure is not None:
             loss = closure()
         pending: dict[Parameter, Any] = {}
-        updates = []
+        updates: list[Any] = []
+        flat_runs = self._flat_runs
+        if flat_runs and "_flat_plans" not in self.__dict__:  # a subclass that skipped our __init__
+            self._flat_reset()
         for group in self.param_groups:
             hyper = None
-            for p in group["params"]:
-                if p.grad is None:
+            plan = self._flat_plan(group) if flat_runs else None
+            for item in group["params"] if plan is None else plan:
+                if type(item) is _Run:
+                    spans = item.spans_with_grad()
+                    if spans and hyper is None:
+                        hyper = self._hyper(group)
+                    for lo, hi in spans:
+                        self._prepare_span(item, lo, hi, group, hyper, pending, updates)  # type: ignore[arg-type]
+                    continue
+                if item.grad is None:
                     continue
                 if hyper is None:
                     hyper = self._hyper(group)
-                state = self.state.get(p) or pending.get(p)
-                if not state:
-                    state = pending[p] = self._init_state(p, group)
-                operands = self._operands(p, group, state)
-                backend = get_backend(p.data)
-                try:
-                    backend.check_operands(operands)
-                except ValueError as exc:
-                    raise ValueError(f"{p._label()}: {exc}") from None
-                updates.append((p, backend, hyper, state, operands))
-        for p, backend, hyper, state, operands in updates:
+                self._prepare_one(item, group, hyper, pending, updates)
+        new_states: dict[Parameter, Any] = {}
+        for update in updates:
+            if type(update) is _RunUpdate:
+                self._commit_run(update, new_states)
+                continue
+            p, backend, hyper, state, operands = update
             if p in pending:
                 new_state = pending.pop(p)
                 if new_state is not None:
-                    self.state[p] = new_state
+                    new_states[p] = new_state
             self._update(backend, hyper, state, operands)
+        if new_states:
+            # In the order of the param groups, as a one-by-one loop would add them
+            # (state_dict lists them in this order).
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p in new_states:
+                        self.state[p] = new_states.pop(p)
+            self.state.update(new_states)
         return loss
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -457,6 +573,295 @@ class ElementwiseOptimizer(Optimizer):
 
     def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
+
+    # -- one parameter --------------------------------------------------------------------
+
+    def _prepare_one(
+        self,
+        p: Parameter,
+        group: dict[str, Any],
+        hyper: dict[str, Any],
+        pending: dict[Parameter, Any],
+        updates: list[Any],
+    ) -> None:
+        state = self.state.get(p) or pending.get(p)
+        if not state:
+            state = pending[p] = self._init_state(p, group)
+        operands = self._operands(p, group, state)
+        backend = get_backend(p.data)
+        try:
+            backend.check_operands(operands)
+        except ValueError as exc:
+            raise ValueError(f"{p._label()}: {exc}") from None
+        updates.append((p, backend, hyper, state, operands))
+
+    # -- runs of flat parameters ------------------------------------------------------------
+
+    def _flat_reset(self) -> None:
+        # (group, its params when planned, plan) per id(group); FlatBuffer -> key -> layout
+        self._flat_plans: dict[int, tuple[dict[str, Any], list[Parameter], list[Any] | None]] = {}
+        self._flat_layouts: dict[FlatBuffer, dict[str, _StateLayout]] = {}
+
+    def _flat_plan(self, group: dict[str, Any]) -> list[Any] | None:
+        """The group's params with each buffer's members merged into runs; None if it has no flat ones.
+
+        A run is a stretch of consecutive members of one buffer that all belong to the
+        group, whatever their order in it: updates of different parameters are
+        independent, so the order they run in changes nothing. A buffer's runs take the
+        place of its first member; parameters listed twice stay apart (each occurrence
+        is a step, as in torch).
+        """
+        params = group["params"]
+        cached = self._flat_plans.get(id(group))
+        if cached is not None and cached[0] is group and cached[1] == params:
+            return cached[2]
+        counts: dict[int, int] = {}
+        for p in params:
+            counts[id(p)] = counts.get(id(p), 0) + 1
+        order: list[Any] = []
+        members: dict[FlatBuffer, list[tuple[int, Parameter]]] = {}
+        for p in params:
+            flat = p._flat
+            if flat is None or counts[id(p)] > 1:
+                order.append(p)
+                continue
+            entry = members.get(flat[0])
+            if entry is None:
+                entry = members[flat[0]] = []
+                order.append(flat[0])
+            entry.append((flat[1], p))
+        result: list[Any] | None = None
+        if members:
+            result = []
+            for item in order:
+                if type(item) is not FlatBuffer:
+                    result.append(item)
+                    continue
+                run: _Run | None = None
+                for index, p in sorted(members[item], key=operator.itemgetter(0)):
+                    if run is not None and run.hi == index:
+                        run.hi += 1
+                        run.params.append(p)
+                    else:
+                        run = _Run(item, index, p)
+                        result.append(run)
+        self._flat_plans[id(group)] = (group, list(params), result)
+        return result
+
+    def _layout(self, buffer: FlatBuffer, key: str) -> _StateLayout:
+        layouts = self._flat_layouts.get(buffer)
+        if layouts is None:
+            layouts = self._flat_layouts[buffer] = {}
+        entry = layouts.get(key)
+        if entry is None:
+            entry = layouts[key] = _StateLayout(buffer)
+        return entry
+
+    def _lay_out_state(self) -> None:
+        """Move loaded state arrays of flat Parameters into flat layouts (they are the optimizer's copies)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                flat = p._flat
+                state = self.state.get(p)
+                if flat is None or not state:
+                    continue
+                buffer, index = flat
+                for key, value in state.items():
+                    if _fits(buffer, value, p.shape):
+                        view = self._layout(buffer, key).views[index]
+                        if view is not value:
+                            view[...] = value
+                            state[key] = view
+
+    def _prepare_span(
+        self,
+        run: _Run,
+        lo: int,
+        hi: int,
+        group: dict[str, Any],
+        hyper: dict[str, Any],
+        pending: dict[Parameter, Any],
+        updates: list[Any],
+    ) -> None:
+        """Prepare members ``lo .. hi-1`` of ``run`` (all with a gradient), in as few kernel calls as allowed."""
+        params = run.params[lo - run.lo : hi - run.lo]
+        states: list[Any] = list(map(self.state.get, params))
+        for a, b, kind, merged in self._segments(run.buffer, lo, hi, states):
+            members = params[a - lo : b - lo]
+            if kind is _PLAIN:
+                for p in members:
+                    self._prepare_one(p, group, hyper, pending, updates)
+            else:
+                dicts: list[dict[str, Any]] | None = None if kind is _FRESH else states[a - lo : b - lo]
+                if not self._prepare_run(run.buffer, a, b, members, dicts, merged, group, hyper, updates):
+                    for p in members:
+                        self._prepare_one(p, group, hyper, pending, updates)
+
+    def _segments(
+        self, buffer: FlatBuffer, lo: int, hi: int, states: list[Any]
+    ) -> list[tuple[int, int, str, dict[str, Any] | None]]:
+        """Split members ``lo .. hi-1`` into stretches that one kernel call may update.
+
+        Each is ``(a, b, kind, merged)``: ``_FRESH`` (no state yet), ``_LAID`` (state
+        arrays are this optimizer's flat views, equal scalars; ``merged`` is the
+        stretch's state with flat slices) or ``_PLAIN`` (update one by one).
+        """
+        if not any(states):
+            return [(lo, hi, _FRESH, None)]
+        merged = self._merge(buffer, lo, hi, states)
+        if merged is not None:
+            return [(lo, hi, _LAID, merged)]
+        signatures = [self._signature(buffer, lo + k, s) for k, s in enumerate(states)]
+        segments: list[tuple[int, int, str, dict[str, Any] | None]] = []
+        start = 0
+        for k in range(1, len(states) + 1):
+            if k < len(states) and signatures[k] == signatures[start]:
+                continue
+            a, b, signature = lo + start, lo + k, signatures[start]
+            if signature is _FRESH or signature is _PLAIN:
+                segments.append((a, b, signature, None))
+            else:
+                part = self._merge(buffer, a, b, states[start:k])
+                segments.append((a, b, _LAID, part) if part is not None else (a, b, _PLAIN, None))
+            start = k
+        return segments
+
+    def _signature(self, buffer: FlatBuffer, index: int, state: Any) -> Any:
+        """What must be equal between neighbours for one kernel call to update both."""
+        if not state:
+            return _FRESH
+        layouts = self._flat_layouts.get(buffer, {})
+        parts: list[tuple[Any, ...]] = []
+        for key, value in state.items():
+            entry = layouts.get(key)
+            if entry is not None and value is entry.views[index]:
+                parts.append((key,))
+            elif type(value) in _SCALAR_TYPES:
+                parts.append((key, type(value), repr(value)))
+            else:
+                return _PLAIN
+        return tuple(parts)
+
+    def _merge(self, buffer: FlatBuffer, lo: int, hi: int, states: list[Any]) -> dict[str, Any] | None:
+        """The shared state of members ``lo .. hi-1`` as flat slices and scalars, or None if they differ.
+
+        This runs every step over every member, so each check is one pass in C
+        (``map``) rather than a Python loop.
+        """
+        first = states[0]
+        if not first:
+            return None
+        try:
+            if set(map(len, states)) != {len(first)}:  # also fails on a missing state (None)
+                return None
+        except TypeError:
+            return None
+        layouts = self._flat_layouts.get(buffer, {})
+        start, stop = buffer.offsets[lo], buffer.offsets[hi]
+        merged: dict[str, Any] = {}
+        for key, value in first.items():
+            values = map(operator.itemgetter(key), states)
+            entry = layouts.get(key)
+            try:
+                if entry is not None and value is entry.views[lo]:
+                    if not all(map(operator.is_, values, entry.views[lo:hi])):
+                        return None
+                    merged[key] = entry.flat[start:stop]
+                elif type(value) in _SCALAR_TYPES:
+                    if not all(map(operator.is_, values, repeat(value))):
+                        wanted = (type(value), repr(value))
+                        if any((type(v), repr(v)) != wanted for v in map(operator.itemgetter(key), states)):
+                            return None
+                    merged[key] = value
+                else:
+                    return None
+            except KeyError:  # a member without this key
+                return None
+        return merged
+
+    def _prepare_run(
+        self,
+        buffer: FlatBuffer,
+        lo: int,
+        hi: int,
+        params: list[Parameter],
+        dicts: list[dict[str, Any]] | None,
+        merged: dict[str, Any] | None,
+        group: dict[str, Any],
+        hyper: dict[str, Any],
+        updates: list[Any],
+    ) -> bool:
+        """Prepare one kernel call for members ``lo .. hi-1``; False if fresh state cannot be laid out flat."""
+        start, stop = buffer.offsets[lo], buffer.offsets[hi]
+        stand_in = Parameter._unchecked(buffer.data[start:stop], buffer.raw_grad[start:stop])
+        slices: dict[str, Any] = {}
+        if dicts is None:
+            state = self._init_state(stand_in, group)
+            if state is not None:
+                for value in state.values():
+                    if not (type(value) in _SCALAR_TYPES or _fits(buffer, value, (stop - start,))):
+                        return False
+                for key, value in state.items():
+                    if type(value) not in _SCALAR_TYPES:
+                        slot = self._layout(buffer, key).flat[start:stop]
+                        slot[...] = value  # a slot no state uses yet: harmless if the step fails
+                        state[key] = slices[key] = slot
+        else:
+            state = merged
+        operands = self._operands(stand_in, group, state)
+        try:
+            buffer.backend.check_operands(operands)
+        except ValueError as exc:
+            raise ValueError(f"{params[0]._label()}: {exc}") from None
+        updates.append(_RunUpdate(buffer, lo, hi, params, dicts, state, slices, operands, hyper))
+        return True
+
+    def _commit_run(self, u: _RunUpdate, new_states: dict[Parameter, Any]) -> None:
+        """Run the kernel once, then give each member its share of the new state."""
+        self._update(u.buffer.backend, u.hyper, u.state, u.operands)
+        state = u.state
+        if state is None:  # the optimizer keeps no state for these parameters
+            return
+        fresh = u.dicts is None
+        dicts = [{} for _ in u.params] if u.dicts is None else u.dicts
+        before = u.before
+        for key, value in state.items():
+            if not fresh and before.get(key, _MISSING) is value:
+                continue
+            if type(value) in _SCALAR_TYPES:
+                for d in dicts:
+                    d[key] = value
+                continue
+            for d, member_value in zip(dicts, self._member_values(u, key, value), strict=True):
+                d[key] = member_value
+        for key in before:
+            if key not in state:
+                for d in dicts:
+                    del d[key]
+        if fresh:
+            new_states.update(zip(u.params, dicts, strict=True))
+
+    def _member_values(self, u: _RunUpdate, key: str, value: Any) -> list[Any]:
+        """Each member's own array for a state array ``value`` that covers the whole stretch."""
+        buffer = u.buffer
+        start, stop = buffer.offsets[u.lo], buffer.offsets[u.hi]
+        if u.slices.get(key) is value:
+            return self._layout(buffer, key).views[u.lo : u.hi]
+        if _fits(buffer, value, (stop - start,)):
+            entry = self._layout(buffer, key)
+            entry.flat[start:stop] = value
+            return entry.views[u.lo : u.hi]
+        # Not laid out like the parameters (a 0-d array, say): every member gets a copy.
+        xp = get_backend(value).xp
+        return [xp.asarray(value, copy=True) for _ in u.params]
+
+
+def _fits(buffer: FlatBuffer, value: Any, shape: tuple[int, ...]) -> bool:
+    """Whether ``value`` is an array of ``shape`` with the buffer's library, dtype and device."""
+    if not is_array(value) or tuple(value.shape) != shape:
+        return False
+    backend = get_backend(value)
+    return backend is buffer.backend and value.dtype == buffer.dtype and backend.device(value) == buffer._device
 
 
 def step_to_float(step: Any) -> float:

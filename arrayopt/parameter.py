@@ -18,6 +18,11 @@ class Parameter:
     naming the parameter. Parameters are hashed and compared by identity, so they can
     key ``Optimizer.state`` the way tensors do in torch.optim.
 
+    The Parameters of an :class:`arrayopt.ParameterList` or ``ParameterDict`` are
+    *flat*: their ``data`` is a view into a buffer the list owns, and assigning
+    ``grad`` or ``data`` copies the array into that storage instead of rebinding (see
+    :mod:`arrayopt.flat`).
+
     Args:
         data: the array to optimise (writable, floating-point or complex).
         name: optional name used in error messages and ``repr``.
@@ -32,7 +37,7 @@ class Parameter:
         ValueError: Parameter 'w': gradient has shape (4,), but the data has shape (3,)
     """
 
-    __slots__ = ("__weakref__", "_data", "_grad", "name")
+    __slots__ = ("__weakref__", "_data", "_flat", "_grad", "name")
 
     def __init__(self, data: Any, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
@@ -40,7 +45,30 @@ class Parameter:
         self.name = name
         self._grad: Any = None
         self._data: Any = None
+        # (FlatBuffer, index) for a member of flat storage; its gradient then lives in
+        # the buffer (``_grad`` stays None) and ``_data`` is the buffer's view.
+        self._flat: Any = None
         self.data = data
+
+    @classmethod
+    def _flat_member(cls, buffer: Any, index: int, name: str | None) -> "Parameter":
+        """Member ``index`` of a FlatBuffer (built by ParameterList; nothing to check)."""
+        p = cls.__new__(cls)
+        p.name = name
+        p._grad = None
+        p._flat = (buffer, index)
+        p._data = buffer.member_data(index)
+        return p
+
+    @classmethod
+    def _unchecked(cls, data: Any, grad: Any) -> "Parameter":
+        """A stand-in over arrays known to fit (the optimizer's view of a run of flat Parameters)."""
+        p = cls.__new__(cls)
+        p.name = None
+        p._flat = None
+        p._data = data
+        p._grad = grad
+        return p
 
     # -- data -------------------------------------------------------------------------
 
@@ -55,6 +83,12 @@ class Parameter:
             backend = get_backend(value)
         except TypeError:
             raise TypeError(f"{self._label()}: data must be an array, got {_typename(value)}") from None
+        if self._flat is not None:
+            # Flat storage keeps its layout: the values are copied into the view.
+            self._check_match(value, "new data", self._data, "data")
+            if value is not self._data:
+                self._data[...] = value
+            return
         problem = backend.parameter_problem(value)
         if problem is not None:
             raise TypeError(f"{self._label()}: {problem}")
@@ -66,8 +100,15 @@ class Parameter:
 
     @property
     def grad(self) -> Any:
-        """The gradient array, or None when there is none (the optimizer skips it)."""
-        return self._grad
+        """The gradient array, or None when there is none (the optimizer skips it).
+
+        For a flat Parameter, assigning an array copies it into the parameter's slice
+        of the flat gradient buffer, and ``grad`` is then that slice.
+        """
+        flat = self._flat
+        if flat is None:
+            return self._grad
+        return flat[0].member_grad(flat[1])
 
     @grad.setter
     def grad(self, value: Any) -> None:
@@ -77,6 +118,9 @@ class Parameter:
             except TypeError:
                 raise TypeError(f"{self._label()}: gradient must be an array or None, got {_typename(value)}") from None
             self._check_match(value, "gradient", self._data, "data")
+        if self._flat is not None:
+            self._flat[0].set_member_grad(self._flat[1], value)
+            return
         self._grad = value
 
     def _check_match(self, new: Any, new_what: str, old: Any, old_what: str) -> None:
@@ -115,13 +159,25 @@ class Parameter:
         if self._data is None:
             return f"Parameter({name}uninitialised)"
         backend = get_backend(self._data)
-        grad = "None" if self._grad is None else "set"
-        return f"Parameter({name}shape={self.shape}, dtype={self._data.dtype}, library={backend.name}, grad={grad})"
+        grad = "None" if self.grad is None else "set"
+        flat = ", storage=flat" if self._flat is not None else ""
+        return (
+            f"Parameter({name}shape={self.shape}, dtype={self._data.dtype}, library={backend.name}, grad={grad}{flat})"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
+        if self._flat is not None:
+            # The buffer travels whole, so the copy is a view into a copy of it.
+            return {"flat": self._flat[0], "index": self._flat[1], "name": self.name}
         return {"data": self._data, "grad": self._grad, "name": self.name}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name = state["name"]
+        if "flat" in state:
+            self._flat = (state["flat"], state["index"])
+            self._data = state["flat"].member_data(state["index"])
+            self._grad = None
+            return
+        self._flat = None
         self._data = state["data"]
         self._grad = state["grad"]

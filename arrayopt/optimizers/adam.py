@@ -106,6 +106,8 @@ class Adam(ElementwiseOptimizer):
         Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
     """
 
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+
     _defaults_on_load: ClassVar[dict[str, Any]] = {
         "amsgrad": False,
         "maximize": False,

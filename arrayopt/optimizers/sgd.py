@@ -89,6 +89,8 @@ class SGD(ElementwiseOptimizer):
         momentum in deep learning", ICML 2013.
     """
 
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+
     _defaults_on_load: ClassVar[dict[str, Any]] = {
         "nesterov": False,
         "maximize": False,
