@@ -106,6 +106,9 @@ class Adam(ElementwiseOptimizer):
         Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
     """
 
+    # AdamW inherits this text unchanged, as in torch (the two share Adam's code).
+    _sparse_error: ClassVar[str] = "Adam does not support sparse gradients, please consider SparseAdam instead"
+
     _defaults_on_load: ClassVar[dict[str, Any]] = {
         "amsgrad": False,
         "maximize": False,
