@@ -87,8 +87,7 @@ class Parameter:
                         get_backend(value)
                     except TypeError:
                         raise TypeError(
-                            f"{self._label()}: gradient must be an array, a SparseGrad or None, "
-                            f"got {_typename(value)}"
+                            f"{self._label()}: gradient must be an array, a SparseGrad or None, got {_typename(value)}"
                         ) from None
             self._check_match(value, "gradient", self._data, "data")
         self._grad = value

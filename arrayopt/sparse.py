@@ -182,9 +182,7 @@ class SparseGrad:
         if int(first.shape[0]) < self.nnz:
             repeats = xp.nonzero(xp.logical_not(starts))[0]
             group = xp.cumulative_sum(xp.astype(starts, xp.int64)) - 1
-            backend.add_entries(
-                summed, xp.reshape(xp.take(group, repeats), (1, -1)), xp.take(values, repeats, axis=0)
-            )
+            backend.add_entries(summed, xp.reshape(xp.take(group, repeats), (1, -1)), xp.take(values, repeats, axis=0))
         indices = xp.take(self.indices, xp.take(order, first), axis=1)
         return SparseGrad._trusted(indices, summed, self.shape, coalesced=True)
 
@@ -281,4 +279,3 @@ def update_entries(backend: Backend, run: Callable[..., None], operands: "tuple[
     )
     for a in targets:
         backend.put_entries(a, indices, compact[id(a)])
-

@@ -116,9 +116,7 @@ def _grad(inputs: Trajectory, step: int, i: int, sparse: Any, dense: Any) -> Any
     if f"input/dense{step}_{i}" in inputs:
         return dense(inputs[f"input/dense{step}_{i}"].copy())
     if f"input/indices{step}_{i}" in inputs:
-        return sparse(
-            inputs[f"input/indices{step}_{i}"].copy(), inputs[f"input/values{step}_{i}"].copy(), SHAPES[i][0]
-        )
+        return sparse(inputs[f"input/indices{step}_{i}"].copy(), inputs[f"input/values{step}_{i}"].copy(), SHAPES[i][0])
     return None
 
 

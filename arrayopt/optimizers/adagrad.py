@@ -207,9 +207,7 @@ class Adagrad(ElementwiseOptimizer):
     def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         clr = self._clr(hyper, state)
         weight_decay = hyper["weight_decay"]
-        kernel = backend.kernel(
-            adagrad_update, maximize=hyper["maximize"], decay=weight_decay != 0, divide_first=False
-        )
+        kernel = backend.kernel(adagrad_update, maximize=hyper["maximize"], decay=weight_decay != 0, divide_first=False)
         kernel(*operands, weight_decay, clr, hyper["eps"])
 
     def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
