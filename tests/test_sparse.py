@@ -311,6 +311,23 @@ def test_untouched_entries_never_change(case):
                         np.testing.assert_array_equal(value[~touched], first[~touched], err_msg=key)
 
 
+@pytest.mark.parametrize("case", sparse_harness.CASES, ids=str)
+def test_sparse_paths_stay_in_the_cupy_fuse_dialect(case, monkeypatch):
+    """The rules run on the gathered entries are compiled like the dense ones: same dialect, same bits."""
+    import arrayopt.backends.numpy as numpy_backend
+
+    import fuse_dialect
+
+    for dtype in {"float64", "complex64"} & set(case.dtypes):
+        inputs = sparse_harness.make_inputs(case, dtype)
+        plain = sparse_harness.run_arrayopt(case, np, inputs)
+        with monkeypatch.context() as patch:
+            patch.setattr(numpy_backend, "_apply", fuse_dialect.apply_traced)
+            traced = sparse_harness.run_arrayopt(case, np, inputs)
+        for key, value in plain.items():
+            np.testing.assert_array_equal(traced[key], value, err_msg=key)
+
+
 # -- the CuPy backend's scatter and gather, on a stand-in without a GPU -----------------------
 
 
@@ -367,6 +384,24 @@ def test_gpu_equals_numpy(case):
         harness.assert_matches(
             sparse_harness.run_arrayopt(case, cupy, inputs), sparse_harness.run_arrayopt(case, np, inputs), dtype
         )
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "SparseAdam"])
+def test_strided_parameters_are_updated_through_the_view(name):
+    base = np.arange(24.0).reshape(4, 6)
+    view = base[:, ::2]  # not contiguous
+    contiguous = np.ascontiguousarray(view)
+    runs = []
+    for data in (view, contiguous):
+        p = Parameter(data)
+        opt = getattr(arrayopt, name)([p], lr=0.1)
+        for _ in range(3):
+            p.grad = SparseGrad(np.array([[3, 0, 3], [1, 2, 1]]), np.array([1.0, -2.0, 0.5]), (4, 3))
+            opt.step()
+        runs.append(np.array(p.data))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.count_nonzero(runs[0] != np.arange(24.0).reshape(4, 6)[:, ::2]) == 2
+    np.testing.assert_array_equal(base[:, 1::2], np.arange(24.0).reshape(4, 6)[:, 1::2])
 
 
 # -- errors, compared with torch -----------------------------------------------------------
