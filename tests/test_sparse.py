@@ -60,6 +60,7 @@ def test_coalesce_sums_repeats_and_sorts(xp):
     np.testing.assert_array_equal(to_numpy((-g).coalesce().values), -to_numpy(c.values))
 
 
+@pytest.mark.ref
 def test_coalesce_equals_torch(quiet_torch):
     torch = quiet_torch
     rng = np.random.default_rng(3)
@@ -578,28 +579,37 @@ def test_constructor_errors_are_torchs(row, torch):
     assert str(ours.value) == str(theirs.value) == message
 
 
-def test_sparse_adam_refuses_complex_parameters_before_changing_groups(torch):
+def test_sparse_adam_refuses_complex_parameters_before_changing_groups():
     groups = [
         {"params": [Parameter(np.zeros(2)), Parameter(np.zeros(2, dtype=np.complex128))]},
         {"params": [Parameter(np.zeros(2, dtype=np.complex64))], "lr": 0.5},
     ]
-    with pytest.raises(ValueError) as ours:
+    with pytest.raises(ValueError) as info:
         arrayopt.SparseAdam(groups)
+    assert str(info.value) == (
+        "Complex params at indices [[0, 1], [1, 0]]: SparseAdam does not support complex parameters"
+    )
     assert [sorted(g) for g in groups] == [["params"], ["lr", "params"]]
-    torch_groups = [
+
+
+@pytest.mark.ref
+def test_sparse_adam_complex_error_is_torchs(torch):
+    groups = [
         {"params": [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, dtype=torch.complex128))]},
         {"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], "lr": 0.5},
     ]
     with pytest.raises(ValueError) as theirs:
-        torch.optim.SparseAdam(torch_groups)
-    assert str(ours.value) == str(theirs.value)
-    assert str(ours.value).startswith("Complex params at indices [[0, 1], [1, 0]]: SparseAdam does not support")
+        torch.optim.SparseAdam(groups)
+    assert str(theirs.value) == (
+        "Complex params at indices [[0, 1], [1, 0]]: SparseAdam does not support complex parameters"
+    )
 
 
-def test_sparse_adam_groups_and_state_layout(torch):
+def test_sparse_adam_groups_and_state_layout():
     ours = arrayopt.SparseAdam([Parameter(np.zeros(2))], betas=[0.8, 0.9])
-    theirs = torch.optim.SparseAdam([torch.nn.Parameter(torch.zeros(2))], betas=[0.8, 0.9])
-    assert ours.state_dict()["param_groups"] == theirs.state_dict()["param_groups"]
+    assert ours.state_dict()["param_groups"] == [
+        {"lr": 0.001, "betas": [0.8, 0.9], "eps": 1e-08, "maximize": False, "params": [0]}
+    ]
     p = ours.param_groups[0]["params"][0]
     p.grad = SparseGrad(np.array([[1]]), np.array([1.0]), (2,))
     ours.step()
@@ -607,38 +617,69 @@ def test_sparse_adam_groups_and_state_layout(torch):
     assert list(ours.state[p]) == ["step", "exp_avg", "exp_avg_sq"]
 
 
+@pytest.mark.ref
+def test_sparse_adam_groups_are_torchs(torch):
+    theirs = torch.optim.SparseAdam([torch.nn.Parameter(torch.zeros(2))], betas=[0.8, 0.9])
+    ours = arrayopt.SparseAdam([Parameter(np.zeros(2))], betas=[0.8, 0.9])
+    assert ours.state_dict()["param_groups"] == theirs.state_dict()["param_groups"]
+
+
 # -- Adagrad specifics ----------------------------------------------------------------------
 
 
-def test_adagrad_state_is_made_at_construction_like_torch(torch, xp):
-    data = [np.ones(2), np.ones((2, 2), dtype=np.complex128)]
-    ours_params = [Parameter(xp.asarray(a)) for a in data]
-    theirs_params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in data]
+def _adagrad_construction(lib, xp=np):
+    """Adagrad over a real and a complex parameter, then a parameter added later and stepped."""
+    if lib == "torch":
+        import torch
+
+        make, module = (lambda a: torch.nn.Parameter(torch.from_numpy(a))), torch.optim
+        dense = torch.from_numpy
+    else:
+        make, module, dense = (lambda a: Parameter(xp.asarray(a))), arrayopt, xp.asarray
+    params = [make(np.ones(2)), make(np.ones((2, 2), dtype=np.complex128))]
     # a per-group initial_accumulator_value is ignored: the constructor's is used
-    ours = arrayopt.Adagrad([{"params": ours_params, "initial_accumulator_value": 5.0}], initial_accumulator_value=0.5)
-    theirs = torch.optim.Adagrad(
-        [{"params": theirs_params, "initial_accumulator_value": 5.0}], initial_accumulator_value=0.5
-    )
-    ours_state, theirs_state = ours.state_dict()["state"], theirs.state_dict()["state"]
-    assert ours_state.keys() == theirs_state.keys() == {0, 1}
-    for i in (0, 1):
-        assert ours_state[i]["step"] == 0.0 == float(theirs_state[i]["step"])
-        np.testing.assert_array_equal(to_numpy(ours_state[i]["sum"]), theirs_state[i]["sum"].numpy())
-    np.testing.assert_array_equal(to_numpy(ours_state[1]["sum"]), np.full((2, 2), 0.5 + 0.5j))
+    opt = module.Adagrad([{"params": params, "initial_accumulator_value": 5.0}], initial_accumulator_value=0.5)
+    at_construction = {i: {k: to_numpy_any(v) for k, v in s.items()} for i, s in opt.state_dict()["state"].items()}
     # params added later get state at their first step, from defaults (not the group)
-    ours.defaults["initial_accumulator_value"] = 2.0
-    theirs.defaults["initial_accumulator_value"] = 2.0
-    late_ours, late_theirs = Parameter(xp.ones(3)), torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
-    ours.add_param_group({"params": [late_ours], "initial_accumulator_value": 9.0})
-    theirs.add_param_group({"params": [late_theirs], "initial_accumulator_value": 9.0})
-    assert late_ours not in ours.state
-    late_ours.grad, late_theirs.grad = xp.ones(3), torch.ones(3, dtype=torch.float64)
-    ours.step()
-    theirs.step()
-    np.testing.assert_array_equal(to_numpy(ours.state[late_ours]["sum"]), theirs.state[late_theirs]["sum"].numpy())
-    np.testing.assert_array_equal(to_numpy(late_ours.data), late_theirs.detach().numpy())
+    opt.defaults["initial_accumulator_value"] = 2.0
+    late = make(np.ones(3))
+    opt.add_param_group({"params": [late], "initial_accumulator_value": 9.0})
+    before_step = late in opt.state
+    late.grad = dense(np.ones(3))
+    opt.step()
+    return at_construction, before_step, to_numpy_any(opt.state[late]["sum"]), to_numpy_any(late.data)
 
 
+def to_numpy_any(a):
+    if hasattr(a, "detach"):
+        return a.detach().numpy().copy()
+    if isinstance(a, float):
+        return a
+    return to_numpy(a)
+
+
+def test_adagrad_state_is_made_at_construction(xp):
+    state, late_has_state, late_sum, late_data = _adagrad_construction("arrayopt", xp)
+    assert state.keys() == {0, 1} and state[0]["step"] == state[1]["step"] == 0.0
+    np.testing.assert_array_equal(state[0]["sum"], np.full(2, 0.5))
+    np.testing.assert_array_equal(state[1]["sum"], np.full((2, 2), 0.5 + 0.5j))
+    assert not late_has_state
+    np.testing.assert_array_equal(late_sum, np.full(3, 3.0))  # 2.0 from defaults, plus 1**2
+    np.testing.assert_array_equal(late_data, 1 - 0.01 / (np.sqrt(3.0) + 1e-10))
+
+
+@pytest.mark.ref
+def test_adagrad_construction_is_torchs(torch):
+    ours, theirs = _adagrad_construction("arrayopt"), _adagrad_construction("torch")
+    assert ours[0].keys() == theirs[0].keys() and ours[1] == theirs[1]
+    for i in ours[0]:
+        assert ours[0][i]["step"] == float(theirs[0][i]["step"])
+        np.testing.assert_array_equal(ours[0][i]["sum"], theirs[0][i]["sum"])
+    np.testing.assert_array_equal(ours[2], theirs[2])
+    np.testing.assert_array_equal(ours[3], theirs[3])
+
+
+@pytest.mark.ref
 def test_adagrad_loads_torch_state_and_old_groups(torch):
     theirs_p = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
     theirs = torch.optim.Adagrad([theirs_p], lr=0.1)
