@@ -45,17 +45,21 @@ _mount_source_backends()
 from arrayopt import backends  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
-from arrayopt.optimizers import SGD, Adam, AdamW  # noqa: E402
+from arrayopt.optimizers import SGD, Adagrad, Adam, AdamW, SparseAdam  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
+from arrayopt.sparse import SparseGrad  # noqa: E402
 
 __all__ = [
     "SGD",
+    "Adagrad",
     "Adam",
     "AdamW",
     "Optimizer",
     "Parameter",
     "ParameterDict",
     "ParameterList",
+    "SparseAdam",
+    "SparseGrad",
     "__version__",
     "backends",
 ]

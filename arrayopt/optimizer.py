@@ -25,6 +25,7 @@ from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.flat import FlatBuffer
 from arrayopt.parameter import Parameter
+from arrayopt.sparse import SparseGrad
 
 __all__ = [
     "ElementwiseOptimizer",
@@ -140,6 +141,7 @@ class Optimizer:
         # through add_param_group, which subclasses may extend (as in torch).
         for param_group in param_groups:
             self.param_groups.append(self._checked_group(param_group, warn=False))
+        self._check_param_groups(self.param_groups)
         self.param_groups = []
         for param_group in param_groups:
             self.add_param_group(param_group)
@@ -213,6 +215,13 @@ class Optimizer:
 
     # -- param groups -----------------------------------------------------------------
 
+    def _check_param_groups(self, param_groups: list[dict[str, Any]]) -> None:
+        """Refuse the constructor's groups (completed copies) before any is added.
+
+        For checks torch makes on ``self.param_groups`` right after its base constructor;
+        here they run before the caller's dicts are completed. Default: none.
+        """
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group: a dict with ``"params"`` and optional per-group options.
 
@@ -277,12 +286,17 @@ class Optimizer:
     # -- gradients and stepping -------------------------------------------------------
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset every parameter's gradient: to None (default) or to zeros in place."""
+        """Reset every parameter's gradient: to None (default) or to zeros in place.
+
+        A sparse gradient zeroed in place keeps no entries (as torch's ``zero_``).
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     if set_to_none:
                         p.grad = None
+                    elif isinstance(p.grad, SparseGrad):
+                        p.grad.zero_()
                     else:
                         p.grad[...] = 0
 
@@ -381,9 +395,11 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
     if key == "step" and not isinstance(value, (dict, list, tuple)):
         # Counters are host numbers in arrayopt; a 0-d array (e.g. torch's tensor) is read.
         return step_to_float(value) if is_array(value) else _check_step(value)
-    if is_array(value):
+    if is_array(value) or isinstance(value, SparseGrad):
         backend = get_backend(param.data)
         cast = backend.is_floating(param.data) and not backend.is_complex(param.data)
+        if isinstance(value, SparseGrad):  # e.g. SGD's momentum buffer under sparse gradients
+            return value._converted(backend, param.data, cast=cast)
         return backend.convert(value, param.data, cast=cast)
     if isinstance(value, dict):
         return {k: _cast_state(param, v, key=k) for k, v in value.items()}
@@ -475,6 +491,13 @@ class ElementwiseOptimizer(Optimizer):
     * ``_update(backend, hyper, state, operands)``: advance counters, compute the
       per-step scalars and run the rule (``backend`` is the parameter's).
 
+    A parameter whose gradient is a :class:`~arrayopt.SparseGrad` goes through
+    ``_sparse_operands`` and ``_sparse_update`` instead, with the same contract
+    (``_sparse_operands`` usually coalesces the gradient, so that the work, and any
+    error, happens before the first update). By default ``_sparse_operands`` raises torch's
+    ``RuntimeError("<Name> does not support sparse gradients")`` (the text is the class
+    attribute ``_sparse_error``).
+
     ``step`` first prepares every parameter that has a gradient (hyper-parameters, new
     state, operands, shape and dtype checks) and only then updates them, so an error
     leaves every parameter and every piece of state as it was.
@@ -499,6 +522,9 @@ class ElementwiseOptimizer(Optimizer):
     """
 
     _flat_runs: ClassVar[bool] = False
+    #: torch's message for a sparse gradient given to an optimizer without a sparse path;
+    #: ``{name}`` is the class name.
+    _sparse_error: ClassVar[str] = "{name} does not support sparse gradients"
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._flat_reset()
@@ -546,12 +572,15 @@ class ElementwiseOptimizer(Optimizer):
             if type(update) is _RunUpdate:
                 self._commit_run(update, new_states)
                 continue
-            p, backend, hyper, state, operands = update
+            p, backend, hyper, state, operands, sparse = update
             if p in pending:
                 new_state = pending.pop(p)
                 if new_state is not None:
                     new_states[p] = new_state
-            self._update(backend, hyper, state, operands)
+            if sparse:
+                self._sparse_update(backend, hyper, state, operands)
+            else:
+                self._update(backend, hyper, state, operands)
         if new_states:
             # In the order of the param groups, as a one-by-one loop would add them
             # (state_dict lists them in this order).
@@ -574,6 +603,12 @@ class ElementwiseOptimizer(Optimizer):
     def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
+    def _sparse_operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        raise RuntimeError(self._sparse_error.format(name=type(self).__name__))
+
+    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
     # -- one parameter --------------------------------------------------------------------
 
     def _prepare_one(
@@ -587,13 +622,14 @@ class ElementwiseOptimizer(Optimizer):
         state = self.state.get(p) or pending.get(p)
         if not state:
             state = pending[p] = self._init_state(p, group)
-        operands = self._operands(p, group, state)
+        sparse = isinstance(p.grad, SparseGrad)
+        operands = self._sparse_operands(p, group, state) if sparse else self._operands(p, group, state)
         backend = get_backend(p.data)
         try:
             backend.check_operands(operands)
         except ValueError as exc:
             raise ValueError(f"{p._label()}: {exc}") from None
-        updates.append((p, backend, hyper, state, operands))
+        updates.append((p, backend, hyper, state, operands, sparse))
 
     # -- runs of flat parameters ------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 from typing import Any
 
 from arrayopt._validate import typename as _typename
-from arrayopt.backends import get_backend
+from arrayopt.backends import Backend, get_backend
+from arrayopt.sparse import SparseGrad, as_sparse_grad
 
 __all__ = ["Parameter"]
 
@@ -13,8 +14,10 @@ class Parameter:
 
     ``data`` is a floating-point or complex array of any supported library (NumPy,
     CuPy, or another array-API library); optimizers update it in place, so the array
-    object you passed keeps receiving the new values. ``grad`` is None or an array of
-    the same shape, dtype, library and device; assigning anything else raises at once,
+    object you passed keeps receiving the new values. ``grad`` is None, an array of
+    the same shape, dtype, library and device, or a sparse gradient of that shape,
+    dtype, library and device: a :class:`~arrayopt.SparseGrad`, or a 2-D SciPy / CuPy
+    sparse matrix (stored as a SparseGrad). Assigning anything else raises at once,
     naming the parameter. Parameters are hashed and compared by identity, so they can
     key ``Optimizer.state`` the way tensors do in torch.optim.
 
@@ -100,10 +103,11 @@ class Parameter:
 
     @property
     def grad(self) -> Any:
-        """The gradient array, or None when there is none (the optimizer skips it).
+        """The gradient: an array, a :class:`~arrayopt.SparseGrad`, or None (the optimizer skips it).
 
         For a flat Parameter, assigning an array copies it into the parameter's slice
-        of the flat gradient buffer, and ``grad`` is then that slice.
+        of the flat gradient buffer, and ``grad`` is then that slice; flat Parameters
+        take dense gradients only.
         """
         flat = self._flat
         if flat is None:
@@ -113,11 +117,26 @@ class Parameter:
     @grad.setter
     def grad(self, value: Any) -> None:
         if value is not None:
-            try:
-                get_backend(value)
-            except TypeError:
-                raise TypeError(f"{self._label()}: gradient must be an array or None, got {_typename(value)}") from None
+            if not isinstance(value, SparseGrad):
+                try:
+                    converted = as_sparse_grad(value)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{self._label()}: {exc}") from None
+                if converted is not None:
+                    value = converted
+                else:
+                    try:
+                        get_backend(value)
+                    except TypeError:
+                        raise TypeError(
+                            f"{self._label()}: gradient must be an array, a SparseGrad or None, got {_typename(value)}"
+                        ) from None
             self._check_match(value, "gradient", self._data, "data")
+            if self._flat is not None and isinstance(value, SparseGrad):
+                raise TypeError(
+                    f"{self._label()}: a flat Parameter (in a ParameterList or ParameterDict) takes dense "
+                    "gradients only; call .to_dense() on the SparseGrad"
+                )
         if self._flat is not None:
             self._flat[0].set_member_grad(self._flat[1], value)
             return
@@ -126,7 +145,7 @@ class Parameter:
     def _check_match(self, new: Any, new_what: str, old: Any, old_what: str) -> None:
         """Raise unless ``new`` and ``old`` can be a parameter's data and gradient."""
         label = self._label()
-        new_backend, old_backend = get_backend(new), get_backend(old)
+        new_backend, old_backend = _backend_of(new), _backend_of(old)
         if new_backend is not old_backend:
             raise ValueError(
                 f"{label}: {new_what} is a {new_backend.name} array, but the {old_what} is a {old_backend.name} array"
@@ -134,7 +153,7 @@ class Parameter:
         for attribute, of_new, of_old in (
             ("shape", tuple(new.shape), tuple(old.shape)),
             ("dtype", new.dtype, old.dtype),
-            ("device", new_backend.device(new), old_backend.device(old)),
+            ("device", _device_of(new_backend, new), _device_of(old_backend, old)),
         ):
             if of_new != of_old:
                 raise ValueError(
@@ -159,7 +178,7 @@ class Parameter:
         if self._data is None:
             return f"Parameter({name}uninitialised)"
         backend = get_backend(self._data)
-        grad = "None" if self.grad is None else "set"
+        grad = "None" if self.grad is None else "sparse" if isinstance(self._grad, SparseGrad) else "set"
         flat = ", storage=flat" if self._flat is not None else ""
         return (
             f"Parameter({name}shape={self.shape}, dtype={self._data.dtype}, library={backend.name}, grad={grad}{flat})"
@@ -181,3 +200,11 @@ class Parameter:
         self._flat = None
         self._data = state["data"]
         self._grad = state["grad"]
+
+
+def _backend_of(array: Any) -> Backend:
+    return get_backend(array.values if isinstance(array, SparseGrad) else array)
+
+
+def _device_of(backend: Backend, array: Any) -> Any:
+    return backend.device(array.values if isinstance(array, SparseGrad) else array)

@@ -43,6 +43,20 @@ class ArrayAPIBackend(Backend):
 
         return run
 
+    # The standard has no scatter (no integer-array __setitem__, no add.at): these two
+    # copy the whole array to the host, write the entries there with NumPy, and copy it
+    # back into the array in place. Correct on any library, O(size) per call.
+
+    def put_entries(self, array: Any, indices: Any, values: Any) -> None:
+        host = numpy.array(self.to_numpy(array), copy=True)
+        host[tuple(self.to_numpy(indices))] = self.to_numpy(values)
+        array[...] = self.from_numpy(host, array)
+
+    def add_entries(self, array: Any, indices: Any, values: Any) -> None:
+        host = numpy.array(self.to_numpy(array), copy=True)
+        numpy.add.at(host, tuple(self.to_numpy(indices)), self.to_numpy(values))
+        array[...] = self.from_numpy(host, array)
+
     def _is_array(self, obj: Any) -> bool:
         return hasattr(obj, "__array_namespace__")
 

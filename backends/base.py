@@ -1,5 +1,6 @@
 """The interface every backend implements, and what they share."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,21 @@ class Backend:
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
         raise NotImplementedError
 
+    def eager(self, rule: Rule, **flags: Any) -> Kernel:
+        """``rule`` run as written, through this library's namespace, one operation at a time.
+
+        Unlike :meth:`kernel`, complex arrays stay complex: the rule's arithmetic is
+        complex arithmetic (``g * g`` is a complex square, ``xp.sqrt`` a complex root).
+        For the few places where torch itself computes in complex numbers rather than on
+        ``view_as_real`` pairs (Adagrad's sparse path).
+        """
+        xp = self.xp
+
+        def run(*args: Any) -> None:
+            rule(xp, *args, **flags)
+
+        return run
+
     def check_operands(self, operands: "list[Any] | tuple[Any, ...]") -> None:
         """Raise ValueError unless every array operand matches the first in shape and dtype.
 
@@ -65,6 +81,33 @@ class Backend:
                     f"optimizer state has shape {tuple(a.shape)} and dtype {a.dtype}, but the "
                     f"parameter has shape {tuple(first.shape)} and dtype {first.dtype}"
                 )
+
+    # -- entries selected by a sparse (COO) index ---------------------------------------
+    #
+    # ``indices`` is an int64 array of shape (k, nnz) naming entries of the first k
+    # dimensions of ``array`` (k <= array.ndim); each names a block of shape
+    # ``array.shape[k:]``. This is the ``array[indices[0], ..., indices[k-1]]`` of NumPy.
+
+    def take_entries(self, array: Any, indices: Any) -> Any:
+        """A new array of shape ``(nnz, *array.shape[k:])``: the blocks ``indices`` names."""
+        xp = self.xp
+        k = indices.shape[0]
+        shape = tuple(array.shape)
+        rows = linear_index(xp, indices, shape[:k])
+        flat = xp.reshape(array, (math.prod(shape[:k]), *shape[k:]))
+        return xp.take(flat, rows, axis=0)
+
+    def put_entries(self, array: Any, indices: Any, values: Any) -> None:
+        """``array[indices] = values`` in place; ``indices`` names each block at most once."""
+        raise NotImplementedError
+
+    def add_entries(self, array: Any, indices: Any, values: Any) -> None:
+        """``array[indices] += values`` in place, a block named twice receiving both values.
+
+        NumPy adds repeated blocks one after another in the order given (``numpy.add.at``);
+        CuPy adds them with atomics, in no fixed order.
+        """
+        raise NotImplementedError
 
     # -- arrays ---------------------------------------------------------------------
 
@@ -111,6 +154,14 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<arrayopt backend {self.name!r}>"
+
+
+def linear_index(xp: Any, indices: Any, sizes: "tuple[int, ...]") -> Any:
+    """The row-major position of each column of ``indices`` (shape (k, nnz)) in an array of shape ``sizes``."""
+    rows = indices[0, :]
+    for d in range(1, len(sizes)):
+        rows = rows * sizes[d] + indices[d, :]
+    return rows
 
 
 def real_layouts(args: "tuple[Any, ...] | list[Any]", array_type: Any) -> tuple[bool, list[list[Any]]]:

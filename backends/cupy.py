@@ -42,6 +42,23 @@ class CuPyBackend(Backend):
 
         return run
 
+    def take_entries(self, array: Any, indices: Any) -> Any:
+        return array[tuple(indices)]
+
+    def put_entries(self, array: Any, indices: Any, values: Any) -> None:
+        array[tuple(indices)] = values
+
+    def add_entries(self, array: Any, indices: Any, values: Any) -> None:
+        import cupyx
+
+        where = tuple(indices)
+        if array.dtype.kind == "c":
+            # atomicAdd has no complex type; a complex sum is two independent real sums.
+            cupyx.scatter_add(array.real, where, values.real)
+            cupyx.scatter_add(array.imag, where, values.imag)
+        else:
+            cupyx.scatter_add(array, where, values)
+
     def to_numpy(self, array: Any) -> Any:
         return cupy.asnumpy(array)
 

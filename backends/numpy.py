@@ -68,6 +68,15 @@ class NumPyBackend(Backend):
 
         return run
 
+    def take_entries(self, array: Any, indices: Any) -> Any:
+        return array[tuple(indices)]
+
+    def put_entries(self, array: Any, indices: Any, values: Any) -> None:
+        array[tuple(indices)] = values
+
+    def add_entries(self, array: Any, indices: Any, values: Any) -> None:
+        numpy.add.at(array, tuple(indices), values)
+
     def parameter_problem(self, array: Any) -> str | None:
         if not isinstance(array, numpy.ndarray):
             return f"a NumPy parameter must be an ndarray, got the scalar {array!r}"

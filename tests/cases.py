@@ -88,6 +88,19 @@ CASES: list[Case] = [
     Case("AdamW", {"lr": 0.05, "amsgrad": True}, moves_on_zero_grad=True),
     Case("AdamW", {"lr": 0.05, "maximize": True, "amsgrad": True, "weight_decay": 0.2}, moves_on_zero_grad=True),
     Case("AdamW", {"lr": 0.05}, array_hyper=("lr",), moves_on_zero_grad=True),
+    # Adagrad
+    Case("Adagrad"),
+    Case("Adagrad", {"lr": 0.1}),
+    Case("Adagrad", {"lr": 0.1, "lr_decay": 0.05}),
+    Case("Adagrad", {"lr": 0.1, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("Adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3}),
+    Case("Adagrad", {"lr": 0.1, "maximize": True}),
+    Case(
+        "Adagrad",
+        {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.05, "initial_accumulator_value": 0.2, "maximize": True},
+        moves_on_zero_grad=True,
+    ),
+    Case("Adagrad", {"lr": 0.1, "lr_decay": 0.01}, array_hyper=("lr",)),
 ]
 
 OPTIMIZERS = sorted({case.optimizer for case in CASES})

@@ -107,6 +107,8 @@ class Adam(ElementwiseOptimizer):
     """
 
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    # AdamW inherits this text unchanged, as in torch (the two share Adam's code).
+    _sparse_error: ClassVar[str] = "Adam does not support sparse gradients, please consider SparseAdam instead"
 
     _defaults_on_load: ClassVar[dict[str, Any]] = {
         "amsgrad": False,

@@ -6,8 +6,12 @@ from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
+from arrayopt.sparse import SparseGrad, union, update_entries
 
 __all__ = ["SGD", "sgd_update"]
+
+# torch's error where its sparse-gradient path would add a sparse tensor and a dense one
+_SPARSE_PLUS_DENSE = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."
 
 
 def sgd_update(
@@ -73,6 +77,16 @@ class SGD(ElementwiseOptimizer):
 
     State (only when momentum is non-zero): ``momentum_buffer``, created at the first
     step that has a gradient.
+
+    Sparse gradients (:class:`~arrayopt.SparseGrad`) are accepted where torch accepts
+    them: without weight decay. Without momentum only the named entries change. With
+    momentum the buffer is sparse too (a coalesced SparseGrad holding every position
+    any gradient named so far), and the rule runs on those positions; a buffer made
+    dense by earlier dense gradients stays dense (torch's ``dense.add_(sparse)``).
+    Combinations torch cannot add raise its RuntimeError ``"add(sparse, dense) is not
+    supported. Use add(dense, sparse) instead."``: weight decay with a sparse gradient,
+    a dense gradient after a sparse buffer, and Nesterov with a sparse gradient after a
+    dense buffer.
 
     Example:
         >>> import numpy as np
@@ -156,6 +170,8 @@ class SGD(ElementwiseOptimizer):
         if v.to_float(group["momentum"]) == 0:
             return (p.data, p.grad, 0.0)
         buffer = state.get("momentum_buffer")  # as torch: a state without one starts afresh
+        if isinstance(buffer, SparseGrad):  # torch: sparse_buffer.add_(dense_grad)
+            raise RuntimeError(_SPARSE_PLUS_DENSE)
         if buffer is None:
             buffer = get_backend(p.data).xp.empty_like(p.data)
         return (p.data, p.grad, buffer)
@@ -166,3 +182,40 @@ class SGD(ElementwiseOptimizer):
             state["momentum_buffer"] = operands[2]
         kernel = backend.kernel(sgd_update, first_step=first_step, **hyper["flags"])
         kernel(*operands, *hyper["scalars"])
+
+    def _sparse_operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        if v.to_float(group["weight_decay"]) != 0:  # torch: sparse_grad.add(param, alpha=weight_decay)
+            raise RuntimeError(_SPARSE_PLUS_DENSE)
+        grad = p.grad.coalesce()
+        if v.to_float(group["momentum"]) == 0:
+            return (p.data, grad, 0.0)
+        buffer = state.get("momentum_buffer")
+        if buffer is None or isinstance(buffer, SparseGrad):
+            return (p.data, grad, buffer)
+        if group["nesterov"]:  # torch: sparse_grad.add(dense_buffer, alpha=momentum)
+            raise RuntimeError(_SPARSE_PLUS_DENSE)
+        # A dense buffer takes the sparse gradient as the dense array it stands for.
+        return (p.data, grad.to_dense(), buffer)
+
+    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        param, grad, buffer = operands
+        flags = hyper["flags"]
+        if not isinstance(grad, SparseGrad):  # densified for a dense buffer
+            self._update(backend, hyper, state, operands)
+            return
+        if not flags["use_momentum"]:
+            kernel = backend.kernel(sgd_update, first_step=False, **flags)
+            update_entries(backend, kernel, operands, *hyper["scalars"])
+            return
+        # The rule runs on the positions named by the gradient or the sparse buffer,
+        # each given as compact values there; the buffer stays a coalesced SparseGrad.
+        if buffer is None:
+            indices, grad_values = grad.indices, grad.values
+            buffer_values = backend.xp.empty_like(grad_values)
+        else:
+            indices, buffer_values, grad_values = union(buffer, grad)
+        kernel = backend.kernel(sgd_update, first_step=buffer is None, **flags)
+        rows = backend.take_entries(param, indices)
+        kernel(rows, grad_values, buffer_values, *hyper["scalars"])
+        backend.put_entries(param, indices, rows)
+        state["momentum_buffer"] = SparseGrad._trusted(indices, buffer_values, grad.shape, coalesced=True)
