@@ -10,6 +10,7 @@ import cupy
 import numpy
 
 from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
+from arrayopt.backends.numpy import round_scalar_on_host
 
 
 class CuPyBackend(Backend):
@@ -41,6 +42,9 @@ class CuPyBackend(Backend):
                 fused(*(a if isinstance(a, ndarray) else real(a) for a in values))
 
         return run
+
+    def round_scalar(self, value: float, dtype: Any) -> float:
+        return round_scalar_on_host(value, dtype)  # CuPy dtypes are NumPy's: round on the host
 
     def to_numpy(self, array: Any) -> Any:
         return cupy.asnumpy(array)

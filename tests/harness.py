@@ -83,6 +83,7 @@ def run_arrayopt(case: Case, xp: Any, inputs: Trajectory, roundtrip: bool = True
         _to_numpy,
         inputs,
         roundtrip,
+        case.without_grad,
     )
 
 
@@ -99,6 +100,7 @@ def run_torch(case: Case, inputs: Trajectory, roundtrip: bool = True) -> Traject
         lambda t: t.detach().numpy().copy(),
         inputs,
         roundtrip,
+        case.without_grad,
     )
 
 
@@ -111,6 +113,7 @@ def _run(
     to_numpy: Any,
     inputs: Trajectory,
     roundtrip: bool,
+    without_grad: tuple[int, ...] = (),
 ) -> Trajectory:
     """The run itself, for any library: ``make_param(array, i)``, ``make_grad(array)``."""
 
@@ -123,7 +126,7 @@ def _run(
     out: Trajectory = {}
     for step in range(STEPS):
         for i, p in enumerate(params):
-            grad = inputs.get(f"input/grad{step}_{i}")
+            grad = None if i in without_grad else inputs.get(f"input/grad{step}_{i}")
             p.grad = None if grad is None else make_grad(grad.copy())
         opt.step()
         _record(out, step, [p.data for p in params], opt.state_dict()["state"], to_numpy)
