@@ -48,15 +48,15 @@ from arrayopt.optimizers import ASGD, SGD, Adafactor, Adam, AdamW, NAdam, RAdam 
 from arrayopt.parameter import Parameter  # noqa: E402
 
 __all__ = [
+    "ASGD",
     "SGD",
+    "Adafactor",
     "Adam",
     "AdamW",
-    "ASGD",
     "NAdam",
-    "RAdam",
-    "Adafactor",
     "Optimizer",
     "Parameter",
+    "RAdam",
     "__version__",
     "backends",
 ]

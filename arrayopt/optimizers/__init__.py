@@ -8,4 +8,4 @@ from arrayopt.optimizers.nadam import NAdam
 from arrayopt.optimizers.radam import RAdam
 from arrayopt.optimizers.sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW", "ASGD", "NAdam", "RAdam", "Adafactor"]
+__all__ = ["ASGD", "SGD", "Adafactor", "Adam", "AdamW", "NAdam", "RAdam"]
