@@ -95,8 +95,10 @@ class ASGD(ElementwiseOptimizer):
         >>> opt = arrayopt.ASGD([w], lr=0.1, lambd=0.0)
         >>> w.grad = 2 * w.data           # gradient of |w|^2
         >>> opt.step()
-        >>> w.data
-        array([ 0.8, -1.6])
+        >>> w.data                        # eta was lr rounded to float32, as in torch
+        array([ 0.8       , -1.59999999])
+        >>> opt.state[w]["eta"]
+        array(0.1, dtype=float32)
 
     Reference:
         Polyak and Juditsky, "Acceleration of stochastic approximation by averaging",

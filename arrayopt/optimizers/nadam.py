@@ -109,7 +109,7 @@ class NAdam(ElementwiseOptimizer):
         >>> w.grad = 2 * w.data           # gradient of |w|^2
         >>> opt.step()
         >>> np.round(w.data, 4)
-        array([ 0.8992, -1.8992])
+        array([ 0.8944, -1.8944])
 
     Reference:
         Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop.
