@@ -49,6 +49,14 @@ class ScalarMirror:
         self._values.clear()
 
 
+def scalar_array(data: Any, value: float) -> Any:
+    """A 0-d float32 array holding ``value`` (torch's default scalar dtype), on the
+    library and device of the parameter array ``data``."""
+    backend = get_backend(data)
+    xp = backend.xp
+    return xp.asarray(value, dtype=xp.float32, device=backend.device(data))
+
+
 def float32(backend: Any, value: float) -> float:
     """``value`` rounded to float32 (torch's default scalar dtype), as a Python float."""
     return float(backend.round_scalar(value, backend.xp.float32))

@@ -66,19 +66,18 @@ def adafactor_direction(
     xp: Any,
     update: Any,
     grad: Any,
-    variance: Any,
     eps1_squared: float,
     *,
     maximize: bool,
 ) -> None:
-    r"""The unscaled update :math:`U = \frac{1}{\sqrt{\max(\hat V, \epsilon_1^2)}}\,(\pm G)`,
-    written into ``update`` (which may be ``variance`` itself).
+    r"""The unscaled update, in place over the second-moment estimate :math:`\hat V` that
+    ``update`` holds: :math:`U = \frac{1}{\sqrt{\max(\hat V, \epsilon_1^2)}}\,(\pm G)`.
 
     As torch (``clamp_``, ``rsqrt_``, ``mul_``): the reciprocal square root is rounded
     before the product.
     """
     g = -grad if maximize else grad
-    update[...] = 1 / xp.sqrt(xp.maximum(variance, eps1_squared)) * g
+    update[...] = 1 / xp.sqrt(xp.maximum(update, eps1_squared)) * g
 
 
 def adafactor_param_update(
@@ -275,13 +274,11 @@ class Adafactor(ElementwiseOptimizer):
             # rounded product per entry, the same as broadcasting.
             update = row_var * col_var
             update = update / xp.clip(xp.mean(row_var, axis=-2, keepdims=True), min=eps1)
-            variance = update  # overwritten by the direction, as torch's in-place ops
         else:
             moment = backend.kernel(adafactor_moment_update, square=True, lerp_from_end=lerp_from_end)
-            variance = state["variance"]
-            moment(variance, grad, weight, 1 - weight)
-            update = xp.empty_like(param)
-        backend.kernel(adafactor_direction, maximize=hyper["maximize"])(update, grad, variance, eps1 * eps1)
+            moment(state["variance"], grad, weight, 1 - weight)
+            update = xp.asarray(state["variance"], copy=True)
+        backend.kernel(adafactor_direction, maximize=hyper["maximize"])(update, grad, eps1 * eps1)
         rms = v.to_float(_norm(xp, update)) / ((numel**0.5) * hyper["d"])
         step = -alpha / max(1.0, rms)
         decay_factor = 1 - hyper["lr"] * hyper["weight_decay"]

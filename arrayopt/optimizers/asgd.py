@@ -3,7 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
-from arrayopt._scalars import ScalarMirror, float32
+from arrayopt._scalars import ScalarMirror, float32, scalar_array
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -157,7 +157,7 @@ class ASGD(ElementwiseOptimizer):
                     p_state["step"] = step_to_float(p_state["step"])
                 for key in ("eta", "mu"):
                     if key in p_state and not is_array(p_state[key]):
-                        p_state[key] = _scalar_array(p, v.to_float(p_state[key]))
+                        p_state[key] = scalar_array(p.data, v.to_float(p_state[key]))
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         weight_decay = v.to_float(group["weight_decay"])
@@ -175,8 +175,8 @@ class ASGD(ElementwiseOptimizer):
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         state = {
             "step": 0.0,
-            "eta": _scalar_array(p, 0.0),
-            "mu": _scalar_array(p, 0.0),
+            "eta": scalar_array(p.data, 0.0),
+            "mu": scalar_array(p.data, 0.0),
             "ax": get_backend(p.data).xp.zeros_like(p.data),
         }
         self._scalars.write(state, "eta", v.to_float(group["lr"]))  # the lr now, rounded to float32
@@ -207,10 +207,3 @@ class ASGD(ElementwiseOptimizer):
             new_eta = get_backend(lr_array).round_scalar(new_eta, lr_array.dtype)
         self._scalars.write(state, "eta", new_eta)
         self._scalars.write(state, "mu", float32(backend, 1 / max(1, t - hyper["t0"])))
-
-
-def _scalar_array(p: Parameter, value: float) -> Any:
-    """A 0-d float32 array (torch's default scalar dtype) on ``p``'s library and device."""
-    backend = get_backend(p.data)
-    xp = backend.xp
-    return xp.asarray(value, dtype=xp.float32, device=backend.device(p.data))

@@ -3,7 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
-from arrayopt._scalars import ScalarMirror
+from arrayopt._scalars import ScalarMirror, scalar_array
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -140,7 +140,7 @@ class NAdam(ElementwiseOptimizer):
     ) -> None:
         v.check_lr(lr)
         v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
-        _check_betas(betas)
+        check_betas(betas)
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         v.check_nonnegative(momentum_decay, "momentum_decay", f"Invalid momentum_decay value: {momentum_decay}")
         defaults = {
@@ -170,7 +170,7 @@ class NAdam(ElementwiseOptimizer):
                 if "step" in p_state and not isinstance(p_state["step"], float):
                     p_state["step"] = step_to_float(p_state["step"])
                 if "mu_product" in p_state and not is_array(p_state["mu_product"]):
-                    p_state["mu_product"] = _scalar_array(p, v.to_float(p_state["mu_product"]))
+                    p_state["mu_product"] = scalar_array(p.data, v.to_float(p_state["mu_product"]))
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
@@ -196,7 +196,7 @@ class NAdam(ElementwiseOptimizer):
         xp = get_backend(p.data).xp
         state = {
             "step": 0.0,
-            "mu_product": _scalar_array(p, 1.0),
+            "mu_product": scalar_array(p.data, 1.0),
             "exp_avg": xp.zeros_like(p.data),
             "exp_avg_sq": xp.zeros_like(p.data),
         }
@@ -238,16 +238,9 @@ class NAdam(ElementwiseOptimizer):
         )
 
 
-def _check_betas(betas: Any) -> None:
+def check_betas(betas: Any) -> None:
     """torch's checks on ``betas`` (kept as given, as torch), plus: it must be a pair."""
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     for i in range(2):
         v.require(0.0 <= v.number(betas[i], f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {betas[i]}")
-
-
-def _scalar_array(p: Parameter, value: float) -> Any:
-    """A 0-d float32 array (torch's default scalar dtype) on ``p``'s library and device."""
-    backend = get_backend(p.data)
-    xp = backend.xp
-    return xp.asarray(value, dtype=xp.float32, device=backend.device(p.data))

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
-from arrayopt.optimizers.nadam import _check_betas
+from arrayopt.optimizers.nadam import check_betas
 from arrayopt.parameter import Parameter
 
 __all__ = ["RAdam", "radam_update"]
@@ -148,7 +148,7 @@ class RAdam(ElementwiseOptimizer):
     ) -> None:
         v.check_lr(lr)
         v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
-        _check_betas(betas)
+        check_betas(betas)
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         defaults = {
             "lr": lr,
