@@ -1,7 +1,7 @@
 """Torch parity harness: the same parameters and gradients through two libraries.
 
 ``make_inputs`` draws initial parameters and a gradient sequence (with None grads at
-fixed steps); ``run_arrayopt`` and ``run_torch`` feed them to an optimizer built from a
+fixed steps, and always for the parameters a case lists in ``without_grad``); ``run_arrayopt`` and ``run_torch`` feed them to an optimizer built from a
 :class:`cases.Case` and record every parameter and every state entry after every
 step. The optimizer has two param groups (the second with half the learning rate),
 and halfway through its state_dict is saved, a fresh optimizer over fresh Parameters
