@@ -1,11 +1,12 @@
 """Torch parity harness: the same parameters and gradients through two libraries.
 
 ``make_inputs`` draws initial parameters and a gradient sequence (with None grads at
-fixed steps, and always for the parameters a case lists in ``without_grad``); ``run_arrayopt`` and ``run_torch`` feed them to an optimizer built from a
-:class:`cases.Case` and record every parameter and every state entry after every
-step. The optimizer has two param groups (the second with half the learning rate),
-and halfway through its state_dict is saved, a fresh optimizer over fresh Parameters
-loads it, and the run continues with the new one.
+fixed steps); ``run_arrayopt`` and ``run_torch`` feed them to an optimizer built from a
+:class:`cases.Case` (parameters listed in its ``without_grad`` never get one) and
+record every parameter and every state entry after every step. The optimizer has
+two param groups (the second with half the learning rate), and halfway through its
+state_dict is saved, a fresh optimizer over fresh Parameters loads it, and the run
+continues with the new one.
 
 Trajectories are plain dicts of NumPy arrays and floats keyed by strings such as
 ``"step3/param0"`` and ``"step3/state2/exp_avg"``, so they can be compared directly
