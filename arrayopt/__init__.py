@@ -45,19 +45,23 @@ _mount_source_backends()
 from arrayopt import backends  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
-from arrayopt.optimizers import SGD, Adagrad, Adam, AdamW, SparseAdam  # noqa: E402
+from arrayopt.optimizers import ASGD, SGD, Adafactor, Adagrad, Adam, AdamW, NAdam, RAdam, SparseAdam  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 from arrayopt.sparse import SparseGrad  # noqa: E402
 
 __all__ = [
+    "ASGD",
     "SGD",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
+    "NAdam",
     "Optimizer",
     "Parameter",
     "ParameterDict",
     "ParameterList",
+    "RAdam",
     "SparseAdam",
     "SparseGrad",
     "__version__",

@@ -127,6 +127,17 @@ class Backend:
     def device(self, array: Any) -> Any:
         return array_api_compat.device(array)
 
+    def round_scalar(self, value: float, dtype: Any) -> float:
+        """``value`` rounded to ``dtype`` (a floating dtype of this library), as a Python float.
+
+        What an array of ``dtype`` holds after ``array[...] = value``; computed on the
+        host, so it never waits for a device. Optimizers use it where torch rounds a
+        per-step scalar through a 0-d tensor (ASGD's ``eta``, NAdam's ``mu_product``).
+        """
+        if dtype == self.xp.float64:
+            return value
+        return float(self.to_numpy(self.xp.asarray(value, dtype=dtype)).reshape(()))
+
     def to_numpy(self, array: Any) -> Any:
         """A NumPy array with the values of ``array`` (a copy when it is not on the host)."""
         raise NotImplementedError

@@ -10,6 +10,7 @@ import cupy
 import numpy
 
 from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
+from arrayopt.backends.numpy import round_scalar_on_host
 
 
 class CuPyBackend(Backend):
@@ -58,6 +59,9 @@ class CuPyBackend(Backend):
             cupyx.scatter_add(array.imag, where, values.imag)
         else:
             cupyx.scatter_add(array, where, values)
+
+    def round_scalar(self, value: float, dtype: Any) -> float:
+        return round_scalar_on_host(value, dtype)  # CuPy dtypes are NumPy's: round on the host
 
     def to_numpy(self, array: Any) -> Any:
         return cupy.asnumpy(array)

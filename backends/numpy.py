@@ -84,11 +84,23 @@ class NumPyBackend(Backend):
             return "the array is read-only"
         return super().parameter_problem(array)
 
+    def round_scalar(self, value: float, dtype: Any) -> float:
+        return round_scalar_on_host(value, dtype)
+
     def to_numpy(self, array: Any) -> Any:
         return array
 
     def from_numpy(self, host: Any, like: Any) -> Any:
         return numpy.array(host, copy=True)
+
+
+def round_scalar_on_host(value: float, dtype: Any) -> float:
+    """``value`` rounded to the NumPy ``dtype``, as a Python float (see ``Backend.round_scalar``)."""
+    if dtype == numpy.float64:
+        return value
+    # Out of range gives inf, as a cast into a tensor does; not worth a warning.
+    with numpy.errstate(over="ignore"):
+        return float(numpy.asarray(value, dtype=dtype))
 
 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:

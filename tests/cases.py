@@ -10,6 +10,7 @@ from typing import Any
 
 #: every dtype the parity harness knows
 ALL_DTYPES = ("float64", "float32", "complex128", "complex64")
+REAL_DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class Case:
     moves_on_zero_grad: bool = False
     #: the dtypes torch supports for this case (e.g. no complex for Adafactor)
     dtypes: tuple[str, ...] = ALL_DTYPES
+    #: harness parameters (indices into ``harness.SHAPES``) never given a gradient
+    #: (torch's Adafactor divides 0 by 0 on the empty one)
+    without_grad: tuple[int, ...] = ()
 
     @property
     def id(self) -> str:
@@ -101,6 +105,66 @@ CASES: list[Case] = [
         moves_on_zero_grad=True,
     ),
     Case("Adagrad", {"lr": 0.1, "lr_decay": 0.01}, array_hyper=("lr",)),
+    # ASGD: the decay term lambd * eta moves the parameter on a zero gradient; t0 below
+    # 12 starts the averaging (mu != 1) within the run.
+    Case("ASGD", moves_on_zero_grad=True),
+    Case("ASGD", {"lr": 0.05}, moves_on_zero_grad=True),
+    Case("ASGD", {"lr": 0.05, "maximize": True}, moves_on_zero_grad=True),
+    Case("ASGD", {"lr": 0.05, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("ASGD", {"lr": 0.05, "t0": 3.5}, moves_on_zero_grad=True),
+    Case("ASGD", {"lr": 0.05, "lambd": 0.0, "t0": 0.0}),
+    Case(
+        "ASGD",
+        {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 2.0, "weight_decay": 0.05, "maximize": True},
+        moves_on_zero_grad=True,
+    ),
+    Case("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 3.0}, array_hyper=("lr",), moves_on_zero_grad=True),
+    # NAdam
+    Case("NAdam"),
+    Case("NAdam", {"lr": 0.05}),
+    Case("NAdam", {"lr": 0.05, "maximize": True}),
+    Case("NAdam", {"lr": 0.05, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("NAdam", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}, moves_on_zero_grad=True),
+    Case("NAdam", {"lr": 0.05, "momentum_decay": 0.1}),
+    Case("NAdam", {"lr": 0.05, "betas": (0.3, 0.8), "eps": 1e-3}),
+    Case(
+        "NAdam",
+        {"lr": 0.05, "momentum_decay": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        moves_on_zero_grad=True,
+    ),
+    Case("NAdam", {"lr": 0.05, "weight_decay": 0.1}, array_hyper=("lr",), moves_on_zero_grad=True),
+    # RAdam: with the default betas steps 1-5 are unrectified, 6-12 rectified; with
+    # betas (0.3, 0.8) rectification starts at step 7 and the lerp weight is >= 0.5.
+    Case("RAdam"),
+    Case("RAdam", {"lr": 0.05}),
+    Case("RAdam", {"lr": 0.05, "maximize": True}),
+    Case("RAdam", {"lr": 0.05, "weight_decay": 0.1}, moves_on_zero_grad=True),
+    Case("RAdam", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}, moves_on_zero_grad=True),
+    Case("RAdam", {"lr": 0.05, "betas": (0.3, 0.8), "eps": 1e-3}),
+    Case(
+        "RAdam",
+        {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        moves_on_zero_grad=True,
+    ),
+    Case("RAdam", {"lr": 0.05, "weight_decay": 0.1}, array_hyper=("lr",), moves_on_zero_grad=True),
+    # Adafactor: real dtypes only; the empty parameter gets no gradient (torch raises on it)
+    Case("Adafactor", dtypes=REAL_DTYPES, without_grad=(4,)),
+    Case("Adafactor", {"lr": 0.05}, dtypes=REAL_DTYPES, without_grad=(4,)),
+    Case("Adafactor", {"lr": 0.05, "maximize": True}, dtypes=REAL_DTYPES, without_grad=(4,)),
+    Case(
+        "Adafactor", {"lr": 0.05, "weight_decay": 0.1}, moves_on_zero_grad=True, dtypes=REAL_DTYPES, without_grad=(4,)
+    ),
+    Case("Adafactor", {"lr": 0.05, "eps": (0.1, 0.01)}, dtypes=REAL_DTYPES, without_grad=(4,)),
+    Case("Adafactor", {"lr": 0.05, "beta2_decay": -0.5}, dtypes=REAL_DTYPES, without_grad=(4,)),
+    Case("Adafactor", {"lr": 0.05, "d": 2.0}, dtypes=REAL_DTYPES, without_grad=(4,)),
+    Case(
+        "Adafactor",
+        {"lr": 0.2, "beta2_decay": -0.6, "eps": (1e-2, 0.1), "d": 1.5, "weight_decay": 0.05, "maximize": True},
+        moves_on_zero_grad=True,
+        dtypes=REAL_DTYPES,
+        without_grad=(4,),
+    ),
+    Case("Adafactor", {"lr": 0.05}, array_hyper=("lr",), dtypes=REAL_DTYPES, without_grad=(4,)),
 ]
 
 OPTIMIZERS = sorted({case.optimizer for case in CASES})

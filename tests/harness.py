@@ -2,10 +2,11 @@
 
 ``make_inputs`` draws initial parameters and a gradient sequence (with None grads at
 fixed steps); ``run_arrayopt`` and ``run_torch`` feed them to an optimizer built from a
-:class:`cases.Case` and record every parameter and every state entry after every
-step. The optimizer has two param groups (the second with half the learning rate),
-and halfway through its state_dict is saved, a fresh optimizer over fresh Parameters
-loads it, and the run continues with the new one.
+:class:`cases.Case` (parameters listed in its ``without_grad`` never get one) and
+record every parameter and every state entry after every step. The optimizer has
+two param groups (the second with half the learning rate), and halfway through its
+state_dict is saved, a fresh optimizer over fresh Parameters loads it, and the run
+continues with the new one.
 
 Trajectories are plain dicts of NumPy arrays and floats keyed by strings such as
 ``"step3/param0"`` and ``"step3/state2/exp_avg"``, so they can be compared directly
@@ -83,6 +84,7 @@ def run_arrayopt(case: Case, xp: Any, inputs: Trajectory, roundtrip: bool = True
         _to_numpy,
         inputs,
         roundtrip,
+        case.without_grad,
     )
 
 
@@ -99,6 +101,7 @@ def run_torch(case: Case, inputs: Trajectory, roundtrip: bool = True) -> Traject
         lambda t: t.detach().numpy().copy(),
         inputs,
         roundtrip,
+        case.without_grad,
     )
 
 
@@ -111,6 +114,7 @@ def _run(
     to_numpy: Any,
     inputs: Trajectory,
     roundtrip: bool,
+    without_grad: tuple[int, ...] = (),
 ) -> Trajectory:
     """The run itself, for any library: ``make_param(array, i)``, ``make_grad(array)``."""
 
@@ -123,7 +127,7 @@ def _run(
     out: Trajectory = {}
     for step in range(STEPS):
         for i, p in enumerate(params):
-            grad = inputs.get(f"input/grad{step}_{i}")
+            grad = None if i in without_grad else inputs.get(f"input/grad{step}_{i}")
             p.grad = None if grad is None else make_grad(grad.copy())
         opt.step()
         _record(out, step, [p.data for p in params], opt.state_dict()["state"], to_numpy)

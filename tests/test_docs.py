@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 import arrayopt
+import arrayopt.optimizers.adafactor
 import arrayopt.optimizers.adam
 import arrayopt.optimizers.adamw
+import arrayopt.optimizers.asgd
+import arrayopt.optimizers.nadam
+import arrayopt.optimizers.radam
 import arrayopt.optimizers.sgd
 import arrayopt.parameter
 
@@ -18,7 +22,17 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 @pytest.mark.parametrize(
     "module",
-    [arrayopt, arrayopt.parameter, arrayopt.optimizers.sgd, arrayopt.optimizers.adam, arrayopt.optimizers.adamw],
+    [
+        arrayopt,
+        arrayopt.parameter,
+        arrayopt.optimizers.sgd,
+        arrayopt.optimizers.adam,
+        arrayopt.optimizers.adamw,
+        arrayopt.optimizers.asgd,
+        arrayopt.optimizers.nadam,
+        arrayopt.optimizers.radam,
+        arrayopt.optimizers.adafactor,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples(module):

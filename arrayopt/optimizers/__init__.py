@@ -1,9 +1,13 @@
 """The optimizers, one per module; each module starts with its update rule."""
 
+from arrayopt.optimizers.adafactor import Adafactor
 from arrayopt.optimizers.adagrad import Adagrad
 from arrayopt.optimizers.adam import Adam
 from arrayopt.optimizers.adamw import AdamW
+from arrayopt.optimizers.asgd import ASGD
+from arrayopt.optimizers.nadam import NAdam
+from arrayopt.optimizers.radam import RAdam
 from arrayopt.optimizers.sgd import SGD
 from arrayopt.optimizers.sparse_adam import SparseAdam
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "SparseAdam"]
+__all__ = ["ASGD", "SGD", "Adafactor", "Adagrad", "Adam", "AdamW", "NAdam", "RAdam", "SparseAdam"]
