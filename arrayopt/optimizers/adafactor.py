@@ -32,6 +32,7 @@ from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
+from arrayopt.sparse import SparseGrad
 
 __all__ = ["Adafactor", "adafactor_direction", "adafactor_moment_update", "adafactor_param_update"]
 
@@ -214,6 +215,7 @@ class Adafactor(ElementwiseOptimizer):
         }
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        _refuse(p)
         grad = p.grad
         backend = get_backend(grad)
         shape = tuple(grad.shape)
@@ -228,9 +230,7 @@ class Adafactor(ElementwiseOptimizer):
         return {"step": 0.0, "variance": backend.xp.zeros_like(grad)}
 
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
-        backend = get_backend(p.data)
-        if backend.is_complex(p.data):
-            raise RuntimeError("Adafactor does not support complex parameters")
+        _refuse(p)
         if "step" not in state:  # a loaded state without it: fail now, before any update
             raise KeyError("step")
         shape = tuple(p.grad.shape)
@@ -283,6 +283,14 @@ class Adafactor(ElementwiseOptimizer):
         step = -alpha / max(1.0, rms)
         decay_factor = 1 - hyper["lr"] * hyper["weight_decay"]
         backend.kernel(adafactor_param_update, decay=hyper["decay"])(param, update, decay_factor, step)
+
+
+def _refuse(p: Parameter) -> None:
+    """torch's errors for what Adafactor cannot update, in torch's order."""
+    if get_backend(p.data).is_complex(p.data):
+        raise RuntimeError("Adafactor does not support complex parameters")
+    if isinstance(p.grad, SparseGrad):
+        raise RuntimeError("Adafactor does not support sparse gradients")
 
 
 def _norm(xp: Any, x: Any, axis: int | None = None) -> Any:
