@@ -61,7 +61,7 @@ def run(case, xp, inputs, first="arrays", then="arrays", groups=harness.GROUPS, 
     params, plist, opt = build(first, [inputs[f"input/param{i}"] for i in range(len(harness.SHAPES))])
     out = {}
     for step in range(harness.STEPS):
-        grads = [inputs.get(f"input/grad{step}_{i}") for i in range(len(params))]
+        grads = [None if i in case.without_grad else inputs.get(f"input/grad{step}_{i}") for i in range(len(params))]
         if flat_grad and plist is not None and all(g is not None for g in grads):
             plist.flat_grad = xp.asarray(np.concatenate([g.reshape(-1) for g in grads]))
         else:
