@@ -1,12 +1,15 @@
-"""Write tests/golden/lr_scheduler.json: every scheduler case of lr_cases.py run through torch.
+"""Write the golden files of the schedulers and weight averaging, from torch.
+
+* tests/golden/lr_scheduler.json: every case of lr_cases.py run through torch;
+* tests/golden/swa_utils.npz: the parameter streams of swa_cases.py and torch's averages.
 
 Usage (from the repository root, torch 2.13 importable)::
 
     PYTHONPATH=$PWD python tests/make_lr_golden.py
 
-The file keeps the schedules tested where torch is not installed. It holds only what
-torch computed: lr / momentum trajectories, the errors and warnings torch raises, and
-a summary of each scheduler's state_dict.
+The files keep these tested where torch is not installed. They hold only what torch
+computed (and the inputs it was given): lr / momentum trajectories, the errors and
+warnings torch raises, a summary of each scheduler's state_dict, averaged parameters.
 """
 
 import json
@@ -16,9 +19,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import numpy as np  # noqa: E402
+
 import lr_cases  # noqa: E402
+import swa_cases  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "golden", "lr_scheduler.json")
+SWA_GOLDEN = os.path.join(HERE, "golden", "swa_utils.npz")
 
 
 def main() -> None:
@@ -38,6 +45,8 @@ def main() -> None:
         json.dump(golden, f, sort_keys=True, separators=(",", ":"))
         f.write("\n")
     print(f"wrote {GOLDEN}")
+    np.savez_compressed(SWA_GOLDEN, **swa_cases.golden_arrays())
+    print(f"wrote {SWA_GOLDEN}")
 
 
 if __name__ == "__main__":
