@@ -132,15 +132,16 @@ def schedule_history(scheduler: LRScheduler, steps: int, *, metrics: Sequence[fl
         elif name == "beta1":
             momentums.append([float(group["betas"][0]) for group in optimizer.param_groups])
 
+    step: Any = simulated.step  # ReduceLROnPlateau.step takes the metric
     with warnings.catch_warnings():
         # The copy's optimizer never steps: the order warnings would be noise here.
         warnings.simplefilter("ignore", UserWarning)
         record()
         for k in range(steps - 1):
             if values is not None:
-                simulated.step(values[k])  # type: ignore[call-arg]
+                step(values[k])
             else:
-                simulated.step()
+                step()
             record()
     return {"lr": lrs, "momentum": momentums if name is not None else None, "momentum_name": name}
 

@@ -406,9 +406,7 @@ class AveragedModel:
             new_values.append((p, backend.convert(value, p.data, cast=True)))
         n_averaged = _as_count(state_dict["n_averaged"]) if "n_averaged" in state_dict else self.n_averaged
         if errors:
-            raise RuntimeError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
-            )
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for p, value in new_values:
             p.data[...] = value
         self.n_averaged = n_averaged

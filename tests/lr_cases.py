@@ -205,7 +205,10 @@ CASES: dict[str, tuple[str, Factory]] = {
         lambda m, o: m.OneCycleLR(o, 0.01, total_steps=STEPS, cycle_momentum=False, pct_start=0.5),
     ),
     "SWALR-cos": ("sgd", lambda m, o: m.SWALR(o, swa_lr=0.01, anneal_epochs=10)),
-    "SWALR-linear-lists": ("sgd", lambda m, o: m.SWALR(o, swa_lr=[0.02, 0.3], anneal_epochs=17, anneal_strategy="linear")),
+    "SWALR-linear-lists": (
+        "sgd",
+        lambda m, o: m.SWALR(o, swa_lr=[0.02, 0.3], anneal_epochs=17, anneal_strategy="linear"),
+    ),
     "SWALR-zero-epochs": ("adam", lambda m, o: m.SWALR(o, swa_lr=0.005, anneal_epochs=0)),
     "SequentialLR-warmup-cosine": (
         "sgd",
@@ -355,7 +358,11 @@ PLATEAU_CASES: dict[str, tuple[str, dict[str, Any], list[float]]] = {
     ),
     "min-default": ("adam", {}, _metrics("min")),
     "eps-blocks": ("sgd", {"patience": 0, "factor": 0.5, "eps": 0.02}, [1.0] * 30),
-    "cooldown-long": ("sgd", {"patience": 0, "cooldown": 5, "min_lr": [0.0, 0.01]}, [1.0 + 0.001 * i for i in range(40)]),
+    "cooldown-long": (
+        "sgd",
+        {"patience": 0, "cooldown": 5, "min_lr": [0.0, 0.01]},
+        [1.0 + 0.001 * i for i in range(40)],
+    ),
 }
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 
+import lr_cases as C
 import numpy as np
 import pytest
 
@@ -33,8 +34,6 @@ from arrayopt.lr_scheduler import (
     ReduceLROnPlateau,
     StepLR,
 )
-
-import lr_cases as C
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "lr_scheduler.json")
 RTOL = 1e-12
@@ -442,6 +441,8 @@ def test_docstring_examples(module):
 
 def test_every_scheduler_has_a_case():
     names = {name.split("-")[0] for name in C.CASES}
-    exported = {n for n in lr_scheduler.__all__ if n[0].isupper() and n not in ("LRScheduler", "EPOCH_DEPRECATION_WARNING")}
+    exported = {
+        n for n in lr_scheduler.__all__ if n[0].isupper() and n not in ("LRScheduler", "EPOCH_DEPRECATION_WARNING")
+    }
     assert exported - {"ReduceLROnPlateau"} <= names
     assert "SWALR" in names

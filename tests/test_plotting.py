@@ -4,6 +4,7 @@ import doctest
 import subprocess
 import sys
 
+import lr_cases as C
 import numpy as np
 import pytest
 
@@ -12,8 +13,6 @@ import arrayopt.plotting
 from arrayopt import lr_scheduler
 from arrayopt.plotting import plot_schedule, schedule_history
 from arrayopt.swa_utils import SWALR
-
-import lr_cases as C
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -172,7 +171,7 @@ def test_momentum_true_needs_momentum(mpl):
 @pytest.mark.ref
 def test_torch_schedulers_are_refused_by_name(torch):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(TypeError, match="got torch.optim.lr_scheduler.StepLR"):
+    with pytest.raises(TypeError, match=r"got torch\.optim\.lr_scheduler\.StepLR"):
         schedule_history(torch.optim.lr_scheduler.StepLR(opt, 3), 5)
 
 
@@ -198,3 +197,26 @@ def test_docstring_examples():
     result = doctest.testmod(arrayopt.plotting, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_the_gallery_notebook_runs(mpl, tmp_path):
+    """notebooks/scheduler_gallery.ipynb executes top to bottom (with this checkout's arrayopt)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    notebook = nbformat.read(os.path.join(root, "notebooks", "scheduler_gallery.ipynb"), as_version=4)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(arrayopt.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    env["MPLBACKEND"] = "Agg"
+    client = nbclient.NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.km = client.create_kernel_manager()
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, index)
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors

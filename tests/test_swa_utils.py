@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+import swa_cases as S
 
 import arrayopt
 from arrayopt import swa_utils
@@ -27,7 +28,6 @@ from arrayopt.swa_utils import (
 )
 
 import fuse_dialect
-import swa_cases as S
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "swa_utils.npz")
 TOLERANCE = {"float64": 1e-12, "float32": 4 * 2.0**-23}
@@ -293,11 +293,11 @@ def test_state_dict_round_trip_and_checks(xp):
     for a, b in zip(fresh.parameters(), averaged.parameters(), strict=True):
         assert a.data is not b.data
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
-    with pytest.raises(RuntimeError, match='Missing key\\(s\\) in state_dict: "module.1"'):
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "module\.1"'):
         fresh.load_state_dict({"n_averaged": 1, "module.0": state["module.0"]})
-    with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "module.2"'):
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "module\.2"'):
         fresh.load_state_dict({**state, "module.2": state["module.0"]})
-    with pytest.raises(RuntimeError, match="size mismatch for module.1"):
+    with pytest.raises(RuntimeError, match=r"size mismatch for module\.1"):
         fresh.load_state_dict({**state, "module.1": xp.zeros(4)})
     assert fresh.n_averaged == 3
     fresh.load_state_dict({"n_averaged": np.asarray(7)}, strict=False)

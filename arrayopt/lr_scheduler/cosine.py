@@ -52,7 +52,9 @@ class CosineAnnealingLR(LRScheduler):
         if self._step_count == 1 and e > 0:
             # get_lr asked for directly after a resumed construction: closed form (torch's
             # spelling, e * pi / T, which may round differently from pi * e / T).
-            return [eta_min + (base_lr - eta_min) * (1 + math.cos(e * math.pi / period)) / 2 for base_lr in self.base_lrs]
+            return [
+                eta_min + (base_lr - eta_min) * (1 + math.cos(e * math.pi / period)) / 2 for base_lr in self.base_lrs
+            ]
         if (e - 1 - period) % (2 * period) == 0:
             return [
                 group["lr"] + (base_lr - eta_min) * (1 - math.cos(math.pi / period)) / 2
@@ -113,7 +115,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         cosine = 1 + math.cos(math.pi * self.T_cur / self.T_i)
         return [self.eta_min + (base_lr - self.eta_min) * cosine / 2 for base_lr in self.base_lrs]
 
-    def step(self, epoch: float | None = None) -> None:  # type: ignore[override]
+    def step(self, epoch: float | None = None) -> None:
         """Advance one epoch, or jump to ``epoch`` (fractional epochs allowed)."""
         if epoch is None and self.last_epoch < 0:
             epoch = 0

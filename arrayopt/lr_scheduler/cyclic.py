@@ -32,7 +32,9 @@ def _momentum_key_is_beta1(optimizer: Optimizer) -> bool:
     return "betas" in optimizer.defaults
 
 
-def _start_momentum_cycle(optimizer: Optimizer, base_momentums: list[Any], max_momentums: list[Any], use_beta1: bool) -> None:
+def _start_momentum_cycle(
+    optimizer: Optimizer, base_momentums: list[Any], max_momentums: list[Any], use_beta1: bool
+) -> None:
     """Set each group's momentum to its maximum and record both bounds in the group."""
     for high, low, group in zip(max_momentums, base_momentums, optimizer.param_groups, strict=True):
         _set_momentum(group, high, use_beta1)
@@ -157,9 +159,8 @@ class CyclicLR(LRScheduler):
 
     def scale_fn(self, x: Any) -> float:
         """The scale :math:`\\sigma(x)`: ``scale_fn`` if given, else the mode's."""
-        if self._scale_fn_custom is not None:
-            return self._scale_fn_custom(x)
-        return self._scale_fn_ref(x)
+        scale: float = self._scale_fn_custom(x) if self._scale_fn_custom is not None else self._scale_fn_ref(x)
+        return scale
 
     @staticmethod
     def _triangular_scale_fn(x: float) -> float:
@@ -167,11 +168,13 @@ class CyclicLR(LRScheduler):
 
     @staticmethod
     def _triangular2_scale_fn(x: float) -> float:
-        return 1 / (2.0 ** (x - 1))
+        scale: float = 1 / (2.0 ** (x - 1))
+        return scale
 
     @staticmethod
     def _exp_range_scale_fn(gamma: float, x: float) -> float:
-        return gamma**x
+        scale: float = gamma**x
+        return scale
 
     def get_lr(self) -> list[Any]:
         """The learning rates at ``last_epoch``; also writes the cycled momentums."""
@@ -310,7 +313,7 @@ class OneCycleLR(LRScheduler):
             ]
         # torch's layout (state_dict compatible): one dict per phase.
         keys = ("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum")
-        self._schedule_phases = [dict(zip(keys, phase, strict=True)) for phase in phases]
+        self._schedule_phases: list[dict[str, Any]] = [dict(zip(keys, phase, strict=True)) for phase in phases]
 
         if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
             raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")

@@ -33,8 +33,7 @@ class _LambdaState(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "lr_lambdas")}
         state["lr_lambdas"] = [
-            None if isinstance(fn, types.FunctionType) else getattr(fn, "__dict__", {}).copy()
-            for fn in self.lr_lambdas
+            None if isinstance(fn, types.FunctionType) else getattr(fn, "__dict__", {}).copy() for fn in self.lr_lambdas
         ]
         return state
 
@@ -82,9 +81,7 @@ class LambdaLR(_LambdaState):
 
     def get_lr(self) -> list[Any]:
         self._warn_if_outside_step()
-        return [
-            base_lr * lmbda(self.last_epoch) for lmbda, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)
-        ]
+        return [base_lr * lmbda(self.last_epoch) for lmbda, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)]
 
 
 class MultiplicativeLR(_LambdaState):
