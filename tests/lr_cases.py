@@ -135,6 +135,18 @@ class Warmup:
 
 Factory = Callable[[Any, Any], Any]
 
+
+def resumed(make: Factory) -> Factory:
+    """Build with ``last_epoch=k`` on groups that already have an ``initial_lr`` (a restart)."""
+
+    def factory(m: Any, opt: Any) -> Any:
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"] * 2
+        return make(m, opt)
+
+    return factory
+
+
 CASES: dict[str, tuple[str, Factory]] = {
     "LambdaLR-two": ("sgd", lambda m, o: m.LambdaLR(o, [_decay_95, _inverse])),
     "LambdaLR-object": ("adam", lambda m, o: m.LambdaLR(o, Warmup(10))),
@@ -251,6 +263,20 @@ CASES: dict[str, tuple[str, Factory]] = {
     "ChainedScheduler-cyclic-step": (
         "sgd",
         lambda m, o: m.ChainedScheduler([m.CyclicLR(o, 0.01, 0.1, step_size_up=5), m.StepLR(o, 9, 0.7)], optimizer=o),
+    ),
+    "StepLR-last_epoch": ("sgd", resumed(lambda m, o: m.StepLR(o, 4, 0.5, last_epoch=11))),
+    "LinearLR-last_epoch": ("sgd", resumed(lambda m, o: m.LinearLR(o, 0.2, total_iters=30, last_epoch=6))),
+    "ConstantLR-last_epoch": ("sgd", resumed(lambda m, o: m.ConstantLR(o, 0.5, total_iters=5, last_epoch=4))),
+    "PolynomialLR-last_epoch": ("adam", resumed(lambda m, o: m.PolynomialLR(o, 50, 1.5, last_epoch=9))),
+    "CosineAnnealingLR-last_epoch": ("sgd", resumed(lambda m, o: m.CosineAnnealingLR(o, 20, 0.01, last_epoch=7))),
+    "LambdaLR-last_epoch": ("sgd", resumed(lambda m, o: m.LambdaLR(o, _inverse, last_epoch=3))),
+    "CosineAnnealingWarmRestarts-last_epoch": (
+        "sgd",
+        resumed(lambda m, o: m.CosineAnnealingWarmRestarts(o, 6, 2, last_epoch=8)),
+    ),
+    "CyclicLR-last_epoch": (
+        "sgd",
+        resumed(lambda m, o: m.CyclicLR(o, 0.01, 0.1, step_size_up=4, last_epoch=9)),
     ),
 }
 

@@ -356,8 +356,15 @@ def test_multi_functions_on_integer_arrays():
 
 
 @pytest.mark.ref
-def test_public_names_match_torch(torch):
+def test_public_names_and_signatures_match_torch(torch):
+    import inspect
+
     assert set(swa_utils.__all__) == set(torch.optim.swa_utils.__all__)
+    for name in ("AveragedModel", "SWALR", "get_ema_multi_avg_fn", "get_ema_avg_fn", "update_bn"):
+        ours, theirs = getattr(swa_utils, name), getattr(torch.optim.swa_utils, name)
+        mine = [(p.name, p.default, p.kind) for p in inspect.signature(ours).parameters.values()]
+        ref = [(p.name, p.default, p.kind) for p in inspect.signature(theirs).parameters.values()]
+        assert mine == ref, name
 
 
 def test_docstring_examples():

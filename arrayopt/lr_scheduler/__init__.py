@@ -26,7 +26,9 @@ ReduceLROnPlateau      ``plateau``                         metric-driven
 ``arrayopt.swa_utils.SWALR`` is a scheduler too.
 """
 
-from arrayopt.lr_scheduler.base import EPOCH_DEPRECATION_WARNING, LRScheduler, _LRScheduler
+from arrayopt.lr_scheduler.base import EPOCH_DEPRECATION_WARNING as EPOCH_DEPRECATION_WARNING
+from arrayopt.lr_scheduler.base import LRScheduler
+from arrayopt.lr_scheduler.base import _LRScheduler as _LRScheduler
 from arrayopt.lr_scheduler.composite import ChainedScheduler, SequentialLR
 from arrayopt.lr_scheduler.cosine import CosineAnnealingLR, CosineAnnealingWarmRestarts
 from arrayopt.lr_scheduler.cyclic import CyclicLR, OneCycleLR
@@ -34,8 +36,8 @@ from arrayopt.lr_scheduler.decay import ConstantLR, ExponentialLR, LinearLR, Mul
 from arrayopt.lr_scheduler.lambda_lr import LambdaLR, MultiplicativeLR
 from arrayopt.lr_scheduler.plateau import ReduceLROnPlateau
 
+# torch's __all__ (EPOCH_DEPRECATION_WARNING and _LRScheduler are importable, not exported).
 __all__ = [
-    "EPOCH_DEPRECATION_WARNING",
     "ChainedScheduler",
     "ConstantLR",
     "CosineAnnealingLR",
@@ -52,5 +54,4 @@ __all__ = [
     "ReduceLROnPlateau",
     "SequentialLR",
     "StepLR",
-    "_LRScheduler",
 ]

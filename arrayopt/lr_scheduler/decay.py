@@ -218,6 +218,9 @@ class ExponentialLR(LRScheduler):
         optimizer: the optimizer whose learning rates are scheduled.
         gamma: decay factor per epoch.
         last_epoch: index of the last epoch, -1 for a new schedule. Default: -1.
+
+    Reference: torch.optim.lr_scheduler.ExponentialLR (torch 2.13), whose behaviour
+    this reproduces.
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:

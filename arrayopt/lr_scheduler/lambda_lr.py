@@ -67,6 +67,8 @@ class LambdaLR(_LambdaState):
         >>> opt.step(); sched.step()
         >>> sched.get_last_lr()
         [0.25]
+
+    Reference: torch.optim.lr_scheduler.LambdaLR (torch 2.13).
     """
 
     def __init__(
@@ -94,6 +96,8 @@ class MultiplicativeLR(_LambdaState):
         lr_lambda: a function of the integer epoch, or a list of them, one per group
             (each must be callable: TypeError otherwise).
         last_epoch: index of the last epoch, -1 for a new schedule. Default: -1.
+
+    Reference: torch.optim.lr_scheduler.MultiplicativeLR (torch 2.13).
     """
 
     def __init__(

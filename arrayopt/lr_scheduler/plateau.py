@@ -54,6 +54,9 @@ class ReduceLROnPlateau(LRScheduler):
         ...     sched.step(loss)
         >>> sched.get_last_lr()
         [0.1]
+
+    Reference: torch.optim.lr_scheduler.ReduceLROnPlateau (torch 2.13), after the
+    Keras callback of the same name.
     """
 
     def __init__(
