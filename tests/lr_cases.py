@@ -15,8 +15,8 @@ Trajectories are plain lists of Python floats, so they compare exactly and store
 exactly in JSON (``tests/golden/lr_scheduler.json``, written by make_lr_golden.py).
 """
 
-import copy
 import math
+import pickle
 import types
 import warnings
 from collections.abc import Callable
@@ -303,8 +303,9 @@ def run_case(
             sched.step()
             _append(out, snapshot(opt, sched))
             if resume_after is not None and step + 1 == resume_after:
-                opt_state = copy.deepcopy(opt.state_dict())
-                sched_state = copy.deepcopy(sched.state_dict())
+                # through pickle, as a checkpoint file would
+                opt_state = pickle.loads(pickle.dumps(opt.state_dict()))
+                sched_state = pickle.loads(pickle.dumps(sched.state_dict()))
                 opt = make_optimizer(lib, kind, xp=xp, lr_array=lr_array)
                 sched = factory(m, opt)
                 opt.load_state_dict(opt_state)
@@ -407,8 +408,8 @@ def run_plateau_case(lib: str, name: str, *, resume_after: int | None = None, xp
         out["cooldown_counter"].append(sched.cooldown_counter)
         out["best"].append(sched.best)
         if resume_after is not None and step + 1 == resume_after:
-            opt_state = copy.deepcopy(opt.state_dict())
-            sched_state = copy.deepcopy(sched.state_dict())
+            opt_state = pickle.loads(pickle.dumps(opt.state_dict()))
+            sched_state = pickle.loads(pickle.dumps(sched.state_dict()))
             opt = make_optimizer(lib, kind, xp=xp)
             sched = m.ReduceLROnPlateau(opt, **kwargs)
             opt.load_state_dict(opt_state)
