@@ -87,11 +87,36 @@ def run_arrayopt(config: str, stream: dict[str, np.ndarray], xp: Any = np) -> di
 
 
 def golden_arrays() -> dict[str, np.ndarray]:
-    """Everything make_lr_golden.py stores: the streams and torch's averages (torch needed)."""
+    """Everything make_lr_golden.py stores (torch needed), one stacked array per parameter:
+
+    ``"{dtype}/input/param{i}"``: the initial value then the snapshots;
+    ``"{dtype}/{config}/param{i}"``: torch's average after each update.
+    """
     out = {}
     for dtype in DTYPES:
         stream = make_stream(dtype)
-        out.update({f"{dtype}/{key}": value for key, value in stream.items()})
+        for i in range(len(SHAPES)):
+            rows = [stream[f"input/init/param{i}"]] + [stream[f"input/step{k}/param{i}"] for k in range(UPDATES)]
+            out[f"{dtype}/input/param{i}"] = np.stack(rows)
         for config in CONFIGS:
-            out.update({f"{dtype}/{config}/{key}": v for key, v in run_torch(config, stream).items()})
+            averages = run_torch(config, stream)
+            for i in range(len(SHAPES)):
+                out[f"{dtype}/{config}/param{i}"] = np.stack([averages[f"step{k}/param{i}"] for k in range(UPDATES)])
     return out
+
+
+def golden_stream(golden: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """The stream of ``dtype`` as stored by :func:`golden_arrays`, in make_stream's layout."""
+    out = {}
+    for i in range(len(SHAPES)):
+        rows = golden[f"{dtype}/input/param{i}"]
+        out[f"input/init/param{i}"] = rows[0]
+        out.update({f"input/step{k}/param{i}": rows[k + 1] for k in range(UPDATES)})
+    return out
+
+
+def golden_averages(golden: dict[str, np.ndarray], dtype: str, config: str) -> dict[str, np.ndarray]:
+    """torch's averages as stored by :func:`golden_arrays`, in run_torch's layout."""
+    return {
+        f"step{k}/param{i}": golden[f"{dtype}/{config}/param{i}"][k] for i in range(len(SHAPES)) for k in range(UPDATES)
+    }

@@ -40,13 +40,6 @@ def golden():
         return dict(data)
 
 
-def stream_from(golden, dtype):
-    prefix = f"{dtype}/"
-    stream = {key[len(prefix) :]: value for key, value in golden.items() if key.startswith(prefix + "input/")}
-    assert stream, "golden file holds no stream"
-    return stream
-
-
 def assert_same_averages(ours, ref, tolerance, what=""):
     assert sorted(ours) == sorted(ref)
     for i in range(len(S.SHAPES)):
@@ -75,9 +68,9 @@ def exact_means(stream, dtype):
 @pytest.mark.parametrize("dtype", S.DTYPES)
 @pytest.mark.parametrize("config", list(S.CONFIGS))
 def test_averages_match_golden(config, dtype, golden):
-    stream = stream_from(golden, dtype)
+    stream = S.golden_stream(golden, dtype)
     np.testing.assert_array_equal(stream["input/step3/param0"], S.make_stream(dtype)["input/step3/param0"])
-    ref = {key[len(f"{dtype}/{config}/") :]: v for key, v in golden.items() if key.startswith(f"{dtype}/{config}/")}
+    ref = S.golden_averages(golden, dtype, config)
     ours = S.run_arrayopt(config, stream)
     tolerance = TOLERANCE[dtype]
     if config == "swa-multi" and dtype == "float64":
