@@ -42,7 +42,7 @@ def _mount_source_backends() -> None:
 
 _mount_source_backends()
 
-from arrayopt import backends  # noqa: E402
+from arrayopt import backends, lr_scheduler, swa_utils  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import ASGD, SGD, Adafactor, Adagrad, Adam, AdamW, NAdam, RAdam, SparseAdam  # noqa: E402
@@ -66,4 +66,6 @@ __all__ = [
     "SparseGrad",
     "__version__",
     "backends",
+    "lr_scheduler",
+    "swa_utils",
 ]
