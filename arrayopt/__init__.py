@@ -43,8 +43,20 @@ def _mount_source_backends() -> None:
 _mount_source_backends()
 
 from arrayopt import backends  # noqa: E402
+from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import SGD, Adam, AdamW  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "Parameter", "__version__", "backends"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "Parameter",
+    "__version__",
+    "backends",
+    "load",
+    "load_into",
+    "save",
+]
