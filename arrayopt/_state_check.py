@@ -49,11 +49,14 @@ class StateKey:
             counter: a finite number >= 0, or a 1-element array holding one).
         required: a non-empty state must have it.
         none_ok: it may be None (SGD's momentum buffer then starts afresh).
+        required_if: a group option that, when true, makes it required (Adam's
+            ``max_exp_avg_sq`` with ``amsgrad``).
     """
 
     kind: str = "array"
     required: bool = True
     none_ok: bool = False
+    required_if: str | None = None
 
 
 def check_state_dict(optimizer: Any, state_dict: Any) -> None:
@@ -82,7 +85,7 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
         if isinstance(key, bool):
             raise TypeError(f"loaded state dict: the state key {key!r} is not a parameter index")
         if key in owners:
-            _check_param_state(optimizer, key, owners[key], value)
+            _check_param_state(optimizer, key, owners[key], value, saved_groups)
         elif isinstance(key, int):
             raise ValueError(
                 f"loaded state dict: 'state' has an entry for parameter {key}, but no param group lists that "
@@ -206,7 +209,9 @@ def _check_group(
         owners[index] = (p, i, j)
 
 
-def _check_param_state(optimizer: Any, index: Any, owner: tuple[Parameter, int, int], value: Any) -> None:
+def _check_param_state(
+    optimizer: Any, index: Any, owner: tuple[Parameter, int, int], value: Any, groups: list[Any]
+) -> None:
     param, g, j = owner
     name = f", {param.name!r}" if param.name is not None else ""
     where = f"loaded state dict: state of parameter {index} (param group {g}, position {j}{name})"
@@ -231,8 +236,10 @@ def _check_param_state(optimizer: Any, index: Any, owner: tuple[Parameter, int, 
             _check_nested(item, param, f"{where}: {key!r}")
     if spec is not None and value:
         for key, kind in spec.items():
-            if kind.required and key not in value:
-                raise KeyError(f"{where} has no {key!r}, which {cls} needs in a parameter's state")
+            needed = kind.required or (kind.required_if is not None and bool(groups[g].get(kind.required_if)))
+            if needed and key not in value:
+                because = f" with {kind.required_if}" if not kind.required else ""
+                raise KeyError(f"{where} has no {key!r}, which {cls} needs in a parameter's state{because}")
 
 
 def _check_counter(value: Any, where: str) -> None:

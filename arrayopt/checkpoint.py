@@ -307,15 +307,20 @@ def load_into(path: _PathOrFile, /, *, xp: Any = None, **objects: Any) -> dict[s
             raise KeyError(
                 f"the checkpoint has no entry {name!r} (it holds {', '.join(map(repr, entries)) or 'nothing'})"
             )
-        plans.append(_plan(name, target, entries[name]))
-    done: list[_Plan] = []
+        plan = _plan(name, target, entries[name])
+        plan.name = name
+        plans.append(plan)
+    started: list[_Plan] = []
     try:
         for plan in plans:
+            started.append(plan)  # a failing load may have changed its object half-way: restore it too
             plan.commit()
-            done.append(plan)
-    except BaseException:
-        for plan in reversed(done):
-            plan.rollback()
+    except BaseException as exc:
+        for plan in reversed(started):
+            try:
+                plan.rollback()
+            except Exception as problem:
+                exc.add_note(f"load_into could not restore {plan.name!r}: {_typename(problem)}: {problem}")
         raise
     return {name: entry.value for name, entry in entries.items()}
 
@@ -490,6 +495,8 @@ class _Decoder:
 class _Plan:
     """One object's part of :func:`load_into`: checked when made, then committed or rolled back."""
 
+    name = ""
+
     def commit(self) -> None:
         raise NotImplementedError
 
@@ -520,6 +527,8 @@ class _StateDictPlan(_Plan):
         target.load_state_dict(self.state_dict)
 
     def rollback(self) -> None:
+        if self.snapshot is None:
+            return
         if self.optimizer:
             self.target.state, self.target.param_groups, defaults = self.snapshot
             self.target.defaults.clear()
@@ -539,7 +548,7 @@ class _ParameterPlan(_Plan):
             p.data[...] = new
 
     def rollback(self) -> None:
-        for (p, _), old in zip(self.pairs, self.old, strict=False):
+        for (p, _), old in zip(self.pairs, self.old, strict=False):  # the ones committed
             p.data[...] = old
 
 

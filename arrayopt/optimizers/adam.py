@@ -120,7 +120,7 @@ class Adam(ElementwiseOptimizer):
         "step": StateKey("step"),
         "exp_avg": StateKey(),
         "exp_avg_sq": StateKey(),
-        "max_exp_avg_sq": StateKey(required=False),  # only if amsgrad was on at the first step
+        "max_exp_avg_sq": StateKey(required=False, required_if="amsgrad"),
     }
 
     def __init__(
