@@ -25,7 +25,7 @@ What torch accepts and arrayopt refuses here is listed in the README (reliabilit
 import cmath
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,7 +210,7 @@ def _check_group(
 
 
 def _check_param_state(
-    optimizer: Any, index: Any, owner: tuple[Parameter, int, int], value: Any, groups: list[Any]
+    optimizer: Any, index: Any, owner: tuple[Parameter, int, int], value: Any, groups: Sequence[Any]
 ) -> None:
     param, g, j = owner
     name = f", {param.name!r}" if param.name is not None else ""

@@ -118,8 +118,10 @@ def save(path: _PathOrFile, /, **objects: Any) -> None:
     payload = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     if isinstance(path, (str, os.PathLike)):
         _write_atomically(os.fspath(path), lambda f: write_archive(f, payload, encoder.arrays))
-    else:
+    elif hasattr(path, "write"):
         write_archive(path, payload, encoder.arrays)
+    else:
+        raise TypeError(f"path must be a file path or a binary file object, but got {_typename(path)}")
 
 
 def _write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -331,8 +333,10 @@ def _read(path: _PathOrFile, xp: Any) -> dict[str, _Entry]:
         if isinstance(path, (str, os.PathLike)):
             where = os.fspath(path)
             file: IO[bytes] = stack.enter_context(open(where, "rb"))
-        else:
+        elif hasattr(path, "read") and hasattr(path, "seek"):
             where, file = "checkpoint", path
+        else:
+            raise TypeError(f"path must be a file path or a seekable binary file object, but got {_typename(path)}")
         try:
             entries = _decode_file(file)
         except MemoryError:

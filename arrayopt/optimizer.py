@@ -8,6 +8,11 @@ Differences from torch.optim, all deliberate:
   needed), so a loaded optimizer never shares state with the dict it was given.
 * A param group given as a dict is validated on a copy and only updated in place once
   everything about it is known to be valid.
+* Per-group hyper-parameters (group dicts, ``add_param_group``, loaded state dicts)
+  pass the constructor's own checks and must be finite; torch checks only the
+  constructor's arguments.
+* ``load_state_dict`` refuses, before changing anything, state dicts that torch loads
+  but cannot step with (wrong state shapes or keys, another optimizer's state, ...).
 """
 
 import functools
@@ -135,7 +140,8 @@ class Optimizer:
     _defaults_on_load: ClassVar[dict[str, Any]] = {}
 
     #: The per-parameter state keys the optimizer keeps, for ``load_state_dict``'s
-    #: checks (None: not declared, any key loads).
+    #: checks of keys, shapes and dtypes (None: not declared, any key loads, shapes
+    #: are checked only by ``step``). Every optimizer should declare them.
     _state_keys: ClassVar[dict[str, StateKey] | None] = None
 
     #: Skip steps whose gradients are not all finite (see above).
@@ -238,9 +244,10 @@ class Optimizer:
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group: a dict with ``"params"`` and optional per-group options.
 
-        Everything is checked on a copy first; on success the dict you passed is
-        completed in place (``params`` as a list, ``param_names``, defaults) and
-        becomes the group, as in torch.
+        Everything is checked on a copy first, the hyper-parameters with the
+        constructor's own checks; on success the dict you passed is completed in
+        place (``params`` as a list, ``param_names``, defaults) and becomes the
+        group, as in torch.
         """
         group = self._checked_group(param_group)
         param_group.update(group)

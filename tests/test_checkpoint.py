@@ -630,9 +630,13 @@ def test_a_compressed_or_oversized_member_is_refused():
         load_bytes(rewrite({"arrayopt.json": meta, "arrays/0.npy": header.getvalue()}))
 
 
-def test_a_missing_file_is_an_os_error(tmp_path):
+def test_a_missing_file_is_an_os_error_and_bytes_are_not_a_path(tmp_path):
     with pytest.raises(FileNotFoundError):
         arrayopt.load(tmp_path / "none.ckpt")
+    with pytest.raises(TypeError, match="path must be a file path or a seekable binary file object, but got bytes"):
+        arrayopt.load(GOOD)
+    with pytest.raises(TypeError, match="path must be a file path or a binary file object, but got int"):
+        arrayopt.save(3, a=1)
 
 
 def test_metadata_names_the_format_and_version():
