@@ -102,12 +102,12 @@ def save(path: _PathOrFile, /, **objects: Any) -> None:
         ...
         TypeError: scheduler['lr_lambdas'][0]: cannot save a function (<lambda>)...
     """
+    from arrayopt import __version__
+
     if not objects:
         raise TypeError("save() needs something to save, e.g. arrayopt.save(path, optimizer=opt)")
     encoder = _Encoder()
     entries = [encoder.entry(name, obj) for name, obj in objects.items()]
-    from arrayopt import __version__
-
     meta = {
         "format": FORMAT,
         "version": VERSION,
