@@ -43,6 +43,7 @@ def _mount_source_backends() -> None:
 _mount_source_backends()
 
 from arrayopt import backends, lr_scheduler, swa_utils  # noqa: E402
+from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import ASGD, SGD, Adafactor, Adagrad, Adam, AdamW, NAdam, RAdam, SparseAdam  # noqa: E402
@@ -66,6 +67,9 @@ __all__ = [
     "SparseGrad",
     "__version__",
     "backends",
+    "load",
+    "load_into",
     "lr_scheduler",
+    "save",
     "swa_utils",
 ]

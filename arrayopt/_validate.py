@@ -86,3 +86,37 @@ def typename(obj: Any) -> str:
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def loss_value(loss: Any) -> float:
+    """A closure's return value as a finite Python float, for optimizers that compute with it.
+
+    Elementwise optimizers only return the closure's value (as torch does), so they
+    never call this; an optimizer that reads the loss (LBFGS compares losses) should,
+    so that a bad closure fails with a clear message instead of a confusing one later.
+
+    Raises:
+        TypeError: the closure returned None, a bool, a string, a complex number, a
+            non-numeric array or anything else that is not a real number.
+        ValueError: it returned an array with other than one element, or NaN or an
+            infinity (a diverged loss).
+    """
+    hint = "the closure must return the loss: a real number or a 1-element array"
+    if is_array(loss):
+        shape = tuple(loss.shape)
+        if math.prod(shape) != 1:
+            raise ValueError(f"the closure returned an array of shape {shape}; {hint}")
+        backend = get_backend(loss)
+        if not backend.xp.isdtype(loss.dtype, ("real floating", "integral")):
+            raise TypeError(f"the closure returned an array of dtype {loss.dtype}; {hint}")
+        value = float(backend.to_numpy(loss).reshape(()))
+    elif loss is None or isinstance(loss, (bool, str, bytes, complex)):
+        raise TypeError(f"the closure returned {loss!r}; {hint}")
+    else:
+        try:
+            value = float(loss)
+        except (TypeError, ValueError):
+            raise TypeError(f"the closure returned a value of type {typename(loss)}; {hint}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"the closure returned a non-finite loss ({value})")
+    return value

@@ -8,6 +8,11 @@ Differences from torch.optim, all deliberate:
   needed), so a loaded optimizer never shares state with the dict it was given.
 * A param group given as a dict is validated on a copy and only updated in place once
   everything about it is known to be valid.
+* Per-group hyper-parameters (group dicts, ``add_param_group``, loaded state dicts)
+  pass the constructor's own checks and must be finite; torch checks only the
+  constructor's arguments.
+* ``load_state_dict`` refuses, before changing anything, state dicts that torch loads
+  but cannot step with (wrong state shapes or keys, another optimizer's state, ...).
 """
 
 import functools
@@ -20,7 +25,9 @@ from copy import deepcopy
 from itertools import chain, repeat
 from typing import Any, ClassVar
 
+from arrayopt import _nonfinite
 from arrayopt._hooks import RemovableHandle, register
+from arrayopt._state_check import StateKey, check_group_values, check_state_dict
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.flat import FlatBuffer
@@ -89,7 +96,12 @@ def _with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
                     )
         self.__dict__["_in_step"] = True
         try:
-            out = step(*args, **kwargs)
+            if self.skip_nonfinite:
+                stepped, out = _nonfinite.guarded_step(step, self, args, kwargs)
+                if not stepped:
+                    return out
+            else:
+                out = step(*args, **kwargs)
         finally:
             self.__dict__["_in_step"] = False
         for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
@@ -116,11 +128,29 @@ class Optimizer:
         state: ``defaultdict(dict)`` mapping each Parameter to its state.
 
     Subclasses implement ``step(closure=None)``; step hooks wrap it automatically.
+
+    Non-finite guard (arrayopt only, off by default): with ``skip_nonfinite = True``,
+    a ``step`` whose gradients hold a NaN or an infinity is skipped (after the
+    closure, if any, has run): parameters, state and step counters stay as they were,
+    the step's post-hooks do not run, ``skipped_steps`` grows by one, and the
+    closure's value (or None) is returned. This is what loss-scaling optimizers do
+    with overflowing steps. The check costs one pass over the gradients. Neither
+    attribute is part of ``state_dict``.
     """
 
     #: Group keys filled in when loading state saved by an older version (torch's
     #: ``__setstate__`` defaults, per optimizer).
     _defaults_on_load: ClassVar[dict[str, Any]] = {}
+
+    #: The per-parameter state keys the optimizer keeps, for ``load_state_dict``'s
+    #: checks of keys, shapes and dtypes (None: not declared, any key loads, shapes
+    #: are checked only by ``step``). Every optimizer should declare them.
+    _state_keys: ClassVar[dict[str, StateKey] | None] = None
+
+    #: Skip steps whose gradients are not all finite (see above).
+    skip_nonfinite: bool = False
+    #: How many steps the non-finite guard skipped.
+    skipped_steps: int = 0
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -225,9 +255,10 @@ class Optimizer:
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group: a dict with ``"params"`` and optional per-group options.
 
-        Everything is checked on a copy first; on success the dict you passed is
-        completed in place (``params`` as a list, ``param_names``, defaults) and
-        becomes the group, as in torch.
+        Everything is checked on a copy first, the hyper-parameters with the
+        constructor's own checks; on success the dict you passed is completed in
+        place (``params`` as a list, ``param_names``, defaults) and becomes the
+        group, as in torch.
         """
         group = self._checked_group(param_group)
         param_group.update(group)
@@ -263,6 +294,7 @@ class Optimizer:
             if default is required and name not in group:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             group.setdefault(name, default)
+        check_group_values(self, group, f"param group {len(self.param_groups)}", skip_defaults=True)
         if warn and len(params) != len(set(params)):
             warnings.warn(
                 "optimizer contains a parameter group with duplicate parameters; "
@@ -343,22 +375,25 @@ class Optimizer:
 
         Saved hyper-parameters replace the current ones. Floating-point state arrays
         are converted to their parameter's dtype, library and device (complex ones
-        keep their dtype; ``step`` is kept as saved), always as copies. Everything is
-        checked and converted before the optimizer is changed.
+        keep their dtype; ``step`` is kept as saved), always as copies.
+
+        Everything is checked and converted before the optimizer is changed, so an
+        error leaves it exactly as it was; the message names the param group, the
+        parameter and the key at fault. Besides torch's checks (group count and
+        sizes), it checks the layout, that the hyper-parameters are the ones this
+        optimizer needs and are valid, and the state: keys, ``step`` counters, array
+        shapes and dtypes (see ``arrayopt._state_check``).
         """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
         state_dict = state_dict.copy()
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, state_dict)
             if result is not None:
                 state_dict = result
+        check_state_dict(self, state_dict)
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
-        if len(groups) != len(saved_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups, strict=True)):
-            raise ValueError(
-                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
-            )
         id_map = dict(
             zip(
                 chain.from_iterable(g["params"] for g in saved_groups),

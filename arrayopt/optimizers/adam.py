@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -118,6 +119,12 @@ class Adam(ElementwiseOptimizer):
         "differentiable": False,
         "decoupled_weight_decay": False,
         "fused": None,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "exp_avg": StateKey(),
+        "exp_avg_sq": StateKey(),
+        "max_exp_avg_sq": StateKey(required=False, required_if="amsgrad"),
     }
 
     def __init__(

@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
@@ -111,6 +112,9 @@ class SGD(ElementwiseOptimizer):
         "foreach": None,
         "differentiable": False,
         "fused": False,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "momentum_buffer": StateKey(required=False, none_ok=True),
     }
 
     def __init__(

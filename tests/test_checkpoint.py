@@ -1,0 +1,648 @@
+"""arrayopt.save / load / load_into: round trips, atomic writes, damaged files, no code on load."""
+
+import collections
+import copy
+import io
+import math
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import numpy.lib.format as npy_format
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import arrayopt
+from arrayopt import Parameter
+from arrayopt.backends import get_backend
+from arrayopt.checkpoint import FORMAT, VERSION
+
+from cases import CASES, by_dtype
+
+
+def to_numpy(a):
+    return np.asarray(get_backend(a).to_numpy(a))
+
+
+def bits(a):
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def same(a, b):
+    """Equal values of equal types, recursively; arrays equal in dtype, shape and bits (NaN equals NaN)."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(bits(a), bits(b))
+    if isinstance(a, float):
+        return type(b) is float and ((a == b and math.copysign(1, a) == math.copysign(1, b)) or (a != a and b != b))
+    if isinstance(a, complex):
+        return type(b) is complex and same(a.real, b.real) and same(a.imag, b.imag)
+    if isinstance(a, dict):
+        return (
+            type(a) is type(b)
+            and list(a) == list(b)
+            and all(type(k) is type(kb) for k, kb in zip(a, b, strict=True))
+            and all(same(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def round_trip(**objects):
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, **objects)
+    return arrayopt.load(buffer)
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+def test_plain_values_keep_their_types():
+    value = {
+        "ints": [0, -1, 2**70],
+        "floats": (0.5, -0.0, math.inf, -math.inf, math.nan, 1e-310),
+        "complex": complex(1.5, -math.inf),
+        "flags": [True, False, None],
+        "text": "é ∞ \x00",
+        0: "int key",
+        "0": "str key",
+        (1, "a"): "tuple key",
+        2.5: "float key",
+        None: "None key",
+        "nested": {"a": [{"b": ()}]},
+        "counter": collections.Counter({3: 2, 10: 1}),
+    }
+    assert same(round_trip(value=value)["value"], value)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    ["float16", "float32", "float64", "complex64", "complex128", "int8", "int64", "uint16", "bool"],
+)
+def test_arrays_keep_dtype_shape_and_bits(dtype):
+    rng = np.random.default_rng(0)
+    arrays = [
+        (rng.standard_normal((3, 4)) * 100).astype(dtype),
+        np.zeros((0, 5), dtype),
+        np.asarray(7, dtype),
+        np.asfortranarray((rng.standard_normal((3, 2)) * 10).astype(dtype)),
+        (rng.standard_normal(10) * 10).astype(dtype)[::3],
+    ]
+    loaded = round_trip(arrays=arrays)["arrays"]
+    for a, b in zip(arrays, loaded, strict=True):
+        assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
+        assert b.flags.writeable and b.flags.c_contiguous
+    scalar = np.dtype(dtype).type(3)
+    assert same(round_trip(s=scalar)["s"], scalar)  # NumPy scalars come back as NumPy scalars
+
+
+def test_non_finite_and_negative_zero_bits_survive():
+    a = np.array([math.nan, -math.nan, math.inf, -0.0, 5e-324], dtype=np.float64)
+    assert same(round_trip(a=a)["a"], a)
+
+
+KEY = st.one_of(st.text(max_size=4), st.integers(-5, 5), st.none(), st.booleans())
+LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.complex_numbers(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.builds(
+        lambda shape, dtype, seed: (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype),
+        st.sampled_from([(), (0,), (3,), (2, 2)]),
+        st.sampled_from(["float32", "float64", "complex128", "int32", "float16"]),
+        st.integers(0, 99),
+    ),
+)
+TREE = st.recursive(
+    LEAF,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(KEY, children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=TREE)
+def test_any_tree_round_trips(tree):
+    assert same(round_trip(tree=tree)["tree"], tree)
+
+
+def test_what_cannot_be_saved_is_refused_by_path_and_nothing_is_written(tmp_path):
+    path = tmp_path / "c.ckpt"
+
+    class Thing:
+        pass
+
+    bad = [
+        (
+            {"sched": {"lr_lambdas": [lambda epoch: 0.9]}},
+            TypeError,
+            r"sched\['lr_lambdas'\]\[0\]: cannot save a function",
+        ),
+        ({"fn": math.sqrt}, TypeError, r"fn: cannot save a function \(sqrt\)"),
+        ({"x": {"a": Thing()}}, TypeError, r"x\['a'\]: cannot save a .*Thing"),
+        ({"x": {frozenset(): 1}}, TypeError, r"the dict key frozenset\(\) \(frozenset\) cannot be saved"),
+        ({"x": np.array(["a"])}, TypeError, r"x: arrays of dtype <U1 cannot be saved"),
+        ({"x": np.array([None], dtype=object)}, TypeError, r"arrays of dtype object cannot be saved"),
+        ({"x": b"bytes"}, TypeError, r"cannot save a bytes"),
+        ({}, TypeError, r"save\(\) needs something to save"),
+    ]
+    looping = [1]
+    looping.append(looping)
+    bad.append(({"x": looping}, ValueError, r"x\[1\]: the value contains itself"))
+    for objects, error, pattern in bad:
+        with pytest.raises(error, match=pattern):
+            arrayopt.save(path, **objects)
+    assert os.listdir(tmp_path) == []
+
+
+# -- optimizers and parameters --------------------------------------------------------
+
+
+def build(case, xp, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 2), (4,), ()]
+    ps = [Parameter(xp.asarray(rng.standard_normal(s).astype(dtype)), name=f"p{i}") for i, s in enumerate(shapes)]
+    kwargs = dict(case.kwargs)
+    for name in case.array_hyper:
+        value = kwargs.get(name, getattr(arrayopt, case.optimizer)([Parameter(np.zeros(1))]).defaults[name])
+        kwargs[name] = tuple(np.asarray(v) for v in value) if isinstance(value, tuple) else np.asarray(value)
+    opt = getattr(arrayopt, case.optimizer)([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.01}], **kwargs)
+    return opt, ps
+
+
+def set_grads(ps, xp, dtype, k):
+    rng = np.random.default_rng(100 + k)
+    for p in ps:
+        p.grad = xp.asarray(rng.standard_normal(p.shape).astype(dtype))
+
+
+@pytest.mark.parametrize(
+    "case, dtype",
+    by_dtype(("float32", "complex128"), [c for c in CASES if c.kwargs or c.array_hyper]),
+    ids=str,
+)
+def test_optimizer_checkpoint_continues_bit_for_bit(case, dtype, xp, tmp_path):
+    """Save after 3 steps, load into a fresh optimizer on fresh parameters: the next 3 steps agree exactly."""
+    if xp.__name__ == "array_api_strict" and dtype == "float16":
+        pytest.skip("array-api-strict has no float16")
+    opt, ps = build(case, xp, dtype)
+    for k in range(3):
+        set_grads(ps, xp, dtype, k)
+        opt.step()
+    path = tmp_path / "opt.ckpt"
+    arrayopt.save(path, optimizer=opt, params=ps)
+    twin, twin_ps = build(case, xp, dtype, seed=1)
+    rest = arrayopt.load_into(path, optimizer=twin, params=twin_ps)
+    assert sorted(rest) == ["optimizer", "params"]
+    for k in range(3, 6):
+        set_grads(ps, xp, dtype, k)
+        set_grads(twin_ps, xp, dtype, k)
+        opt.step()
+        twin.step()
+    for p, q in zip(ps, twin_ps, strict=True):
+        a, b = to_numpy(p.data), to_numpy(q.data)
+        assert a.dtype == b.dtype and np.array_equal(bits(a), bits(b))
+    assert opt.state_dict()["param_groups"] == twin.state_dict()["param_groups"]
+
+
+def test_state_dict_layout_survives_with_int_keys_tuples_and_step_floats():
+    p = Parameter(np.ones((2, 2), dtype=np.float32))
+    opt = arrayopt.Adam([("w", p)], lr=np.array(0.05), betas=(np.array(0.9), np.array(0.99)), amsgrad=True)
+    p.grad = np.full((2, 2), 0.5, dtype=np.float32)
+    opt.step()
+    sd = opt.state_dict()
+    loaded = round_trip(optimizer=opt)["optimizer"]
+    assert same(loaded, copy.deepcopy(sd))
+    assert list(loaded["state"]) == [0] and type(loaded["state"][0]["step"]) is float
+    assert isinstance(loaded["param_groups"][0]["betas"], tuple)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "complex64", "complex128"])
+def test_parameters_as_list_and_dict_keep_dtype(dtype):
+    ps = [Parameter(np.arange(3, dtype=dtype)), Parameter(np.ones((2, 2), dtype=dtype))]
+    loaded = round_trip(params=ps, named={"a": ps[0], "b": [ps[1]]})
+    assert [a.dtype for a in loaded["params"]] == [np.dtype(dtype)] * 2
+    np.testing.assert_array_equal(loaded["named"]["b"][0], ps[1].data)
+
+
+def test_library_and_device_round_trip_with_a_non_numpy_stand_in():
+    """A checkpoint written from another library's arrays (array-api-strict standing in for CuPy,
+    which needs a GPU) loads on NumPy, and a NumPy checkpoint loads onto the other library."""
+    strict = pytest.importorskip("array_api_strict")
+    device = strict.Device("device1")
+    p = Parameter(strict.asarray(np.array([1.0, -2.0, 0.5]), device=device))
+    opt = arrayopt.Adam([p], lr=0.1)
+    p.grad = strict.asarray(np.array([0.3, -0.1, 0.2]), device=device)
+    opt.step()
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, optimizer=opt, params=[p])
+    on_numpy = arrayopt.load(buffer)
+    assert type(on_numpy["params"][0]) is np.ndarray
+    np.testing.assert_array_equal(on_numpy["optimizer"]["state"][0]["exp_avg"], to_numpy(opt.state[p]["exp_avg"]))
+    # and back: onto the library's default device, onto a given array's device, or by name
+    like = strict.zeros(1, device=device)
+    for xp in (strict, "array_api_strict", like):
+        back = arrayopt.load(buffer, xp=xp)
+        arr = back["optimizer"]["state"][0]["exp_avg_sq"]
+        assert get_backend(arr).name == "array_api_strict"
+        assert arr.device == (device if xp is like else strict.Device("CPU_DEVICE"))
+    # load_into an optimizer on NumPy parameters: the state lands on NumPy
+    q = Parameter(np.zeros(3))
+    other = arrayopt.Adam([q])
+    arrayopt.load_into(buffer, optimizer=other, params=[q])
+    np.testing.assert_array_equal(q.data, to_numpy(p.data))
+    assert type(other.state[q]["exp_avg"]) is np.ndarray
+    with pytest.raises(TypeError, match="xp must be None, an array namespace"):
+        arrayopt.load(buffer, xp=3)
+
+
+def test_load_into_on_the_xp_library(xp):
+    p = Parameter(np.array([1.0, 2.0]))
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, params={"p": p})
+    q = Parameter(xp.zeros(2, dtype=xp.float32))
+    arrayopt.load_into(buffer, params={"p": q})
+    assert q.data.dtype == xp.float32 and np.array_equal(to_numpy(q.data), [1.0, 2.0])
+
+
+# -- other objects with state_dict (schedulers, averaged models) ----------------------
+
+
+class FakeScheduler:
+    """A stand-in with torch's scheduler protocol: plain values in, plain values out."""
+
+    def __init__(self, optimizer=None):
+        self.optimizer = optimizer
+        self.last_epoch = 0
+        self.base_lrs = [0.1]
+        self.milestones = collections.Counter([2, 5, 5])
+        self.best = math.inf
+        self.lr_lambdas = [None]
+        self.fail = False
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "fail")}
+
+    def load_state_dict(self, state_dict):
+        if self.fail:
+            self.fail = False
+            self.last_epoch = -999  # a half-done load, then an error
+            raise RuntimeError("scheduler load failed")
+        self.__dict__.update(state_dict)
+
+
+def test_objects_with_state_dict_round_trip_and_keep_their_class(tmp_path):
+    sched = FakeScheduler()
+    sched.last_epoch, sched.best = 4, 0.25
+    path = tmp_path / "s.ckpt"
+    arrayopt.save(path, scheduler=sched)
+    fresh = FakeScheduler()
+    arrayopt.load_into(path, scheduler=fresh)
+    assert same(fresh.state_dict(), sched.state_dict())
+    opt = arrayopt.SGD([Parameter(np.zeros(1))])
+    with pytest.raises(
+        ValueError, match=r"'scheduler': the checkpoint holds the state of a FakeScheduler, which cannot"
+    ):
+        arrayopt.load_into(path, scheduler=opt)
+    with pytest.raises(KeyError, match=r"the checkpoint has no entry 'optimizer' \(it holds 'scheduler'\)"):
+        arrayopt.load_into(path, optimizer=opt)
+    with pytest.raises(TypeError, match=r"'scheduler': cannot load into a int"):
+        arrayopt.load_into(path, scheduler=3)
+
+
+@pytest.mark.ref
+def test_torch_scheduler_state_dicts_round_trip(torch):
+    """torch's own schedulers' state dicts (Counters, inf, None for lambdas, nested dicts) survive and load."""
+    lr_scheduler = torch.optim.lr_scheduler
+
+    def make():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+        return opt, [
+            lr_scheduler.StepLR(opt, 3),
+            lr_scheduler.MultiStepLR(opt, [2, 5, 5]),
+            lr_scheduler.LambdaLR(opt, lambda e: 0.95**e),
+            lr_scheduler.ReduceLROnPlateau(opt),
+            lr_scheduler.CosineAnnealingWarmRestarts(opt, 3),
+            lr_scheduler.CyclicLR(opt, 0.01, 0.1),
+            lr_scheduler.OneCycleLR(opt, 1.0, total_steps=20),
+        ]
+
+    opt, scheds = make()
+    for _ in range(4):
+        opt.step()
+        for s in scheds:
+            s.step(1.0) if isinstance(s, lr_scheduler.ReduceLROnPlateau) else s.step()
+    loaded = round_trip(**{f"s{i}": s for i, s in enumerate(scheds)})
+    _, fresh = make()
+    for i, (s, f) in enumerate(zip(scheds, fresh, strict=True)):
+        f.load_state_dict(loaded[f"s{i}"])
+        assert same(f.state_dict(), s.state_dict()), type(s).__name__
+
+
+# -- load_into: all or nothing --------------------------------------------------------
+
+
+def trained(seed):
+    ps = [Parameter(np.full(3, float(seed))), Parameter(np.full((2, 2), -float(seed)))]
+    opt = arrayopt.Adam(ps, lr=0.1)
+    for p in ps:
+        p.grad = np.ones(p.shape)
+    opt.step()
+    return opt, ps
+
+
+def test_load_into_checks_every_object_before_loading_any():
+    source, source_ps = trained(1)
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, optimizer=source, params=source_ps)
+    opt, ps = trained(2)
+    state, groups = opt.state, opt.param_groups
+    data = [p.data.copy() for p in ps]
+    wrong = [ps[0], Parameter(np.zeros(4))]
+    with pytest.raises(
+        ValueError, match=r"params\[1\]: the checkpoint holds shape \(2, 2\), but the Parameter has \(4,\)"
+    ):
+        arrayopt.load_into(buffer, optimizer=opt, params=wrong)
+    assert opt.state is state and opt.param_groups is groups
+    assert all(np.array_equal(p.data, d) for p, d in zip(ps, data, strict=True))
+    real = [Parameter(np.zeros(3)), Parameter(np.zeros((2, 2)))]
+    buffer_c = io.BytesIO()
+    arrayopt.save(buffer_c, params=[Parameter(np.zeros(3, complex)), Parameter(np.zeros((2, 2), complex))])
+    with pytest.raises(ValueError, match=r"params\[0\]: the checkpoint holds a complex array"):
+        arrayopt.load_into(buffer_c, params=real)
+    with pytest.raises(ValueError, match=r"'params': the checkpoint holds a plain value there, not a state dict"):
+        arrayopt.load_into(buffer, params=opt)
+    with pytest.raises(ValueError, match=r"'optimizer': the checkpoint holds the state dict of a Adam there, not arr"):
+        arrayopt.load_into(buffer, optimizer=ps)
+
+
+def test_load_into_restores_what_it_loaded_when_a_later_object_fails():
+    source, source_ps = trained(1)
+    sched = FakeScheduler()
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, params=source_ps, optimizer=source, scheduler=sched)
+    opt, ps = trained(2)
+    state, groups, data = opt.state, opt.param_groups, [p.data.copy() for p in ps]
+    arrays = [p.data for p in ps]
+    target = FakeScheduler()
+    target.last_epoch = 11
+    target.fail = True
+    with pytest.raises(RuntimeError, match="scheduler load failed"):
+        arrayopt.load_into(buffer, params=ps, optimizer=opt, scheduler=target)
+    assert opt.state is state and opt.param_groups is groups  # the optimizer's own objects, back
+    assert all(p.data is a and np.array_equal(p.data, d) for p, a, d in zip(ps, arrays, data, strict=True))
+    assert target.last_epoch == 11  # the failing object is restored too (from its own state_dict)
+    arrayopt.load_into(buffer, params=ps, optimizer=opt, scheduler=target)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(ps, source_ps, strict=True))
+    assert target.last_epoch == 0
+
+
+def test_load_into_refuses_a_bad_optimizer_state_before_touching_parameters():
+    source, source_ps = trained(1)
+    buffer = io.BytesIO()
+    sd = copy.deepcopy(source.state_dict())
+    sd["state"][1]["exp_avg"] = np.zeros(7)
+
+    class Holder:
+        def state_dict(self):
+            return sd
+
+    arrayopt.save(buffer, params=source_ps, optimizer=Holder())
+    opt, ps = trained(2)
+    data = [p.data.copy() for p in ps]
+    with pytest.raises(ValueError, match="holds the state of a Holder"):
+        arrayopt.load_into(buffer, params=ps, optimizer=opt)
+    sd_loaded = arrayopt.load(buffer)["optimizer"]
+    with pytest.raises(ValueError, match=r"state of parameter 1 .*'exp_avg' has shape \(7,\)"):
+        opt.load_state_dict(sd_loaded)
+    assert all(np.array_equal(p.data, d) for p, d in zip(ps, data, strict=True))
+
+
+# -- atomic writes --------------------------------------------------------------------
+
+
+def test_a_crash_mid_write_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+    opt, _ = trained(1)
+    arrayopt.save(path, optimizer=opt, epoch=1)
+    old = path.read_bytes()
+    calls = []
+    real_write = npy_format.write_array
+
+    def crash_on_second_array(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            fp.write(b"\x93NUMPY partial")
+            raise OSError("disk full (simulated)")
+        return real_write(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(npy_format, "write_array", crash_on_second_array)
+    with pytest.raises(OSError, match="simulated"):
+        arrayopt.save(path, optimizer=opt, epoch=2)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["run.ckpt"]
+    monkeypatch.undo()
+    assert arrayopt.load(path)["epoch"] == 1
+    arrayopt.save(path, optimizer=opt, epoch=3)
+    assert arrayopt.load(path)["epoch"] == 3 and os.listdir(tmp_path) == ["run.ckpt"]
+
+
+def test_an_interrupt_mid_write_also_cleans_up(tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(npy_format, "write_array", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        arrayopt.save(path, a=np.ones(2))
+    assert os.listdir(tmp_path) == []
+
+
+def test_written_file_has_ordinary_permissions_and_identical_bytes_for_identical_content(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    path = tmp_path / "c.ckpt"
+    arrayopt.save(path, a=np.ones(3), b={"x": 1})
+    assert os.stat(path).st_mode == os.stat(plain).st_mode
+    first = path.read_bytes()
+    arrayopt.save(path, a=np.ones(3), b={"x": 1})
+    assert path.read_bytes() == first
+
+
+# -- damaged and foreign files --------------------------------------------------------
+
+
+def checkpoint_bytes():
+    opt, ps = trained(1)
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, optimizer=opt, params=ps, epoch=3, note="x")
+    return buffer.getvalue()
+
+
+GOOD = checkpoint_bytes()
+GOOD_CONTENT = arrayopt.load(io.BytesIO(GOOD))
+
+
+def load_bytes(data):
+    return arrayopt.load(io.BytesIO(data))
+
+
+def test_every_truncation_is_refused():
+    for n in range(0, len(GOOD), 7):
+        with pytest.raises(ValueError, match=r"^checkpoint: "):
+            load_bytes(GOOD[:n])
+
+
+@settings(max_examples=300, deadline=None)
+@given(position=st.integers(0, len(GOOD) - 1), flip=st.integers(1, 255))
+def test_a_damaged_byte_is_refused_or_harmless(position, flip):
+    data = bytearray(GOOD)
+    data[position] ^= flip
+    try:
+        loaded = load_bytes(bytes(data))
+    except ValueError:
+        return
+    assert same(loaded, GOOD_CONTENT)  # the byte was one nothing reads (a timestamp, say)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_random_bytes_are_refused(data):
+    with pytest.raises(ValueError):
+        load_bytes(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tail=st.binary(max_size=200), keep=st.integers(0, len(GOOD)))
+def test_spliced_bytes_are_refused_or_harmless(tail, keep):
+    try:
+        loaded = load_bytes(GOOD[:keep] + tail)
+    except ValueError:
+        return
+    assert same(loaded, GOOD_CONTENT)
+
+
+def rewrite(members, meta=None):
+    """A zip with the given members (name -> bytes), the metadata replaced if given."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in members.items():
+            if name == "arrayopt.json" and meta is not None:
+                data = meta
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def good_members():
+    with zipfile.ZipFile(io.BytesIO(GOOD)) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+def npy_bytes(array, allow_pickle=False):
+    buffer = io.BytesIO()
+    npy_format.write_array(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+class Boom:
+    """Unpickling this would run code: it must never happen."""
+
+    def __reduce__(self):
+        return (exec, ("import builtins; builtins.ARRAYOPT_PWNED = True",))
+
+
+def meta_with(**changes):
+    import json
+
+    meta = json.loads(good_members()["arrayopt.json"])
+    meta.update(changes)
+    return json.dumps(meta).encode()
+
+
+def test_foreign_and_forged_files_are_refused_without_running_code(tmp_path):
+    members = good_members()
+    evil = npy_bytes(np.array([Boom()], dtype=object), allow_pickle=True)
+    pickled = pickle.dumps({"x": Boom()})
+    cases = [
+        (b"", r"not a zip archive"),
+        (b"PK\x03\x04" + b"\x00" * 40, r"not a zip archive"),
+        (pickled, r"not a zip archive"),
+        (rewrite({"data.pkl": pickled}), r"not an arrayopt checkpoint \(it has no arrayopt.json\)"),
+        (rewrite({**members, "arrays/0.npy": evil}), r"arrays/0.npy holds object of shape \(1,\), but the metadata"),
+        (rewrite({**members, "arrays/0.npy": npy_bytes(np.zeros(3, np.float32))}), r"holds float32 of shape"),
+        (rewrite({**members, "arrays/0.npy": npy_bytes(np.zeros(3))[:-5]}), r"holds 19 bytes of data, expected 24"),
+        (rewrite({**members, "arrays/0.npy": npy_bytes(np.zeros(3)) + b"!"}), r"holds 25 bytes of data, expected 24"),
+        (rewrite({k: v for k, v in members.items() if k != "arrays/1.npy"}), r"member 'arrays/1.npy' is missing"),
+        (rewrite(members, meta_with(format="something-else")), r"not an arrayopt checkpoint \(format 'something-el"),
+        (
+            rewrite(members, meta_with(version=VERSION + 1)),
+            r"format version 2, but this arrayopt reads versions up to 1",
+        ),
+        (rewrite(members, meta_with(version="1")), r"invalid format version '1'"),
+        (rewrite(members, meta_with(version=True)), r"invalid format version True"),
+        (rewrite(members, meta_with(objects={})), r"'objects' is not a list"),
+        (rewrite(members, meta_with(arrays=[])), r"corrupted metadata at optimizer"),
+        (rewrite(members, b'{"format": NaN}'), r"the JSON holds NaN"),
+        (rewrite(members, b"\xff\xfe"), r"can't decode byte 0xff"),
+        (rewrite(members, b"[" * 100000), r"RecursionError|corrupted|nested"),
+        (rewrite(members, meta_with(objects=[{"name": "a", "kind": "value", "value": {"set": []}}])), r"corrupted"),
+        (rewrite(members, meta_with(objects=[{"name": "a", "kind": "value", "value": {"array": 0}}] * 2)), "twice"),
+        (rewrite(members, meta_with(objects=[{"name": "a", "kind": "value", "value": 1}])), r"belong to no entry"),
+    ]
+    for data, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            load_bytes(data)
+        path = tmp_path / "f.ckpt"
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match="^" + str(path)):
+            arrayopt.load(path)
+    import builtins
+
+    assert not getattr(builtins, "ARRAYOPT_PWNED", False)
+
+
+def test_a_compressed_or_oversized_member_is_refused():
+    members = good_members()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ValueError, match="is compressed"):
+        load_bytes(buffer.getvalue())
+    # an .npy header claiming 10**12 elements: refused before any allocation
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    meta = meta_with(
+        arrays=[{"dtype": "float64", "shape": [10**12]}],
+        objects=[{"name": "a", "kind": "value", "value": {"array": 0}}],
+    )
+    with pytest.raises(ValueError, match=r"expected 8000000000000"):
+        load_bytes(rewrite({"arrayopt.json": meta, "arrays/0.npy": header.getvalue()}))
+
+
+def test_a_missing_file_is_an_os_error_and_bytes_are_not_a_path(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        arrayopt.load(tmp_path / "none.ckpt")
+    with pytest.raises(TypeError, match="path must be a file path or a seekable binary file object, but got bytes"):
+        arrayopt.load(GOOD)
+    with pytest.raises(TypeError, match="path must be a file path or a binary file object, but got int"):
+        arrayopt.save(3, a=1)
+
+
+def test_metadata_names_the_format_and_version():
+    import json
+
+    meta = json.loads(good_members()["arrayopt.json"])
+    assert meta["format"] == FORMAT and meta["version"] == VERSION == 1
+    assert [o["name"] for o in meta["objects"]] == ["optimizer", "params", "epoch", "note"]
+    assert meta["objects"][0]["class"] == "Adam"
