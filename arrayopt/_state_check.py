@@ -32,6 +32,7 @@ from typing import Any
 from arrayopt._validate import typename
 from arrayopt.backends import get_backend, is_array
 from arrayopt.parameter import Parameter
+from arrayopt.sparse import SparseGrad
 
 __all__ = ["StateKey", "check_group_values", "check_state_dict"]
 
@@ -45,8 +46,11 @@ class StateKey:
     """What an optimizer keeps under one key of a parameter's state.
 
     Attributes:
-        kind: ``"array"`` (an array with the parameter's shape) or ``"step"`` (a
-            counter: a finite number >= 0, or a 1-element array holding one).
+        kind: ``"array"`` (an array with the parameter's shape, or a
+            :class:`~arrayopt.SparseGrad` of that shape), ``"step"`` (a counter: a
+            finite number >= 0, or a 1-element array holding one) or ``"scalar"`` (a
+            finite number or a 1-element array holding one: ASGD's ``eta``, NAdam's
+            ``mu_product``).
         required: a non-empty state must have it.
         none_ok: it may be None (SGD's momentum buffer then starts afresh).
         required_if: a group option that, when true, makes it required (Adam's
@@ -230,6 +234,8 @@ def _check_param_state(
             )
         if key == "step" or (kind is not None and kind.kind == "step"):
             _check_counter(item, f"{where}: {key!r}")
+        elif kind is not None and kind.kind == "scalar":
+            _check_scalar(item, f"{where}: {key!r}")
         elif kind is not None:
             _check_param_array(item, param, f"{where}: {key!r}", kind)
         else:
@@ -253,11 +259,25 @@ def _check_counter(value: Any, where: str) -> None:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def _check_scalar(value: Any, where: str) -> None:
+    if is_array(value):
+        if math.prod(value.shape) != 1:
+            raise ValueError(f"{where}: must be a number or a 1-element array, got an array of shape {value.shape}")
+        value = get_backend(value).to_numpy(value).reshape(()).item()
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number or a 1-element array, got {value!r}")
+
+
 def _check_param_array(value: Any, param: Parameter, where: str, kind: StateKey) -> None:
     if value is None:
         if kind.none_ok:
             return
         raise TypeError(f"{where} is None, but an array shaped like the parameter is needed")
+    if isinstance(value, SparseGrad):  # e.g. SGD's momentum buffer under sparse gradients
+        if tuple(value.shape) != param.shape:
+            raise ValueError(f"{where} has shape {tuple(value.shape)}, but the parameter has shape {param.shape}")
+        _check_dtype(value.values, param, where, exact_complex=True)
+        return
     if not is_array(value):
         raise TypeError(f"{where} must be an array shaped like the parameter, but got {typename(value)}")
     if tuple(value.shape) != param.shape:

@@ -393,7 +393,7 @@ def test_a_per_parameter_grad_is_checked_like_an_ordinary_one(xp):
         plist[0].grad = xp.zeros(4)
     with pytest.raises(ValueError, match="Parameter 'w': gradient has dtype"):
         plist[0].grad = xp.zeros(3, dtype=xp.float32)
-    with pytest.raises(TypeError, match="gradient must be an array or None"):
+    with pytest.raises(TypeError, match="gradient must be an array, a SparseGrad or None"):
         plist[0].grad = [0.0, 0.0, 0.0]
     assert plist[0].grad is None
 
@@ -546,7 +546,12 @@ def test_loaded_state_of_the_wrong_shape_is_refused_before_any_update(xp):
     opt.step()
     saved = copy.deepcopy(opt.state_dict())
     saved["state"][1]["exp_avg"] = np.zeros(5)
-    opt.load_state_dict(saved)
+    before = snapshot(opt, plist)
+    with pytest.raises(ValueError, match=r"state of parameter 1 .*'exp_avg' has shape \(5,\), but the parameter"):
+        opt.load_state_dict(saved)  # refused at load, before anything changes
+    assert_unchanged(opt, plist, before)
+    # State of the wrong shape put in by hand is still refused before any update.
+    opt.state[plist[1]]["exp_avg"] = xp.zeros(5)
     before = snapshot(opt, plist)
     with pytest.raises(ValueError, match=r"Parameter 'b': optimizer state has shape \(5,\)"):
         opt.step()

@@ -128,12 +128,26 @@ def test_signature_defaults_and_group_keys_match_torch(name, torch):
 def test_load_fills_the_same_missing_group_keys_as_torch(name, torch):
     mine = getattr(arrayopt, name)([arrayopt.Parameter(np.zeros(2))])
     reference = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(2))])
-    for opt in (mine, reference):
-        saved = opt.state_dict()
-        for key in ("maximize", "foreach", "capturable", "differentiable", "decoupled_weight_decay"):
+    keys = ("maximize", "foreach", "capturable", "differentiable", "decoupled_weight_decay")
+    saved = reference.state_dict()
+    for key in keys:
+        saved["param_groups"][0].pop(key, None)
+    reference.load_state_dict(saved)
+    # A key torch does not fill back would fail torch's next step (KeyError); arrayopt
+    # refuses such a state dict when it is loaded, and changes nothing.
+    unfilled = [key for key in keys if key in mine.param_groups[0] and key not in reference.param_groups[0]]
+    for key in unfilled:
+        broken = mine.state_dict()
+        broken["param_groups"][0].pop(key)
+        with pytest.raises(ValueError, match=f"has no '{key}', which {name} needs"):
+            mine.load_state_dict(broken)
+        assert key in mine.param_groups[0]
+    saved = mine.state_dict()
+    for key in keys:
+        if key not in unfilled:
             saved["param_groups"][0].pop(key, None)
-        opt.load_state_dict(saved)
-    assert mine.param_groups[0].keys() - {"params"} == reference.param_groups[0].keys() - {"params"}
+    mine.load_state_dict(saved)
+    assert mine.param_groups[0].keys() - {"params"} == reference.param_groups[0].keys() - {"params"} | set(unfilled)
     for key, value in reference.param_groups[0].items():
         if key != "params":
             assert mine.param_groups[0][key] == value, key

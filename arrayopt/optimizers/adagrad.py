@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -102,6 +103,10 @@ class Adagrad(ElementwiseOptimizer):
         "maximize": False,
         "differentiable": False,
         "fused": None,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "sum": StateKey(),
     }
 
     def __init__(

@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._scalars import ScalarMirror, float32, scalar_array
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -110,6 +111,13 @@ class ASGD(ElementwiseOptimizer):
         "maximize": False,
         "differentiable": False,
         "capturable": False,
+    }
+
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "eta": StateKey("scalar"),
+        "mu": StateKey("scalar"),
+        "ax": StateKey(),
     }
 
     def __init__(

@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._scalars import ScalarMirror, scalar_array
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -121,6 +122,13 @@ class NAdam(ElementwiseOptimizer):
         "capturable": False,
         "differentiable": False,
         "decoupled_weight_decay": False,
+    }
+
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "mu_product": StateKey("scalar"),
+        "exp_avg": StateKey(),
+        "exp_avg_sq": StateKey(),
     }
 
     def __init__(

@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.optimizers.nadam import check_betas
@@ -130,6 +131,12 @@ class RAdam(ElementwiseOptimizer):
         "differentiable": False,
         "decoupled_weight_decay": False,
         "capturable": False,
+    }
+
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "exp_avg": StateKey(),
+        "exp_avg_sq": StateKey(),
     }
 
     def __init__(

@@ -1,9 +1,10 @@
 """SparseAdam: Adam restricted to the entries a sparse gradient touches."""
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
@@ -83,6 +84,12 @@ class SparseAdam(ElementwiseOptimizer):
     Reference:
         Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
+
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "exp_avg": StateKey(),
+        "exp_avg_sq": StateKey(),
+    }
 
     def __init__(
         self,
