@@ -44,7 +44,7 @@ _mount_source_backends()
 
 from arrayopt import backends  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
-from arrayopt.optimizers import SGD, Adadelta, Adam, Adamax, AdamW, RMSprop, Rprop  # noqa: E402
+from arrayopt.optimizers import SGD, Adadelta, Adam, Adamax, AdamW, Muon, RMSprop, Rprop  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Muon",
     "Optimizer",
     "Parameter",
     "RMSprop",
