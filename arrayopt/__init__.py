@@ -46,23 +46,43 @@ from arrayopt import backends, lr_scheduler, swa_utils  # noqa: E402
 from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
-from arrayopt.optimizers import ASGD, SGD, Adafactor, Adagrad, Adam, AdamW, NAdam, RAdam, SparseAdam  # noqa: E402
+from arrayopt.optimizers import (  # noqa: E402
+    ASGD,
+    SGD,
+    Adadelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Muon,
+    NAdam,
+    RAdam,
+    RMSprop,
+    Rprop,
+    SparseAdam,
+)
 from arrayopt.parameter import Parameter  # noqa: E402
 from arrayopt.sparse import SparseGrad  # noqa: E402
 
 __all__ = [
     "ASGD",
     "SGD",
+    "Adadelta",
     "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
+    "Muon",
     "NAdam",
     "Optimizer",
     "Parameter",
     "ParameterDict",
     "ParameterList",
     "RAdam",
+    "RMSprop",
+    "Rprop",
     "SparseAdam",
     "SparseGrad",
     "__version__",

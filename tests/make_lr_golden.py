@@ -19,8 +19,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import lr_cases  # noqa: E402
 import numpy as np  # noqa: E402
+
+import lr_cases  # noqa: E402
 import swa_cases  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "golden", "lr_scheduler.json")

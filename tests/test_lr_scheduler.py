@@ -14,7 +14,6 @@ import math
 import os
 import warnings
 
-import lr_cases as C
 import numpy as np
 import pytest
 
@@ -34,6 +33,8 @@ from arrayopt.lr_scheduler import (
     ReduceLROnPlateau,
     StepLR,
 )
+
+import lr_cases as C
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "lr_scheduler.json")
 RTOL = 1e-12

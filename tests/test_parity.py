@@ -16,14 +16,14 @@ from make_golden import load_golden
 def test_matches_golden_torch_trajectory(case, dtype, xp):
     golden = load_golden(case.id, dtype)
     ours = harness.run_arrayopt(case, xp, golden)
-    harness.assert_matches(ours, golden, dtype)
+    harness.assert_matches(ours, golden, dtype, case.ulps)
 
 
 @pytest.mark.ref
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(), ids=str)
 def test_matches_live_torch(case, dtype, xp, torch):
     inputs = harness.make_inputs(dtype)
-    harness.assert_matches(harness.run_arrayopt(case, xp, inputs), harness.run_torch(case, inputs), dtype)
+    harness.assert_matches(harness.run_arrayopt(case, xp, inputs), harness.run_torch(case, inputs), dtype, case.ulps)
 
 
 @pytest.mark.ref
@@ -42,7 +42,7 @@ def test_golden_file_is_current(case, torch):
         for key, value in inputs.items():
             np.testing.assert_array_equal(stored[key], value, err_msg=f"{key}: run python tests/make_golden.py")
         trajectory = {k: v for k, v in stored.items() if not k.startswith("input/")}
-        harness.assert_matches(trajectory, harness.run_torch(case, inputs), dtype)
+        harness.assert_matches(trajectory, harness.run_torch(case, inputs), dtype, case.ulps)
 
 
 #: 0-d state entries torch keeps in its default scalar dtype (float32) whatever the

@@ -4,7 +4,6 @@ import doctest
 import subprocess
 import sys
 
-import lr_cases as C
 import numpy as np
 import pytest
 
@@ -13,6 +12,8 @@ import arrayopt.plotting
 from arrayopt import lr_scheduler
 from arrayopt.plotting import plot_schedule, schedule_history
 from arrayopt.swa_utils import SWALR
+
+import lr_cases as C
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -93,7 +93,12 @@ BAD_GRADS = [
     ("wrong rank", lambda xp: xp.zeros((3, 1)), ValueError, r"gradient has shape \(3, 1\)"),
     ("wrong dtype", lambda xp: xp.zeros(3, dtype=xp.float32), ValueError, r"gradient has dtype .*float32"),
     ("complex for real", lambda xp: xp.zeros(3, dtype=xp.complex128), ValueError, r"gradient has dtype .*complex128"),
-    ("a list", lambda xp: [0.0, 0.0, 0.0], TypeError, r"Parameter 'w': gradient must be an array, a SparseGrad or None, got list"),
+    (
+        "a list",
+        lambda xp: [0.0, 0.0, 0.0],
+        TypeError,
+        r"Parameter 'w': gradient must be an array, a SparseGrad or None, got list",
+    ),
     ("a float", lambda xp: 0.5, TypeError, r"gradient must be an array, a SparseGrad or None, got float"),
     ("a string", lambda xp: "0", TypeError, r"gradient must be an array, a SparseGrad or None, got str"),
 ]

@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import pytest
-import swa_cases as S
 
 import arrayopt
 from arrayopt import swa_utils
@@ -28,6 +27,7 @@ from arrayopt.swa_utils import (
 )
 
 import fuse_dialect
+import swa_cases as S
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "swa_utils.npz")
 TOLERANCE = {"float64": 1e-12, "float32": 4 * 2.0**-23}

@@ -1,0 +1,154 @@
+"""Adadelta (Zeiler, 2012)."""
+
+from typing import Any, ClassVar
+
+from arrayopt import _validate as v
+from arrayopt.backends import Backend, get_backend
+from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.parameter import Parameter
+
+__all__ = ["Adadelta", "adadelta_update"]
+
+
+def adadelta_update(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    square_avg: Any,
+    acc_delta: Any,
+    lr: float,
+    rho: float,
+    one_minus_rho: float,
+    eps: float,
+    weight_decay: float,
+    *,
+    maximize: bool,
+    decay: bool,
+) -> None:
+    r"""One Adadelta step, in place on ``param``, ``square_avg`` and ``acc_delta``.
+
+    .. math::
+
+        g &\leftarrow \pm g + \lambda\theta \\
+        v &\leftarrow \rho v + (1-\rho)\, g^2 \\
+        \Delta &\leftarrow \frac{\sqrt{u + \epsilon}}{\sqrt{v + \epsilon}}\, g \\
+        u &\leftarrow \rho u + (1-\rho)\, \Delta^2 \\
+        \theta &\leftarrow \theta - \gamma \Delta
+
+    with learning rate :math:`\gamma` (1 in the paper, which has no learning rate),
+    decay :math:`\rho`, weight decay :math:`\lambda` (flag ``decay``), running averages
+    :math:`v` of :math:`g^2` (``square_avg``) and :math:`u` of :math:`\Delta^2`
+    (``acc_delta``). As in torch, :math:`\epsilon` sits inside both square roots, and
+    the ratio of the roots is formed before it multiplies :math:`g`.
+    """
+    g = -grad if maximize else grad
+    if decay:
+        g = g + weight_decay * param
+    square_avg *= rho
+    square_avg += one_minus_rho * g * g
+    delta = xp.sqrt(acc_delta + eps) / xp.sqrt(square_avg + eps) * g
+    acc_delta *= rho
+    acc_delta += one_minus_rho * delta * delta
+    param -= lr * delta
+
+
+class Adadelta(ElementwiseOptimizer):
+    r"""Adadelta; torch.optim.Adadelta.
+
+    The rule is :func:`adadelta_update`.
+
+    Args:
+        params: Parameters, ``(name, Parameter)`` pairs, or param-group dicts.
+        lr: learning rate :math:`\gamma` that scales each update (float or 1-element
+            array). Default: 1.0.
+        rho: decay :math:`\rho` of both running averages, in [0, 1]. Default: 0.9.
+        eps: :math:`\epsilon` inside the square roots. Default: 1e-6.
+        weight_decay: L2 penalty :math:`\lambda`. Default: 0.
+        foreach: accepted for torch compatibility and stored in the groups; arrayopt
+            has one implementation per backend, so it changes nothing.
+        capturable, differentiable: must be False (NotImplementedError otherwise).
+        maximize: maximise the objective instead of minimising it. Default: False.
+
+    State per parameter: ``step`` (a Python float), ``square_avg`` and ``acc_delta``
+    (zeros at creation).
+
+    Example:
+        >>> import numpy as np
+        >>> import arrayopt
+        >>> w = arrayopt.Parameter(np.array([1.0, -2.0]))
+        >>> opt = arrayopt.Adadelta([w])
+        >>> w.grad = 2 * w.data           # gradient of |w|^2
+        >>> opt.step()                    # a first step is about sqrt(eps / (1 - rho))
+        >>> np.round(w.data, 5)
+        array([ 0.99684, -1.99684])
+
+    Reference:
+        Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012.
+    """
+
+    _defaults_on_load: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
+
+    def __init__(
+        self,
+        params: Any,
+        lr: Any = 1.0,
+        rho: Any = 0.9,
+        eps: Any = 1e-6,
+        weight_decay: Any = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        v.check_lr(lr)
+        v.require(0.0 <= v.number(rho, "rho") <= 1.0, f"Invalid rho value: {rho}")
+        v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
+        v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "capturable": capturable,
+            "foreach": foreach,
+            "differentiable": differentiable,
+        }
+        # Before the params are looked at, so a refused flag leaves the caller's
+        # param-group dicts untouched (torch only fails at the first step).
+        v.check_flag_conflicts(None, foreach, differentiable, capturable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and "step" in p_state and not isinstance(p_state["step"], float):
+                    p_state["step"] = step_to_float(p_state["step"])
+
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        rho = v.to_float(group["rho"])
+        weight_decay = v.to_float(group["weight_decay"])
+        flags = {"maximize": bool(group["maximize"]), "decay": weight_decay != 0}
+        scalars = (v.to_float(group["lr"]), rho, 1 - rho, v.to_float(group["eps"]), weight_decay)
+        return {"flags": flags, "scalars": scalars}
+
+    def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_backend(p.data).xp
+        return {"step": 0.0, "square_avg": xp.zeros_like(p.data), "acc_delta": xp.zeros_like(p.data)}
+
+    def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        if "step" not in state:  # a loaded state without it: fail now, before any update
+            raise KeyError("step")
+        return (p.data, p.grad, state["square_avg"], state["acc_delta"])
+
+    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        state["step"] += 1
+        backend.kernel(adadelta_update, **hyper["flags"])(*operands, *hyper["scalars"])

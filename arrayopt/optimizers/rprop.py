@@ -1,0 +1,166 @@
+"""Resilient backpropagation, Rprop (Riedmiller and Braun, 1993)."""
+
+from typing import Any, ClassVar
+
+from arrayopt import _validate as v
+from arrayopt.backends import Backend, get_backend
+from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.parameter import Parameter
+
+__all__ = ["Rprop", "rprop_update"]
+
+
+def rprop_update(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    prev: Any,
+    step_size: Any,
+    etaminus: float,
+    etaplus: float,
+    step_size_min: float,
+    step_size_max: float,
+    *,
+    maximize: bool,
+) -> None:
+    r"""One Rprop step, in place on ``param``, ``prev`` and ``step_size``.
+
+    .. math::
+
+        g &\leftarrow \pm g, \qquad s = g\, g_{prev} \\
+        \eta &\leftarrow \operatorname{clamp}\Big(\eta \cdot
+            \begin{cases} \eta_+ & s > 0 \\ \eta_- & s < 0 \\ 1 & \text{otherwise}\end{cases},
+            \ \Gamma_{min},\ \Gamma_{max}\Big) \\
+        g &\leftarrow 0 \quad\text{where } s < 0 \\
+        \theta &\leftarrow \theta - \eta\,\operatorname{sign}(g), \qquad g_{prev} \leftarrow g
+
+    per entry, with step sizes :math:`\eta` (``step_size``), factors
+    :math:`(\eta_-, \eta_+)` and bounds :math:`(\Gamma_{min}, \Gamma_{max})`. Where the
+    gradient changed sign, the step size shrinks and that entry neither moves nor
+    remembers its gradient (``prev`` becomes 0), so the next step there counts as
+    "no sign information". As in torch, a NaN product counts as "otherwise" and a NaN
+    gradient does not move its entry (torch's sign of NaN is 0). Complex arrays are
+    pairs of reals (torch's ``view_as_real``): each part has its own step size.
+    """
+    g = -grad if maximize else grad
+    product = g * prev
+    grown = xp.where(product > 0, step_size * etaplus, xp.where(product < 0, step_size * etaminus, step_size))
+    step_size[...] = xp.minimum(xp.maximum(grown, step_size_min), step_size_max)
+    flipped = product < 0
+    moved = xp.where(g > 0, param - step_size, xp.where(g < 0, param + step_size, param))
+    param[...] = xp.where(flipped, param, moved)
+    # Where the sign flipped, g is non-zero and not NaN, so sign(g) - sign(g) is +0
+    # (no literal constant: cupy.fuse would type it as float64).
+    prev[...] = xp.where(flipped, xp.sign(g) - xp.sign(g), g)
+
+
+class Rprop(ElementwiseOptimizer):
+    r"""Resilient backpropagation; torch.optim.Rprop.
+
+    The rule is :func:`rprop_update`.
+
+    Args:
+        params: Parameters, ``(name, Parameter)`` pairs, or param-group dicts.
+        lr: the initial step size of every entry (float or 1-element array). It is
+            read once, when a parameter's state is created; changing the group's lr
+            later (e.g. with a scheduler) has no effect, as in torch. Default: 1e-2.
+        etas: :math:`(\eta_-, \eta_+)`, with :math:`0 < \eta_- < 1 < \eta_+`, the
+            factors that shrink and grow the step sizes. Default: (0.5, 1.2).
+        step_sizes: :math:`(\Gamma_{min}, \Gamma_{max})`, the bounds of the step
+            sizes (not checked against each other, as in torch). Default: (1e-6, 50).
+        capturable, differentiable: must be False (NotImplementedError otherwise).
+        foreach: accepted for torch compatibility and stored in the groups; arrayopt
+            has one implementation per backend, so it changes nothing.
+        maximize: maximise the objective instead of minimising it. Default: False.
+
+    State per parameter: ``step`` (a Python float), ``prev`` (the last gradient
+    used, zeros at creation) and ``step_size`` (lr everywhere at creation; for complex
+    parameters lr + lr·j, so both parts start at lr).
+
+    Example:
+        >>> import numpy as np
+        >>> import arrayopt
+        >>> w = arrayopt.Parameter(np.array([1.0, -2.0]))
+        >>> opt = arrayopt.Rprop([w], lr=0.1)
+        >>> for _ in range(2):
+        ...     w.grad = 2 * w.data       # gradient of |w|^2
+        ...     opt.step()                # steps of 0.1, then 0.1 * 1.2
+        >>> np.round(w.data, 6)
+        array([ 0.78, -1.78])
+
+    Reference:
+        Riedmiller and Braun, "A Direct Adaptive Method for Faster Backpropagation
+        Learning: The RPROP Algorithm", IEEE ICNN 1993.
+    """
+
+    _defaults_on_load: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
+
+    def __init__(
+        self,
+        params: Any,
+        lr: Any = 1e-2,
+        etas: Any = (0.5, 1.2),
+        step_sizes: Any = (1e-6, 50),
+        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        v.check_lr(lr)
+        if len(etas) != 2:
+            raise ValueError(f"etas must be a pair (etaminus, etaplus), got {etas!r}")
+        etaminus, etaplus = v.number(etas[0], "etas[0]"), v.number(etas[1], "etas[1]")
+        v.require(0.0 < etaminus < 1.0 < etaplus, f"Invalid eta values: {etas[0]}, {etas[1]}")
+        if len(step_sizes) != 2:
+            raise ValueError(f"step_sizes must be a pair (min, max), got {step_sizes!r}")
+        v.number(step_sizes[0], "step_sizes[0]")
+        v.number(step_sizes[1], "step_sizes[1]")
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        # Before the params are looked at, so a refused flag leaves the caller's
+        # param-group dicts untouched (torch only fails at the first step).
+        v.check_flag_conflicts(None, foreach, differentiable, capturable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and "step" in p_state and not isinstance(p_state["step"], float):
+                    p_state["step"] = step_to_float(p_state["step"])
+
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        etaminus, etaplus = (v.to_float(eta) for eta in group["etas"])
+        step_size_min, step_size_max = (v.to_float(bound) for bound in group["step_sizes"])
+        scalars = (etaminus, etaplus, step_size_min, step_size_max)
+        return {"flags": {"maximize": bool(group["maximize"])}, "scalars": scalars}
+
+    def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        backend = get_backend(p.data)
+        lr = v.to_float(group["lr"])
+        # Complex entries are two independent reals: both parts start at lr.
+        fill = complex(lr, lr) if backend.is_complex(p.data) else lr
+        return {"step": 0.0, "prev": backend.xp.zeros_like(p.data), "step_size": backend.xp.full_like(p.data, fill)}
+
+    def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
+        if "step" not in state:  # a loaded state without it: fail now, before any update
+            raise KeyError("step")
+        return (p.data, p.grad, state["prev"], state["step_size"])
+
+    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+        state["step"] += 1
+        backend.kernel(rprop_update, **hyper["flags"])(*operands, *hyper["scalars"])
