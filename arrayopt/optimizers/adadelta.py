@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -91,6 +92,12 @@ class Adadelta(ElementwiseOptimizer):
         "maximize": False,
         "differentiable": False,
         "capturable": False,
+    }
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "square_avg": StateKey(),
+        "acc_delta": StateKey(),
     }
 
     def __init__(

@@ -104,6 +104,7 @@ class Adagrad(ElementwiseOptimizer):
         "differentiable": False,
         "fused": None,
     }
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "sum": StateKey(),
@@ -150,6 +151,7 @@ class Adagrad(ElementwiseOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p] = self._fresh_state(p, initial_accumulator_value)
+        self._lay_out_state()  # flat Parameters' sums go into a flat layout, so they update in one call
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

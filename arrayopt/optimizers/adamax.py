@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -94,6 +95,12 @@ class Adamax(ElementwiseOptimizer):
         "maximize": False,
         "differentiable": False,
         "capturable": False,
+    }
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "exp_avg": StateKey(),
+        "exp_inf": StateKey(),
     }
 
     def __init__(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
@@ -213,6 +214,9 @@ class Muon(ElementwiseOptimizer):
     """
 
     _defaults_on_load: ClassVar[dict[str, Any]] = {}
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "momentum_buffer": StateKey(),
+    }
     #: The float32-rounded matrix product of the iteration (see :func:`newton_schulz_bfloat16`);
     #: the tests swap in an emulation of torch's CPU accumulation order.
     _matmul = staticmethod(_exact_matmul)

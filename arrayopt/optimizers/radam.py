@@ -133,6 +133,7 @@ class RAdam(ElementwiseOptimizer):
         "capturable": False,
     }
 
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "exp_avg": StateKey(),

@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
 from arrayopt.parameter import Parameter
@@ -120,6 +121,13 @@ class RMSprop(ElementwiseOptimizer):
         "maximize": False,
         "differentiable": False,
         "capturable": False,
+    }
+    _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "square_avg": StateKey(),
+        "momentum_buffer": StateKey(required=False, required_if="momentum"),
+        "grad_avg": StateKey(required=False, required_if="centered"),
     }
 
     def __init__(
