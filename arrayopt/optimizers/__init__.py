@@ -2,6 +2,7 @@
 
 from arrayopt.optimizers.adam import Adam
 from arrayopt.optimizers.adamw import AdamW
+from arrayopt.optimizers.lbfgs import LBFGS
 from arrayopt.optimizers.sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW"]
+__all__ = ["LBFGS", "SGD", "Adam", "AdamW"]
