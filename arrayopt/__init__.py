@@ -43,8 +43,9 @@ def _mount_source_backends() -> None:
 _mount_source_backends()
 
 from arrayopt import backends  # noqa: E402
+from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import LBFGS, SGD, Adam, AdamW  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 
-__all__ = ["LBFGS", "SGD", "Adam", "AdamW", "Optimizer", "Parameter", "__version__", "backends"]
+__all__ = ["LBFGS", "SGD", "Adam", "AdamW", "OptimizeResult", "Optimizer", "Parameter", "__version__", "backends", "minimize"]

@@ -54,6 +54,11 @@ class Problem:
             w_true = rng.standard_normal(features)
             labels = np.where(x @ w_true + 0.3 * rng.standard_normal(samples) > 0, 1.0, -1.0)
             return {"X": xp.asarray(x, dtype=dtype), "y": xp.asarray(labels, dtype=dtype)}
+        if self.name.startswith("splitquad"):
+            n = sum(int(np.prod(shape)) for shape in self.sizes[:-1])
+            q = rng.standard_normal((n, n))
+            a = q.T @ q / n + 0.2 * np.eye(n)
+            return {"A": xp.asarray(a, dtype=dtype), "b": xp.asarray(rng.standard_normal(n), dtype=dtype)}
         if self.name.startswith("complexls"):
             n = self.sizes[0][0]
             a = rng.standard_normal((2 * n, n)) + 1j * rng.standard_normal((2 * n, n))
@@ -101,6 +106,24 @@ def _logistic(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[A
     return loss, [grad_w, grad_b]
 
 
+def _split_quadratic(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[Any]]:
+    # a quadratic over several parameters of different shapes (a 0-d and an empty one
+    # too); the last parameter takes no part and its gradient stays None (zeros)
+    used = arrays[:-1]
+    x = xp.concat([xp.reshape(a, (-1,)) for a in used])
+    data = problem.data(xp, x.dtype)
+    ax = data["A"] @ x
+    loss = 0.5 * xp.sum(x * ax) - xp.sum(data["b"] * x)
+    flat = ax - data["b"]
+    grads: list[Any] = []
+    offset = 0
+    for a in used:
+        size = int(np.prod(a.shape))
+        grads.append(xp.reshape(flat[offset : offset + size], a.shape))
+        offset += size
+    return loss, [*grads, None]
+
+
 def _complex_least_squares(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[Any]]:
     # |A z - c|^2 over complex z; torch's gradient convention: d/dRe + i d/dIm
     (z,) = arrays
@@ -117,6 +140,7 @@ _LOSSES = {
     "rosenbrock": _rosenbrock,
     "quadratic": _quadratic,
     "logistic": _logistic,
+    "splitquad": _split_quadratic,
     "complexls": _complex_least_squares,
 }
 
@@ -128,6 +152,7 @@ PROBLEMS = {
         Problem("rosenbrock-1000", ((1000,),)),
         Problem("quadratic-20", ((20,),)),
         Problem("logistic-8", ((8,), ())),
+        Problem("splitquad-18", ((3, 4), (5,), (), (2, 0), (3,))),
         Problem("complexls-6", ((6,),)),
     ]
 }

@@ -88,7 +88,7 @@ class LBFGS(Optimizer):
         ...     return (1 - x) ** 2 + 100 * (y - x * x) ** 2
         >>> opt = arrayopt.LBFGS([w], max_iter=100, line_search_fn="strong_wolfe")
         >>> first_loss = opt.step(closure)
-        >>> np.round(w.data, 6)
+        >>> np.round(w.data, 4)
         array([1., 1.])
 
     Reference:
@@ -391,7 +391,9 @@ class LBFGS(Optimizer):
 
         state["d"] = d
         # t is a Python number where torch has one (lr), else a 0-d array as torch's tensor
-        state["t"] = t if type(t) in (int, float) else xp.asarray(float(t), dtype=d.dtype, device=backend.device(d))
+        if t is not None and type(t) not in (int, float):
+            t = xp.asarray(float(t), dtype=d.dtype, device=backend.device(d))
+        state["t"] = t
         state["old_dirs"] = old_dirs
         state["old_stps"] = old_stps
         state["ro"] = ro
