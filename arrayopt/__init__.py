@@ -48,4 +48,15 @@ from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import LBFGS, SGD, Adam, AdamW  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 
-__all__ = ["LBFGS", "SGD", "Adam", "AdamW", "OptimizeResult", "Optimizer", "Parameter", "__version__", "backends", "minimize"]
+__all__ = [
+    "LBFGS",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "OptimizeResult",
+    "Optimizer",
+    "Parameter",
+    "__version__",
+    "backends",
+    "minimize",
+]

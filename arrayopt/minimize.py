@@ -33,8 +33,8 @@ class OptimizeResult(dict[str, Any]):
         except KeyError:
             raise AttributeError(name) from None
 
-    __setattr__ = dict.__setitem__  # type: ignore[assignment]
-    __delattr__ = dict.__delitem__  # type: ignore[assignment]
+    __setattr__ = dict.__setitem__
+    __delattr__ = dict.__delitem__
 
     def __dir__(self) -> list[str]:
         return list(self.keys())
@@ -58,9 +58,10 @@ _LBFGS_ALIASES = {"maxiter": "max_iter", "maxfun": "max_eval", "gtol": "toleranc
 _LBFGS_DEFAULTS = {"max_iter": 15000, "history_size": 10, "line_search_fn": "strong_wolfe"}
 _FIRST_ORDER_DEFAULTS = {"maxiter": 1000, "gtol": 1e-5}
 
+_CONVERGED_GRADIENT = "Optimization terminated successfully: the largest gradient entry is at most the tolerance."
 _MESSAGES = {
-    "gradient": (0, "Optimization terminated successfully: the largest gradient entry is at most the tolerance."),
-    "initial gradient": (0, "Optimization terminated successfully: the largest gradient entry is at most the tolerance."),
+    "gradient": (0, _CONVERGED_GRADIENT),
+    "initial gradient": (0, _CONVERGED_GRADIENT),
     "step": (0, "Optimization terminated successfully: the step is below tolerance_change."),
     "loss change": (0, "Optimization terminated successfully: the change of the objective is below tolerance_change."),
     "not a descent direction": (
@@ -115,7 +116,7 @@ def minimize(
 
     Returns:
         An :class:`OptimizeResult`: ``x`` (same library, dtype and shape as ``x0``),
-        ``fun``, ``jac`` (the gradient at ``x``), ``nit`` (iterations), ``nfev`` and
+        ``fun``, ``jac`` (the gradient at ``x``), ``nit`` (iterations that moved ``x``), ``nfev`` and
         ``njev`` (evaluations), ``success``, ``status`` (0 converged, 1 budget
         exhausted, 99 stopped by the callback) and ``message``.
 
@@ -134,8 +135,7 @@ def minimize(
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")
-    if not isinstance(args, tuple):
-        args = (args,)
+    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     if jac is not True and not callable(jac):
         raise ValueError(
             "minimize needs the gradient: pass jac=True (fun returns (value, gradient)) or a callable "
@@ -160,15 +160,16 @@ def minimize(
             value, grad = out
         else:
             value = fun(data, *args)
-            grad = jac(data, *args)  # type: ignore[operator]
+            grad = jac(data, *args)
         return _loss_value(value), _gradient(grad, data)
 
-    if optimizer_cls is LBFGS:
-        return _run_lbfgs(param, evaluate, options, tol, report, counts)
+    if issubclass(optimizer_cls, LBFGS):
+        return _run_lbfgs(optimizer_cls, param, evaluate, options, tol, report, counts)
     return _run_first_order(optimizer_cls, param, evaluate, options, tol, report, counts)
 
 
 def _run_lbfgs(
+    optimizer_cls: type[LBFGS],
     param: Parameter,
     evaluate: Callable[[], tuple[float, Any]],
     options: dict[str, Any],
@@ -181,9 +182,7 @@ def _run_lbfgs(
     for key, value in options.items():
         name = _LBFGS_ALIASES.get(key, key)
         if name not in valid:
-            raise TypeError(
-                f"unknown option {key!r} for method 'lbfgs'; valid: {sorted(valid | set(_LBFGS_ALIASES))}"
-            )
+            raise TypeError(f"unknown option {key!r} for method 'lbfgs'; valid: {sorted(valid | set(_LBFGS_ALIASES))}")
         if name in kwargs:
             raise TypeError(f"option {name!r} given twice (as {key!r} and under another name)")
         kwargs[name] = value
@@ -192,7 +191,7 @@ def _run_lbfgs(
         kwargs.setdefault("tolerance_change", tol)
     for key, value in _LBFGS_DEFAULTS.items():
         kwargs.setdefault(key, value)
-    optimizer = LBFGS([param], **kwargs)
+    optimizer = optimizer_cls([param], **kwargs)
     latest: dict[str, Any] = {}
 
     def closure() -> float:
@@ -214,17 +213,22 @@ def _run_lbfgs(
             latest["source"] = last
         return latest["fun"], latest["jac"]
 
-    if report is not None:
+    moves = {"nit": 0}
 
-        def on_iteration() -> bool:
-            value, _ = current()
-            return report(param.data, value)
+    def on_iteration() -> bool:
+        # after each move of x; an iteration that stops before moving (its direction
+        # is not a descent direction) counts in LBFGS's n_iter but not here
+        moves["nit"] += 1
+        if report is None:
+            return False
+        value, _ = current()
+        return report(param.data, value)
 
-        optimizer._on_iteration = on_iteration
+    optimizer._on_iteration = on_iteration
     optimizer.step(closure)
     value, grad = current()
     status, message = _MESSAGES[optimizer._stop_reason]
-    return _result(param.data, value, grad, optimizer.state[param]["n_iter"], counts["nfev"], status, message)
+    return _result(param.data, value, grad, moves["nit"], counts["nfev"], status, message)
 
 
 def _run_first_order(

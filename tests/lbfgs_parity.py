@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from lbfgs_problems import PROBLEMS, Problem
 
 import arrayopt
-
-from lbfgs_problems import PROBLEMS, Problem
 
 Trajectory = dict[str, Any]
 
@@ -90,8 +89,12 @@ def _scenarios() -> list[Scenario]:
         Scenario("rosenbrock-1000", "float32", fixed, 7),
         Scenario("rosenbrock-1000", "float32", fixed_h2, 8),
         # convex problems: every budget, to convergence and past it
-        *[Scenario(p, dt, kw, 8) for p in ("quadratic-20", "logistic-8", "splitquad-18") for dt in ("float64",)
-          for kw in (sw4, sw_h3, sw_h10, fixed, fixed_h2)],
+        *[
+            Scenario(p, dt, kw, 8)
+            for p in ("quadratic-20", "logistic-8", "splitquad-18")
+            for dt in ("float64",)
+            for kw in (sw4, sw_h3, sw_h10, fixed, fixed_h2)
+        ],
         Scenario("quadratic-20", "float32", sw4, 4),
         Scenario("quadratic-20", "float32", fixed, 8),
         Scenario("quadratic-20", "float32", fixed_h2, 6),
@@ -112,7 +115,7 @@ SCENARIOS = _scenarios()
 def _long_scenarios() -> list[Scenario]:
     """Runs to convergence, for the aligned-arithmetic comparison (no budget limit)."""
     out = []
-    for name, problem in PROBLEMS.items():
+    for name in PROBLEMS:
         dtypes = ("complex128", "complex64") if name.startswith("complex") else ("float64", "float32")
         for dtype in dtypes:
             out.append(Scenario(name, dtype, {"line_search_fn": SW, "max_iter": 50}, 6))

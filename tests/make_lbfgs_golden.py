@@ -33,7 +33,6 @@ def load_golden() -> dict[str, dict[str, np.ndarray]]:
 def main() -> None:
     sys.path.insert(0, HERE)
     import torch
-
     from lbfgs_parity import SCENARIOS, run_torch
     from lbfgs_problems import PROBLEMS
 

@@ -14,13 +14,13 @@ Three kinds of comparison (``lbfgs_parity`` runs both libraries the same way):
 import copy
 import math
 
+import lbfgs_parity as lp
 import numpy as np
 import pytest
-
-import arrayopt
-import lbfgs_parity as lp
 from lbfgs_problems import PROBLEMS
 from make_lbfgs_golden import load_golden
+
+import arrayopt
 
 GOLDEN = load_golden()
 
@@ -239,10 +239,10 @@ def test_counters_are_cumulative_and_max_eval_defaults_to_five_quarters():
 
 
 def test_one_element_loss_arrays_and_numbers_are_accepted():
-    for make in (lambda v: np.asarray([v]), lambda v: float(v), lambda v: np.float32(v), lambda v: int(round(v))):
+    for make in (lambda v: np.asarray([v]), lambda v: float(v), lambda v: np.float32(v), lambda v: round(v)):
         p = arrayopt.Parameter(np.array([3.0]))
 
-        def closure(make=make):
+        def closure(make=make, p=p):
             p.grad = 2 * p.data
             return make(float(p.data[0] ** 2))
 
@@ -342,9 +342,9 @@ def test_same_errors_as_torch(torch):
 
 def test_step_errors():
     p = arrayopt.Parameter(np.ones(2))
-    with pytest.raises(TypeError, match="LBFGS.step needs a closure"):
+    with pytest.raises(TypeError, match=r"LBFGS\.step needs a closure"):
         arrayopt.LBFGS([p]).step()
-    with pytest.raises(RuntimeError, match="^only 'strong_wolfe' is supported$"):
+    with pytest.raises(RuntimeError, match=r"^only 'strong_wolfe' is supported$"):
         arrayopt.LBFGS([p], line_search_fn="Strong_Wolfe").step(lambda: 1.0)
     with pytest.raises(ValueError, match="max_eval must be at least 1 with line_search_fn='strong_wolfe', got 0"):
         arrayopt.LBFGS([p], max_eval=0, line_search_fn="strong_wolfe").step(lambda: 1.0)
@@ -437,3 +437,12 @@ def test_state_dict_round_trip_continues_exactly():
     (l1, x1), (l2, x2) = run(True), run(False)
     assert l1 == l2
     np.testing.assert_array_equal(x1, x2)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import arrayopt.optimizers.lbfgs
+
+    result = doctest.testmod(arrayopt.optimizers.lbfgs, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -65,7 +65,7 @@ def _line_functions():
 def _line_cases():
     rng = np.random.default_rng(2231892908)
     cases = []
-    for name, (f, fprime) in _line_functions().items():
+    for name, (_, fprime) in _line_functions().items():
         while sum(c[0] == name for c in cases) < 9:
             x, p = rng.standard_normal(20), rng.standard_normal(20)
             if p @ fprime(x) < 0:  # a descent direction
@@ -87,7 +87,10 @@ def test_line_functions_accept_a_strong_wolfe_step():
         def derphi(s, fprime=fprime, x=x, p=p):
             return float(fprime(x + s * p) @ p)
 
-        result = strong_wolfe(lambda s: (phi(s), derphi(s), fprime(x + s * p)), 1.0, phi(0.0), derphi(0.0))
+        def line(s, phi=phi, derphi=derphi, fprime=fprime, x=x, p=p):
+            return phi(s), derphi(s), fprime(x + s * p)
+
+        result = strong_wolfe(line, 1.0, phi(0.0), derphi(0.0))
         np.testing.assert_array_equal(result.payload, fprime(x + result.t * p))  # the gradient at the step
         if result.converged:
             checked += 1
@@ -212,9 +215,8 @@ def test_same_steps_as_torch(name, t0, c1, c2, torch):
 
     With c1 = 0.3 the search sometimes ends without a Wolfe step (e.g. "log"): so does torch's.
     """
-    from torch.optim.lbfgs import _strong_wolfe
-
     from lbfgs_parity import aligned_torch
+    from torch.optim.lbfgs import _strong_wolfe
 
     phi, derphi = SCALAR_FUNCTIONS[name]
     theirs = []
@@ -238,3 +240,10 @@ def test_same_steps_as_torch(name, t0, c1, c2, torch):
     result = strong_wolfe(line, t0, phi(0.0), np.float64(derphi(0.0)), c1=c1, c2=c2)
     assert ours == theirs
     assert (float(result.t), result.f, result.evals) == (float(t_t), f_t, evals_t)
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(ls, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

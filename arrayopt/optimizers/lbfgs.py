@@ -208,9 +208,30 @@ class LBFGS(Optimizer):
         for p, value in zip(self._params, values, strict=True):
             p.data[...] = value
 
+    def _line(
+        self, closure: Callable[[], Any], xp: Any, host: Callable[[Any], Any], d: Any
+    ) -> Callable[[float], tuple[float, Any, Any]]:
+        """``phi(t)``: loss, slope and flat gradient at the parameters moved by ``t d``.
+
+        Each call moves the parameters, runs the closure and puts them back as they
+        were (copied once, here), as torch's ``_directional_evaluate`` does.
+        """
+        x_init = self._clone_params(xp)
+
+        def phi(step: float) -> tuple[float, Any, Any]:
+            self._add_grad(xp, step, d)
+            try:
+                value = _loss_value(closure())
+                grad = self._gather_flat_grad(xp)
+            finally:
+                self._set_params(x_init)
+            return value, host(grad @ d), grad
+
+        return phi
+
     # -- the step ----------------------------------------------------------------------
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Run up to ``max_iter`` L-BFGS iterations; return the closure's first value.
 
         Args:
@@ -329,20 +350,8 @@ class LBFGS(Optimizer):
 
             ls_func_evals = 0
             if line_search_fn is not None:
-                x_init = self._clone_params(xp)
-                direction = d
-
-                def phi(step: float) -> tuple[float, float, Any]:
-                    self._add_grad(xp, step, direction)
-                    try:
-                        value = _loss_value(closure())
-                        grad = self._gather_flat_grad(xp)
-                    finally:
-                        self._set_params(x_init)
-                    return value, host(grad @ direction), grad
-
                 found = strong_wolfe(
-                    phi,
+                    self._line(closure, xp, host, d),
                     t,
                     loss,
                     gtd,
