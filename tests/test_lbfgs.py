@@ -446,3 +446,47 @@ def test_docstring_examples():
 
     result = doctest.testmod(arrayopt.optimizers.lbfgs, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_cupy_backend_code_path_on_a_stand_in(monkeypatch):
+    """backends/cupy.py's to_numpy on a CPU stand-in for cupy: NumPy's bits, 0-d transfers only."""
+    import importlib
+    import sys
+
+    import array_api_compat.numpy
+
+    import fuse_dialect
+
+    fake = fuse_dialect.fake_cupy_module()
+    shapes = []
+
+    def asnumpy(array):
+        shapes.append(np.shape(array))
+        return np.asarray(array)
+
+    fake.asnumpy = asnumpy
+    scenario = lp.Scenario("splitquad-18", "float32", {"line_search_fn": lp.SW, "history_size": 3, "max_iter": 6}, 4)
+    reference = lp.run_arrayopt(scenario, np)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
+    monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
+    monkeypatch.setattr(arrayopt.backends, "cupy", None, raising=False)
+    module = importlib.import_module("arrayopt.backends.cupy")
+    monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, module.CuPyBackend())
+    ours = lp.run_arrayopt(scenario, np)
+    worst, mismatched = lp.compare(ours, reference)
+    assert worst == 0.0 and not mismatched
+    problem = PROBLEMS[scenario.problem]
+    params = [arrayopt.Parameter(a) for a in problem.init("float32")]
+
+    def closure():
+        loss, grads = problem.loss_and_grad(np, [p.data for p in params])
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        return loss
+
+    opt = arrayopt.LBFGS(params, **scenario.kwargs)
+    shapes.clear()
+    for _ in range(3):
+        opt.step(closure)
+    assert shapes and set(shapes) == {()}
