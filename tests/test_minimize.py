@@ -320,3 +320,18 @@ def test_docstring_examples():
     module = importlib.import_module("arrayopt.minimize")  # the attribute arrayopt.minimize is the function
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_complex_x0():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((8, 3)) + 1j * rng.standard_normal((8, 3))
+    c = rng.standard_normal(8) + 1j * rng.standard_normal(8)
+
+    def fun(z):
+        r = a @ z - c
+        return float(np.sum(np.abs(r) ** 2)), 2 * (a.conj().T @ r)  # d/dRe + i d/dIm, torch's convention
+
+    result = minimize(fun, np.zeros(3, dtype=np.complex128), jac=True, options=TIGHT)
+    assert result.success and result.x.dtype == np.complex128 and result.jac.dtype == np.complex128
+    np.testing.assert_allclose(result.x, np.linalg.lstsq(a, c, rcond=None)[0], rtol=1e-8)
+    np.testing.assert_allclose(result.jac, fun(result.x)[1], atol=1e-8)

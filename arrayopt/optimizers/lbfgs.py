@@ -73,10 +73,19 @@ class LBFGS(Optimizer):
     that original value. The closure is called several times per step.
 
     State, all under the first parameter as in torch: ``func_evals`` and ``n_iter``
-    (ints, cumulative over steps), ``d`` (last direction), ``t`` (last step length,
-    a Python number), ``old_dirs`` (the :math:`y` vectors), ``old_stps`` (the
-    :math:`s` vectors), ``ro`` (0-d arrays), ``H_diag`` (the int 1, then a 0-d array),
-    ``prev_flat_grad``, ``prev_loss`` (float) and ``al`` (the two-loop coefficients).
+    (ints, cumulative over steps), ``d`` (last direction), ``t`` (last step length:
+    ``lr`` as given, or a 0-d array where torch's is a 0-d tensor), ``old_dirs`` (the
+    :math:`y` vectors), ``old_stps`` (the :math:`s` vectors), ``ro`` (0-d arrays),
+    ``H_diag`` (the int 1, then a 0-d array), ``prev_flat_grad``, ``prev_loss``
+    (float) and ``al`` (the two-loop coefficients, 0-d arrays).
+
+    Differences from torch: with float32 parameters and an array ``lr``, ``lr`` is
+    read as a Python float (torch multiplies by the 0-d tensor, in its dtype); a
+    closure returning NaN raises ValueError (torch carries on with NaN); the other
+    hyper-parameters are checked at construction (torch only checks ``lr``), and a
+    ``line_search_fn`` other than ``"strong_wolfe"`` is refused at the start of
+    ``step``, before the closure runs (torch raises the same error after evaluating
+    it once). Parameters must share one library, device and precision.
 
     Example:
         >>> import numpy as np
