@@ -45,9 +45,11 @@ _mount_source_backends()
 from arrayopt import backends, lr_scheduler, swa_utils  # noqa: E402
 from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
+from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
 from arrayopt.optimizer import Optimizer  # noqa: E402
 from arrayopt.optimizers import (  # noqa: E402
     ASGD,
+    LBFGS,
     SGD,
     Adadelta,
     Adafactor,
@@ -67,6 +69,7 @@ from arrayopt.sparse import SparseGrad  # noqa: E402
 
 __all__ = [
     "ASGD",
+    "LBFGS",
     "SGD",
     "Adadelta",
     "Adafactor",
@@ -76,6 +79,7 @@ __all__ = [
     "Adamax",
     "Muon",
     "NAdam",
+    "OptimizeResult",
     "Optimizer",
     "Parameter",
     "ParameterDict",
@@ -90,6 +94,7 @@ __all__ = [
     "load",
     "load_into",
     "lr_scheduler",
+    "minimize",
     "save",
     "swa_utils",
 ]

@@ -7,6 +7,7 @@ from arrayopt.optimizers.adam import Adam
 from arrayopt.optimizers.adamax import Adamax
 from arrayopt.optimizers.adamw import AdamW
 from arrayopt.optimizers.asgd import ASGD
+from arrayopt.optimizers.lbfgs import LBFGS
 from arrayopt.optimizers.muon import Muon
 from arrayopt.optimizers.nadam import NAdam
 from arrayopt.optimizers.radam import RAdam
@@ -17,6 +18,7 @@ from arrayopt.optimizers.sparse_adam import SparseAdam
 
 __all__ = [
     "ASGD",
+    "LBFGS",
     "SGD",
     "Adadelta",
     "Adafactor",

@@ -1,0 +1,290 @@
+"""LBFGS runs recorded the same way for arrayopt and torch.optim.LBFGS.
+
+A *scenario* is a test problem (``lbfgs_problems``), a dtype, LBFGS keyword arguments
+and a number of ``step(closure)`` calls; halfway through, the optimizer's state_dict
+is deep-copied, a fresh optimizer over fresh parameters loads it, and the run goes on
+with those. The trajectory records, after every step, the value ``step`` returned,
+every parameter and the ``func_evals`` / ``n_iter`` counters, and at the end every
+state entry. Both libraries' closures compute the loss with NumPy-backed array code,
+so at equal parameters they return bit-identical losses and gradients.
+
+``aligned=True`` runs torch's own LBFGS code with three tensor methods replaced so
+that they round as NumPy does: ``add_(x, alpha=a)`` as ``self + x * a`` (torch's CPU
+kernel fuses it into one FMA), ``dot`` and ``sum`` through NumPy (MKL and torch's
+reductions sum in other orders) and ``sqrt`` through ``numpy.sqrt`` (torch's CPU
+kernel, MKL's, is not correctly rounded). With the arithmetic aligned, any remaining
+difference would be a difference of algorithm.
+"""
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import arrayopt
+
+from lbfgs_problems import PROBLEMS, Problem
+
+Trajectory = dict[str, Any]
+
+# Largest error against real torch, relative to the entry's largest magnitude over the
+# run. torch's FMA, MKL dot and MKL sqrt round differently from NumPy; LBFGS feeds
+# those last-bit differences back, so the scenarios below keep budgets over which the
+# runs measured here stay within 1e-11 (float64) and 5e-6 (float32) of torch.
+TOLERANCE = {"float64": 1e-9, "complex128": 1e-9, "float32": 1e-4, "complex64": 1e-4}
+
+SW = "strong_wolfe"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    problem: str
+    dtype: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 8
+
+    @property
+    def id(self) -> str:
+        parts = [self.problem, self.dtype]
+        for key, value in self.kwargs.items():
+            parts.append(f"{key}={value}")
+        return "-".join(parts) + f"-x{self.steps}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _scenarios() -> list[Scenario]:
+    sw4 = {"line_search_fn": SW, "max_iter": 4}
+    sw_h3 = {"line_search_fn": SW, "history_size": 3, "max_iter": 6}
+    sw_h10 = {"line_search_fn": SW, "history_size": 10, "max_iter": 8, "max_eval": 9}
+    fixed = {"lr": 0.5, "max_iter": 4}
+    fixed_h2 = {"lr": 0.2, "history_size": 2, "max_iter": 5}
+    return [
+        # Rosenbrock: ill-conditioned, so the budgets stop before rounding differences grow
+        Scenario("rosenbrock-2", "float64", sw4, 8),
+        Scenario("rosenbrock-2", "float64", sw_h3, 3),
+        Scenario("rosenbrock-2", "float64", sw_h10, 5),
+        Scenario("rosenbrock-2", "float64", fixed, 8),
+        Scenario("rosenbrock-2", "float64", fixed_h2, 8),
+        Scenario("rosenbrock-2", "float32", sw4, 3),
+        Scenario("rosenbrock-2", "float32", fixed, 5),
+        Scenario("rosenbrock-2", "float32", fixed_h2, 4),
+        Scenario("rosenbrock-10", "float64", sw4, 8),
+        Scenario("rosenbrock-10", "float64", sw_h3, 3),
+        Scenario("rosenbrock-10", "float64", sw_h10, 4),
+        Scenario("rosenbrock-10", "float64", fixed, 8),
+        Scenario("rosenbrock-10", "float64", fixed_h2, 8),
+        Scenario("rosenbrock-10", "float32", sw4, 3),
+        Scenario("rosenbrock-10", "float32", fixed, 5),
+        Scenario("rosenbrock-10", "float32", fixed_h2, 6),
+        Scenario("rosenbrock-1000", "float64", sw4, 8),
+        Scenario("rosenbrock-1000", "float64", sw_h3, 4),
+        Scenario("rosenbrock-1000", "float64", sw_h10, 4),
+        Scenario("rosenbrock-1000", "float64", fixed, 7),
+        Scenario("rosenbrock-1000", "float64", fixed_h2, 8),
+        Scenario("rosenbrock-1000", "float32", sw4, 4),
+        Scenario("rosenbrock-1000", "float32", fixed, 7),
+        Scenario("rosenbrock-1000", "float32", fixed_h2, 8),
+        # convex problems: every budget, to convergence and past it
+        *[
+            Scenario(p, dt, kw, 8)
+            for p in ("quadratic-20", "logistic-8", "splitquad-18")
+            for dt in ("float64",)
+            for kw in (sw4, sw_h3, sw_h10, fixed, fixed_h2)
+        ],
+        Scenario("quadratic-20", "float32", sw4, 4),
+        Scenario("quadratic-20", "float32", fixed, 8),
+        Scenario("quadratic-20", "float32", fixed_h2, 6),
+        Scenario("logistic-8", "float32", sw4, 8),
+        Scenario("logistic-8", "float32", sw_h10, 8),
+        Scenario("logistic-8", "float32", fixed, 8),
+        Scenario("logistic-8", "float32", fixed_h2, 8),
+        Scenario("splitquad-18", "float32", fixed, 3),
+        *[Scenario("complexls-6", "complex128", kw, 8) for kw in (sw4, sw_h3, sw_h10, fixed, fixed_h2)],
+        Scenario("complexls-6", "complex64", sw_h3, 8),
+        Scenario("complexls-6", "complex64", fixed_h2, 8),
+    ]
+
+
+SCENARIOS = _scenarios()
+
+
+def _long_scenarios() -> list[Scenario]:
+    """Runs to convergence, for the aligned-arithmetic comparison (no budget limit)."""
+    out = []
+    for name in PROBLEMS:
+        dtypes = ("complex128", "complex64") if name.startswith("complex") else ("float64", "float32")
+        for dtype in dtypes:
+            out.append(Scenario(name, dtype, {"line_search_fn": SW, "max_iter": 50}, 6))
+            out.append(Scenario(name, dtype, {"line_search_fn": SW, "history_size": 3, "max_iter": 7}, 6))
+            out.append(Scenario(name, dtype, {"lr": 0.5, "max_iter": 10}, 6))
+            out.append(Scenario(name, dtype, {"lr": 0.1, "history_size": 5, "max_iter": 20, "max_eval": 15}, 4))
+    return out
+
+
+LONG_SCENARIOS = _long_scenarios()
+
+
+def _record(out: Trajectory, step: int, loss: Any, datas: list[np.ndarray], state: dict[str, Any]) -> None:
+    out[f"step{step}/loss"] = np.float64(float(loss))
+    for i, data in enumerate(datas):
+        out[f"step{step}/param{i}"] = data
+    out[f"step{step}/func_evals"] = np.int64(state["func_evals"])
+    out[f"step{step}/n_iter"] = np.int64(state["n_iter"])
+
+
+def _record_state(out: Trajectory, state: dict[str, Any], to_numpy: Any) -> None:
+    for key in ("d", "prev_flat_grad"):
+        out[f"state/{key}"] = to_numpy(state[key])
+    for key in ("old_dirs", "old_stps"):
+        vectors = [to_numpy(v) for v in state[key]]
+        out[f"state/{key}"] = np.stack(vectors) if vectors else np.zeros((0, 0))
+    out["state/ro"] = np.array([float(to_numpy(r)) for r in state["ro"]])
+    out["state/al"] = np.array([np.nan if a is None else float(to_numpy(a)) for a in state.get("al", [])])
+    for key in ("t", "H_diag", "prev_loss"):
+        value = state[key]
+        out[f"state/{key}"] = np.float64(float(to_numpy(value)) if hasattr(value, "shape") else value)
+
+
+def _closure_for(problem: Problem, params: list[Any], xp: Any, set_grad: Any, data_of: Any) -> Any:
+    def closure() -> Any:
+        loss, grads = problem.loss_and_grad(xp, [data_of(p) for p in params])
+        for p, g in zip(params, grads, strict=True):
+            set_grad(p, g)
+        return loss
+
+    return closure
+
+
+def run_arrayopt(scenario: Scenario, xp: Any) -> Trajectory:
+    """The scenario with arrayopt.LBFGS on arrays of namespace ``xp``."""
+    problem = PROBLEMS[scenario.problem]
+
+    def to_numpy(a: Any) -> np.ndarray:
+        return np.array(arrayopt.backends.get_backend(a).to_numpy(a), copy=True)
+
+    def build(arrays: list[np.ndarray]) -> tuple[list[Any], Any]:
+        params = [arrayopt.Parameter(xp.asarray(a.copy()), name=f"p{i}") for i, a in enumerate(arrays)]
+        return params, arrayopt.LBFGS(params, **scenario.kwargs)
+
+    def set_grad(p: Any, g: Any) -> None:
+        p.grad = g
+
+    return _run(scenario, problem, build, lambda p: p.data, set_grad, to_numpy, xp)
+
+
+def run_torch(scenario: Scenario, aligned: bool = False) -> Trajectory:
+    """The same run with torch.optim.LBFGS (torch must be importable)."""
+    import torch
+
+    problem = PROBLEMS[scenario.problem]
+
+    def to_numpy(t: Any) -> np.ndarray:
+        return np.array(t.detach().numpy() if isinstance(t, torch.Tensor) else t, copy=True)
+
+    def build(arrays: list[np.ndarray]) -> tuple[list[Any], Any]:
+        params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in arrays]
+        return params, torch.optim.LBFGS(params, **scenario.kwargs)
+
+    def set_grad(p: Any, g: Any) -> None:
+        p.grad = None if g is None else torch.from_numpy(np.array(g, copy=True))
+
+    with aligned_torch(aligned):
+        return _run(scenario, problem, build, lambda p: p.detach().numpy(), set_grad, to_numpy, np)
+
+
+def _run(scenario: Scenario, problem: Problem, build: Any, data_of: Any, set_grad: Any, to_numpy: Any, xp: Any) -> Any:
+    params, opt = build(problem.init(scenario.dtype))
+    out: Trajectory = {}
+    for step in range(scenario.steps):
+        loss = opt.step(_closure_for(problem, params, xp, set_grad, data_of))
+        state = opt.state[params[0]]
+        _record(out, step, loss, [to_numpy(data_of(p)) for p in params], state)
+        if step == scenario.steps // 2 - 1:
+            saved = copy.deepcopy(opt.state_dict())
+            params, opt = build([to_numpy(data_of(p)) for p in params])
+            opt.load_state_dict(saved)
+    _record_state(out, opt.state[params[0]], to_numpy)
+    return out
+
+
+@contextlib.contextmanager
+def aligned_torch(enabled: bool = True) -> Iterator[None]:
+    """Within the block, torch's add_/dot/sqrt round as NumPy's do (see the module docstring)."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    tensor = torch.Tensor
+    saved = {name: tensor.__dict__.get(name) for name in ("add_", "dot", "sqrt", "sum")}
+    original_add = tensor.add_
+
+    def add_(self: Any, other: Any, *, alpha: Any = 1) -> Any:
+        if isinstance(alpha, int) and alpha == 1:
+            return original_add(self, other)
+        return self.copy_(self + other * alpha)
+
+    def dot(self: Any, other: Any) -> Any:
+        return torch.from_numpy(np.asarray(np.dot(self.detach().numpy(), other.detach().numpy())))
+
+    def sqrt(self: Any) -> Any:
+        return torch.from_numpy(np.asarray(np.sqrt(self.detach().numpy())))
+
+    original_sum = tensor.sum
+
+    def sum_(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return original_sum(self, *args, **kwargs)
+        return torch.from_numpy(np.asarray(np.sum(self.detach().numpy())))
+
+    tensor.add_, tensor.dot, tensor.sqrt, tensor.sum = add_, dot, sqrt, sum_  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                delattr(tensor, name)
+            else:
+                setattr(tensor, name, value)
+
+
+def scales(ref: Trajectory) -> dict[str, float]:
+    """The magnitude each entry's error is measured against: its largest over the run."""
+    family: dict[str, float] = {}
+    for key, value in ref.items():
+        kind = key.split("/", 1)[1] if key.startswith("step") else key
+        if np.size(value):
+            family[kind] = max(family.get(kind, 0.0), float(np.nanmax(np.abs(value))))
+    return {key: family.get(key.split("/", 1)[1] if key.startswith("step") else key, 0.0) for key in ref}
+
+
+def compare(ours: Trajectory, ref: Trajectory, state: bool = True) -> tuple[float, list[str]]:
+    """The largest relative error over the float entries, and the integer entries that differ.
+
+    ``state=False`` leaves out the final state: near a minimum the direction and the
+    curvature pairs are differences of nearly equal gradients, so their relative
+    error says little about the run (the losses, parameters and counters do).
+    """
+    assert set(ours) == set(ref), sorted(set(ours) ^ set(ref))[:6]
+    worst = 0.0
+    mismatched = []
+    for key, scale in scales(ref).items():
+        if not state and key.startswith("state/"):
+            continue
+        a, b = np.asarray(ours[key]), np.asarray(ref[key])
+        if b.dtype.kind == "i":
+            if a != b:
+                mismatched.append(f"{key}: {a} != {b}")
+            continue
+        assert a.shape == b.shape, f"{key}: shape {a.shape} != {b.shape}"
+        if b.size == 0:
+            continue
+        assert np.array_equal(np.isnan(a), np.isnan(b)), f"{key}: NaN pattern differs"
+        diff = float(np.nanmax(np.abs(a - b))) if not np.all(np.isnan(b)) else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst, mismatched
