@@ -101,16 +101,20 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
 def check_group_values(optimizer: Any, group: Mapping[str, Any], where: str, *, skip_defaults: bool = False) -> None:
     """Raise unless the hyper-parameters in ``group`` are finite and pass the optimizer's own checks.
 
+    An optimizer lists the hyper-parameters torch lets be infinite in its class
+    attribute ``_infinite_ok`` (Rprop's ``etas`` and ``step_sizes``).
+
     The checks are the constructor's: every optimizer validates its arguments before
     it looks at ``params`` (torch's rule), so the constructor is run on the group's
     values with a ``params`` that stops it as soon as it is reached. Implementation
     flags (foreach, fused, capturable, differentiable) are left out. Values that are
     the optimizer's own defaults (``skip_defaults``) were checked when it was built.
     """
+    unbounded = getattr(optimizer, "_infinite_ok", frozenset())
     for key, value in group.items():
         if key in ("params", "param_names"):
             continue
-        if not _finite(value):
+        if key not in unbounded and not _finite(value):
             raise ValueError(f"{where}: {key!r} is {value!r}, which is not finite")
     cls = type(optimizer)
     try:

@@ -100,6 +100,8 @@ class Rprop(ElementwiseOptimizer):
         "differentiable": False,
         "capturable": False,
     }
+    # torch accepts an infinite etaplus or step-size bound (no growth limit, no clamp).
+    _infinite_ok: ClassVar[frozenset[str]] = frozenset({"etas", "step_sizes"})
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
