@@ -168,7 +168,13 @@ class Optimizer:
         if not isinstance(param_groups[0], dict):
             param_groups = [{"params": param_groups}]
         # Check every group before completing any of the caller's dicts; then add them
-        # through add_param_group, which subclasses may extend (as in torch).
+        # through add_param_group, which subclasses may extend (as in torch). Params
+        # given as an iterator are read once, here (torch turns them into a list too).
+        for param_group in param_groups:
+            if isinstance(param_group, dict) and "params" in param_group:
+                params_in = param_group["params"]
+                if not isinstance(params_in, (Parameter, set, list, tuple)) and not is_array(params_in):
+                    param_group["params"] = list(params_in)
         for param_group in param_groups:
             self.param_groups.append(self._checked_group(param_group, warn=False))
         self._check_param_groups(self.param_groups)

@@ -595,3 +595,12 @@ def test_parameters_of_different_libraries_in_one_optimizer():
         ref.step()
     np.testing.assert_array_equal(mixed[0].data, alone.data)
     np.testing.assert_array_equal(np.asarray(mixed[1].data), alone.data)
+
+
+def test_group_params_given_as_a_generator_are_kept():
+    """torch reads a group's params once; a generator must not be used up by the checks."""
+    ps = [arrayopt.Parameter(np.ones(2)), arrayopt.Parameter(np.ones(3))]
+    opt = arrayopt.SGD([{"params": (p for p in ps)}], lr=0.1)
+    assert opt.param_groups[0]["params"] == ps
+    opt = arrayopt.SGD((p for p in ps), lr=0.1)
+    assert opt.param_groups[0]["params"] == ps
