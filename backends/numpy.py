@@ -1,6 +1,9 @@
-"""NumPy backend: rules run as plain Python on NumPy ufuncs, in cache-sized chunks."""
+"""NumPy backend: rules compiled by numba when it is installed, else NumPy ufuncs in chunks."""
 
+import importlib.util
+import os
 import threading
+import warnings
 from typing import Any
 
 import array_api_compat.numpy as compat_numpy
@@ -39,12 +42,14 @@ def _apply(rule: Rule, args: "list[Any] | tuple[Any, ...]", flags: dict[str, Any
 class NumPyBackend(Backend):
     """Runs update rules on NumPy arrays.
 
-    Contiguous operands are flattened (complex ones viewed as interleaved reals, like
-    ``torch.view_as_real``) and processed in chunks of ``CHUNK_BYTES`` per operand,
-    with large temporaries taken from preallocated scratch buffers. Non-contiguous
-    operands are processed whole; complex ones through their ``.real`` and ``.imag``
-    views. Python-float scalars are weak under NEP 50, so float32 arrays stay float32.
-    Every path gives the same bits.
+    With numba (see :func:`set_numba`), contiguous float32 and float64 operands
+    (complex ones viewed as interleaved reals, like ``torch.view_as_real``) are updated
+    by the rule compiled into one loop (``arrayopt.backends.jit``). Otherwise, and for
+    rules that cannot be compiled exactly, contiguous operands are flattened and
+    processed in chunks of ``CHUNK_BYTES`` per operand, with large temporaries taken
+    from preallocated scratch buffers; non-contiguous operands are processed whole,
+    complex ones through their ``.real`` and ``.imag`` views. Python-float scalars are
+    weak under NEP 50, so float32 arrays stay float32. Every path gives the same bits.
     """
 
     name = "numpy"
@@ -52,20 +57,42 @@ class NumPyBackend(Backend):
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
         ndarray = numpy.ndarray
+        compiled: dict[tuple[Any, ...], Any] = {}  # (argument kinds, dtype) -> JitKernel or None
 
         def run(*args: Any) -> None:
             first = args[0]
-            if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
-                # One chunk and real: any layout works as it is (elementwise rule).
-                _apply(rule, args, flags)
-                return
-            flat, layouts = real_layouts(args, ndarray)
+            if _numba is False or (_numba is None and not numba_enabled()):
+                if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
+                    # One chunk and real: any layout works as it is (elementwise rule).
+                    _apply(rule, args, flags)
+                    return
+                flat, layouts = real_layouts(args, ndarray)
+            else:
+                flat, layouts = real_layouts(args, ndarray)
+                if flat:
+                    values = layouts[0]
+                    key = (*(isinstance(a, ndarray) for a in values), values[0].dtype)
+                    kernel = compiled.get(key, _MISSING)
+                    if kernel is _MISSING:
+                        kernel = compiled[key] = _jit_kernel(rule, flags, key)
+                    if kernel is not None:
+                        try:
+                            kernel(*values)
+                            return
+                        except _jit_errors() as exc:  # raised while compiling, before any write
+                            compiled[key] = None
+                            warnings.warn(
+                                f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
             for values in layouts:
                 if flat:
                     _run_chunked(rule, values, [i for i, a in enumerate(values) if isinstance(a, ndarray)], flags)
                 else:
                     _apply(rule, values, flags)
 
+        run.compiled = compiled  # type: ignore[attr-defined]  # for tests and benchmarks
         return run
 
     def parameter_problem(self, array: Any) -> str | None:
@@ -80,6 +107,86 @@ class NumPyBackend(Backend):
 
     def from_numpy(self, host: Any, like: Any) -> Any:
         return numpy.array(host, copy=True)
+
+
+# -- numba ------------------------------------------------------------------------------
+
+_MISSING = object()
+# True, False, or None: not decided yet (ARRAYOPT_NUMBA and whether numba is installed
+# are looked at on the first launch, so importing arrayopt never imports numba).
+_numba: bool | None = None
+
+
+def numba_enabled() -> bool:
+    """Whether update rules on NumPy arrays run as numba-compiled loops.
+
+    Decided on first use from the environment variable ``ARRAYOPT_NUMBA``: ``0`` (or
+    ``false``, ``no``, ``off``) never uses numba; ``1`` (``true``, ``yes``, ``on``)
+    requires it (ImportError if it cannot be imported); unset or ``auto`` uses it when
+    it is installed. :func:`set_numba` overrides the choice at any time.
+    """
+    global _numba
+    if _numba is None:
+        setting = os.environ.get("ARRAYOPT_NUMBA", "auto").strip().lower()
+        if setting in ("0", "false", "no", "off"):
+            set_numba(False)
+        elif setting in ("1", "true", "yes", "on"):
+            set_numba(True)
+        elif setting in ("", "auto"):
+            set_numba("auto")
+        else:
+            raise ValueError(f"ARRAYOPT_NUMBA must be 0, 1 or auto, got {os.environ['ARRAYOPT_NUMBA']!r}")
+    return bool(_numba)
+
+
+def set_numba(mode: "bool | str") -> bool:
+    """Use numba-compiled rules (True), NumPy ufuncs (False), or numba if installed ("auto").
+
+    Returns whether numba is used from now on. Both paths give the same bits; numba
+    is imported here (when asked for) and compiles each rule on its first launch for
+    a flag set and dtype. Raises ImportError for True when numba cannot be imported.
+    """
+    global _numba
+    if mode not in (True, False, "auto"):
+        raise ValueError(f"set_numba expects True, False or 'auto', got {mode!r}")
+    if mode is False:
+        _numba = False
+        return False
+    if mode == "auto" and importlib.util.find_spec("numba") is None:
+        _numba = False
+        return False
+    try:
+        import arrayopt.backends.jit  # noqa: F401 - imports numba
+    except ImportError:
+        _numba = False
+        if mode is True:
+            raise
+        return False
+    _numba = True
+    return True
+
+
+def _jit_errors() -> tuple[type[BaseException], ...]:
+    import numba.core.errors
+
+    return (numba.core.errors.NumbaError,)
+
+
+def _jit_kernel(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
+    """The compiled kernel for argument kinds and dtype, or None if the rule cannot be one."""
+    from arrayopt.backends import jit, trace
+
+    *is_array, dtype = key
+    if dtype not in (numpy.float32, numpy.float64):
+        return None
+    kinds = tuple(trace.ARRAY if a else trace.SCALAR for a in is_array)
+    try:
+        program = trace.trace(rule, flags, kinds)
+    except trace.NotCompilable:
+        return None
+    if not program.stores:
+        return None
+    return jit.JitKernel(program, dtype, rule.__name__)
 
 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:
