@@ -57,25 +57,19 @@ class NumPyBackend(Backend):
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
         ndarray = numpy.ndarray
-        compiled: dict[tuple[Any, ...], Any] = {}  # (argument kinds, dtype) -> JitKernel or None
+        # (dtype, type of each argument) -> (numba kernel, array positions, complex) or None
+        compiled: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
-            first = args[0]
-            if _numba is False or (_numba is None and not numba_enabled()):
-                if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
-                    # One chunk and real: any layout works as it is (elementwise rule).
-                    _apply(rule, args, flags)
-                    return
-                flat, layouts = real_layouts(args, ndarray)
-            else:
-                flat, layouts = real_layouts(args, ndarray)
-                if flat:
-                    values = layouts[0]
-                    key = (*(isinstance(a, ndarray) for a in values), values[0].dtype)
-                    kernel = compiled.get(key, _MISSING)
-                    if kernel is _MISSING:
-                        kernel = compiled[key] = _jit_kernel(rule, flags, key)
-                    if kernel is not None:
+            if _numba is True or (_numba is None and numba_enabled()):
+                key = (args[0].dtype, *map(type, args))
+                plan = compiled.get(key, _MISSING)
+                if plan is _MISSING:
+                    plan = compiled[key] = _jit_plan(rule, flags, key)
+                if plan is not None:
+                    kernel, positions, complex_ = plan
+                    values = _jit_operands(args, positions, complex_)
+                    if values is not None:
                         try:
                             kernel(*values)
                             return
@@ -86,6 +80,12 @@ class NumPyBackend(Backend):
                                 RuntimeWarning,
                                 stacklevel=2,
                             )
+            first = args[0]
+            if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
+                # One chunk and real: any layout works as it is (elementwise rule).
+                _apply(rule, args, flags)
+                return
+            flat, layouts = real_layouts(args, ndarray)
             for values in layouts:
                 if flat:
                     _run_chunked(rule, values, [i for i, a in enumerate(values) if isinstance(a, ndarray)], flags)
@@ -172,21 +172,53 @@ def _jit_errors() -> tuple[type[BaseException], ...]:
     return (numba.core.errors.NumbaError,)
 
 
-def _jit_kernel(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
-    """The compiled kernel for argument kinds and dtype, or None if the rule cannot be one."""
+def _jit_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
+    """``(kernel, array positions, complex)`` for a dtype and argument types, or None.
+
+    None when the rule cannot be compiled exactly (see ``arrayopt.backends.trace``),
+    for dtypes other than float32, float64 and their complex counterparts, and for
+    scalar arguments other than Python numbers (NumPy scalars are not weak).
+    """
     from arrayopt.backends import jit, trace
 
-    *is_array, dtype = key
-    if dtype not in (numpy.float32, numpy.float64):
+    dtype, *types = key
+    complex_ = dtype.kind == "c"
+    real = numpy.dtype(dtype.char.lower()) if complex_ else dtype
+    if real not in (numpy.float32, numpy.float64):
         return None
-    kinds = tuple(trace.ARRAY if a else trace.SCALAR for a in is_array)
+    kinds = []
+    for t in types:
+        if issubclass(t, numpy.ndarray):
+            kinds.append(trace.ARRAY)
+        elif t in (float, int, bool):
+            kinds.append(trace.SCALAR)
+        else:
+            return None
     try:
-        program = trace.trace(rule, flags, kinds)
+        program = trace.trace(rule, flags, tuple(kinds))
     except trace.NotCompilable:
         return None
     if not program.stores:
         return None
-    return jit.JitKernel(program, dtype, rule.__name__)
+    positions = tuple(i for i, kind in enumerate(kinds) if kind == trace.ARRAY)
+    return jit.JitKernel(program, real, rule.__name__), positions, complex_
+
+
+def _jit_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
+    """The arguments as numba kernels take them: every array 1-D, complex ones as real pairs.
+
+    1-D real arrays pass as they are, strided or not (numba compiles for their
+    layout); others are flattened, which needs C-contiguity (None if one is not).
+    """
+    values = list(args)
+    for i in positions:
+        a = args[i]
+        if a.ndim != 1 or complex_:
+            if not a.flags.c_contiguous:
+                return None
+            a = a.reshape(-1)
+            values[i] = a.view(a.real.dtype) if complex_ else a
+    return values
 
 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:

@@ -47,8 +47,8 @@ def test_numba_equals_numpy_bitwise(case, dtype):
 
 
 def compiled_kernels(kernel):
-    """The numba kernels behind a NumPy-backend kernel: {(argument kinds..., dtype): JitKernel or None}."""
-    return kernel.compiled
+    """The numba kernels behind a NumPy-backend kernel: {(dtype, argument types...): JitKernel or None}."""
+    return {key: plan and plan[0] for key, plan in kernel.compiled.items()}
 
 
 def test_the_cases_really_run_compiled():
@@ -235,13 +235,43 @@ def test_set_numba_switches_and_validates(monkeypatch):
 def test_each_kernel_is_compiled_once_per_kinds_and_dtype():
     backend = get_backend(np.zeros(1))
     kernel = backend.kernel(adam_update, maximize=True, decay="decoupled", amsgrad=False)
-    compiled = compiled_kernels(kernel)
     args = [np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 0.0]
     scalars = [0.1, 0.99, 0.1, 0.999, 0.001, 0.01, 0.03, 1e-8]
     for _ in range(3):
         with_numba(True, kernel, *args, *scalars)
     with_numba(True, kernel, *[a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args], *scalars)
     with_numba(True, kernel, *[a.reshape(2, 2) if isinstance(a, np.ndarray) else a for a in args], *scalars)
+    compiled = compiled_kernels(kernel)
     assert len(compiled) == 2
-    (k32,) = [k for key, k in compiled.items() if key[-1] == np.float32]
+    (k32,) = [k for key, k in compiled.items() if key[0] == np.float32]
     assert len(k32.compile().signatures) == 1
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_strided_one_dimensional_operands_run_compiled(name):
+    """A 1-D strided view goes to numba as it is (no copy); the result is NumPy's."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(40).astype(np.float32)
+    grads = [rng.standard_normal(20).astype(np.float32) for _ in range(3)]
+    results = []
+    for enabled in (True, False):
+        storage = base.copy()
+        p = arrayopt.Parameter(storage[::2])
+        opt = getattr(arrayopt, name)([p], lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+        for g in grads:
+            p.grad = g
+            with_numba(enabled, opt.step)
+        results.append(storage)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0][1::2], base[1::2])
+    # the compiled path was taken: a kernel was specialised for a non-contiguous layout
+    layouts = {
+        arg.layout
+        for run in get_backend(base)._kernels.values()
+        for plan in run.compiled.values()
+        if plan and plan[0]._serial is not None
+        for signature in plan[0]._serial.signatures
+        for arg in signature
+        if hasattr(arg, "layout")
+    }
+    assert "A" in layouts
