@@ -21,6 +21,7 @@ ratio to torch's best implementation measured in the same process.
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -186,8 +187,8 @@ def _worker(args: argparse.Namespace) -> int:
             torch = None
     if not args.no_bandwidth:
         size = (1 << 24) if args.quick else (1 << 26)
-        for row in _bandwidth(xp, sync, size, threads, numba_ok):
-            _emit(row)
+        for measured in _bandwidth(xp, sync, size, threads, numba_ok):
+            _emit(measured)
     for name in _split(args.optimizers, OPTIMIZERS):
         if not hasattr(arrayopt, name):
             _emit({"type": "note", "text": f"arrayopt {arrayopt.__version__} has no {name}: skipped"})
@@ -195,8 +196,7 @@ def _worker(args: argparse.Namespace) -> int:
         for workload in _split(args.workloads, WORKLOADS):
             count, size, _ = WORKLOADS[workload]
             _log(f"   {name} {workload} ({threads} thread(s))")
-            candidates, layout = _candidates(name, count, size, xp, torch, numba_ok, numpy_backend)
-            first = candidates.pop("_first_step_s", None)
+            candidates, layout, first = _candidates(name, count, size, xp, torch, numba_ok, numpy_backend)
             times = time_candidates(candidates, rounds, batch, sync)
             row: Row = {"type": "step", "optimizer": name, "workload": workload, "threads": threads, "layout": layout}
             row["ms"] = {k: 1e3 * v for k, v in times.items()}
@@ -230,8 +230,7 @@ def _setup_numba(threads: int) -> bool:
     except Exception:
         return False
     if on:
-        import numba
-
+        numba: Any = importlib.import_module("numba")
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     return on
 
@@ -269,8 +268,7 @@ def _machine(kind: str, threads: int, torch: Any, numba_ok: bool) -> Row:
         "torch": getattr(torch, "__version__", None),
     }
     if numba_ok:
-        import numba
-
+        numba: Any = importlib.import_module("numba")
         row["numba"] = numba.__version__
         row["numba_threading_layer"] = numba.config.THREADING_LAYER
     if kind == "gpu":
@@ -321,8 +319,8 @@ def time_candidates(
 
 def _candidates(
     name: str, count: int, size: int, xp: Any, torch: Any, numba_ok: bool, numpy_backend: Any
-) -> tuple[dict[str, Callable[[], Any]], str]:
-    """Step functions over the same initial data and gradients, and the arrayopt layout."""
+) -> tuple[dict[str, Callable[[], Any]], str, float | None]:
+    """Step functions over the same data and gradients, the arrayopt layout, the first numba step's seconds."""
     import numpy as np
 
     import arrayopt
@@ -334,6 +332,7 @@ def _candidates(
     grads = [xp.asarray(g) for g in host_grads]
     kwargs = OPTIMIZERS[name]
     candidates: dict[str, Callable[[], Any]] = {}
+    first: float | None = None
     layout = "ParameterList (flat)" if hasattr(arrayopt, "ParameterList") else "one Parameter per array"
 
     def arrayopt_step(use_numba: bool | None) -> Callable[[], Any]:
@@ -346,7 +345,7 @@ def _candidates(
             p.grad = g
         optimizer = getattr(arrayopt, name)(params, **kwargs)
         if use_numba is None:
-            return optimizer.step
+            return optimizer.step  # type: ignore[no-any-return]
 
         def step() -> Any:
             numpy_backend._numba = use_numba
@@ -363,7 +362,6 @@ def _candidates(
             step()
             first = time.perf_counter() - start
             candidates[ARRAYOPT_NUMBA] = step
-            candidates["_first_step_s"] = first  # type: ignore[assignment]  # popped by the caller
         candidates[ARRAYOPT_NUMPY] = arrayopt_step(False)
     if torch is not None:
         device = "cuda" if on_gpu else "cpu"
@@ -378,7 +376,7 @@ def _candidates(
             except (RuntimeError, ValueError, TypeError):  # no such implementation here
                 continue
             candidates[impl] = optimizer.step
-    return candidates, layout
+    return candidates, layout, first
 
 
 # -- bandwidth -------------------------------------------------------------------------------
@@ -418,14 +416,14 @@ def _bandwidth(xp: Any, sync: Callable[[], None], size: int, threads: int, numba
 
 
 def _numba_triad(threads: int) -> Callable[..., None]:
-    import numba
+    numba: Any = importlib.import_module("numba")
 
-    @numba.njit(parallel=threads > 1, fastmath=False)  # type: ignore[misc]
     def triad(a: Any, b: Any, c: Any, s: Any) -> None:
         for i in numba.prange(a.shape[0]):
             a[i] = b[i] + s * c[i]
 
-    return triad  # type: ignore[no-any-return]
+    compiled: Callable[..., None] = numba.njit(parallel=threads > 1, fastmath=False)(triad)
+    return compiled
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 20
 #: Elements per unit of parallel work (prange iterations are split evenly over threads).
 PARALLEL_CHUNK = 1 << 16
 
-_OPTIONS = {"fastmath": False, "error_model": "numpy", "nogil": True, "boundscheck": False, "cache": False}
 _counter = itertools.count()
 _compile_lock = threading.Lock()
 
@@ -78,7 +77,11 @@ class JitKernel:
                     namespace = dict(self._globals)
                     _exec(self.source, namespace, f"{self.name}_kernel")
                     function = namespace["kernel_parallel" if parallel else "kernel"]
-                    dispatcher = numba.njit(parallel=parallel, **_OPTIONS)(function)
+                    # NumPy's error model: x / 0 gives inf or nan, as the ufunc does, not
+                    # an exception; no fastmath: nothing reassociated or contracted.
+                    dispatcher = numba.njit(
+                        parallel=parallel, fastmath=False, error_model="numpy", nogil=True, boundscheck=False
+                    )(function)
                     setattr(self, attribute, dispatcher)
         return dispatcher
 

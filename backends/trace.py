@@ -24,8 +24,9 @@ a compiled program gives NumPy's bits:
   :class:`NotCompilable` and keeps running through NumPy.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Rule
 
@@ -92,7 +93,7 @@ class Program:
 
     def host_inputs(self) -> list[int]:
         """Host nodes (scalar arguments, or arithmetic on them) that device nodes use."""
-        used = set()
+        used: set[int] = set()
         for i in self.live():
             node = self.nodes[i]
             if node.kind != HOST:
@@ -117,7 +118,7 @@ def trace(rule: Rule, flags: dict[str, Any], kinds: tuple[str, ...]) -> Program:
         for i, kind in enumerate(kinds)
     ]
     try:
-        result = rule(_Namespace(tracer), *args, **flags)
+        result = cast(Callable[..., Any], rule)(_Namespace(tracer), *args, **flags)
     except NotCompilable:
         raise
     except Exception as exc:  # the NumPy path will raise it, or do what tracing cannot
@@ -241,8 +242,8 @@ class _Traced:
     __le__ = _binary("le")[0]
     __gt__ = _binary("gt")[0]
     __ge__ = _binary("ge")[0]
-    __eq__ = _binary("eq")[0]  # type: ignore[assignment]
-    __ne__ = _binary("ne")[0]  # type: ignore[assignment]
+    __eq__ = _binary("eq")[0]
+    __ne__ = _binary("ne")[0]
     __hash__ = None  # type: ignore[assignment]
     __iadd__ = _in_place("add")
     __isub__ = _in_place("sub")

@@ -4,6 +4,10 @@ Skipped as a whole when numba is not installed; ``tests/test_imports.py`` checks
 arrayopt does not import numba before a kernel needs it.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -275,3 +279,20 @@ def test_strided_one_dimensional_operands_run_compiled(name):
         if hasattr(arg, "layout")
     }
     assert "A" in layouts
+
+
+@pytest.mark.parametrize(("setting", "loaded"), [("0", False), ("auto", True)])
+def test_numba_is_imported_by_the_first_step_only_when_enabled(setting, loaded, tmp_path):
+    code = (
+        "import sys, numpy as np, arrayopt\n"
+        "p = arrayopt.Parameter(np.ones(3)); p.grad = np.ones(3)\n"
+        "assert 'numba' not in sys.modules\n"
+        "arrayopt.Adam([p]).step()\n"
+        "print('numba' in sys.modules)\n"
+    )
+    env = {**os.environ, "ARRAYOPT_NUMBA": setting}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(loaded)
