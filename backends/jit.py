@@ -22,11 +22,16 @@ Arrays of at least :data:`PARALLEL_MIN_ELEMENTS` elements are split into chunks 
 ``NUMBA_NUM_THREADS``) when more than one is set.
 """
 
+import hashlib
+import importlib.util
 import itertools
 import linecache
-import math
+import os
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numba
@@ -34,7 +39,7 @@ import numpy
 
 from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program
 
-__all__ = ["PARALLEL_CHUNK", "PARALLEL_MIN_ELEMENTS", "JitKernel"]
+__all__ = ["PARALLEL_CHUNK", "PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 
 #: Arrays of at least this many elements run on numba's threads, when it has several.
 PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -45,44 +50,51 @@ _counter = itertools.count()
 _compile_lock = threading.Lock()
 
 
+def cache_dir() -> str | None:
+    """Where compiled kernels are kept between processes, or None (not kept).
+
+    ``ARRAYOPT_CACHE_DIR`` if set (empty: no cache), else ``arrayopt/numba`` under
+    ``XDG_CACHE_HOME`` or ``~/.cache``. Each kernel is a small generated module named
+    by the hash of its source, and numba caches its machine code next to it
+    (``cache=True``), so a later process loads it instead of compiling it again.
+    """
+    setting = os.environ.get("ARRAYOPT_CACHE_DIR")
+    if setting is not None:
+        return setting or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "arrayopt", "numba")
+
+
 class JitKernel:
     """A traced rule compiled for one real dtype: ``kernel(*args)`` updates in place.
 
-    ``args`` are the rule's positional arguments with every array flattened to 1-D,
-    C-contiguous and of ``dtype`` (complex arrays viewed as interleaved reals).
+    ``args`` are the rule's positional arguments with every array 1-D and of
+    ``dtype`` (complex arrays viewed as interleaved reals). The serial and the
+    parallel loop are compiled on first use.
     """
 
     def __init__(self, program: Program, dtype: Any, name: str = "rule") -> None:
         self.program = program
         self.dtype = numpy.dtype(dtype)
         self.name = name
-        self.source, self.launcher_source, self._globals = _sources(program, self.dtype, name)
+        self.source, self.launcher_source = _sources(program, self.dtype, name)
+        self._module: ModuleType | None = None
         self._serial: Any = None
         self._parallel: Any = None
         namespace: dict[str, Any] = {"_run": self._run}
-        _exec(self.launcher_source, namespace, f"{name}_launch")
+        exec(compile(self.launcher_source, _register(self.launcher_source, f"{name}-launch"), "exec"), namespace)
         self._launch: Callable[..., None] = namespace["launch"]
 
     def __call__(self, *args: Any) -> None:
         self._launch(*args)
 
     def compile(self, parallel: bool = False) -> Any:
-        """The numba dispatcher of the serial or parallel loop (built on first use)."""
-        attribute = "_parallel" if parallel else "_serial"
-        dispatcher = getattr(self, attribute)
-        if dispatcher is None:
-            with _compile_lock:
-                dispatcher = getattr(self, attribute)
-                if dispatcher is None:
-                    namespace = dict(self._globals)
-                    _exec(self.source, namespace, f"{self.name}_kernel")
-                    function = namespace["kernel_parallel" if parallel else "kernel"]
-                    # NumPy's error model: x / 0 gives inf or nan, as the ufunc does, not
-                    # an exception; no fastmath: nothing reassociated or contracted.
-                    dispatcher = numba.njit(
-                        parallel=parallel, fastmath=False, error_model="numpy", nogil=True, boundscheck=False
-                    )(function)
-                    setattr(self, attribute, dispatcher)
+        """The numba dispatcher of the serial or parallel loop."""
+        with _compile_lock:
+            if self._module is None:
+                self._module = _load(self.source, self.name)
+            dispatcher = getattr(self._module, "kernel_parallel" if parallel else "kernel")
+            setattr(self, "_parallel" if parallel else "_serial", dispatcher)
         return dispatcher
 
     def _run(self, n: int) -> Any:
@@ -93,25 +105,57 @@ class JitKernel:
         return self.compile() if serial is None else serial
 
 
-def _exec(source: str, namespace: dict[str, Any], name: str) -> None:
-    # Register the text under a unique file name, so tracebacks and numba's error
-    # messages can show the generated line.
+def _register(source: str, name: str) -> str:
+    """A unique file name for generated ``source``, known to linecache (for tracebacks)."""
     filename = f"<arrayopt-{name}-{next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), namespace)
+    return filename
 
 
-def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str, dict[str, Any]]:
-    """The kernel module source, the launcher source, and the kernel's globals."""
+def _load(source: str, name: str) -> ModuleType:
+    """The generated kernel module: from the cache folder if usable, else in memory."""
+    digest = hashlib.sha256(f"{numba.__version__}\n{source}".encode()).hexdigest()[:24]
+    module_name = f"arrayopt_kernel_{digest}"
+    folder = cache_dir()
+    if folder is not None:
+        path = os.path.join(folder, module_name + ".py")
+        text = source.replace("CACHE = False", "CACHE = True", 1)
+        try:
+            if not os.path.exists(path):
+                os.makedirs(folder, exist_ok=True)
+                # Written whole under a temporary name, then renamed: a concurrent
+                # process sees either nothing or the complete file.
+                handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+                with os.fdopen(handle, "w") as f:
+                    f.write(text)
+                os.replace(temporary, path)
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules.setdefault(module_name, module)
+                return module
+        except OSError:
+            pass  # a read-only or full disk: compile in memory
+    module = ModuleType(module_name)
+    exec(compile(source, _register(source, name), "exec"), module.__dict__)
+    return module
+
+
+def _float_literal(value: Any) -> str:
+    if isinstance(value, float):
+        return f"float.fromhex({value.hex()!r})"  # exact, and inf and nan too
+    return repr(int(value))
+
+
+def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
+    """The kernel module's source and the launcher's source."""
     nodes = program.nodes
     live = program.live()
-    real = dtype.type
-    globals_: dict[str, Any] = {"numpy": numpy, "math": math, "numba": numba, "T": real}
-    for label, value in (("ZERO", 0), ("ONE", 1), ("MINUS_ONE", -1)):
-        globals_[label] = real(value)
     arrays = sorted(set(program.loaded()) | set(program.stores))
     hosts = program.host_inputs()
     names: dict[int, str] = {}
+    constants: list[str] = []
 
     def host_expression(index: int) -> str:
         node = nodes[index]
@@ -125,51 +169,64 @@ def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str, dict[st
         return f"({a} {BINARY[node.op]} {b})"
 
     # The launcher: host arithmetic in Python (as on NumPy), then the loop.
-    n_args = len(program.kinds)
-    params = ", ".join(f"v{i}" for i in range(n_args))
+    params = ", ".join(f"v{i}" for i in range(len(program.kinds)))
     lines = [f"def launch({params}):"]
     for h in hosts:
         if nodes[h].op != "scalar":
             lines.append(f"    h{h} = {host_expression(h)}")
     first = arrays[0] if arrays else next(i for i, k in enumerate(program.kinds) if k == ARRAY)
-    call = ", ".join(
-        [f"v{p}" for p in arrays] + [host_expression(h) if nodes[h].op == "scalar" else f"h{h}" for h in hosts]
-    )
-    lines.append(f"    _run(v{first}.shape[0])({call})")
+    call = [f"v{p}" for p in arrays] + [host_expression(h) if nodes[h].op == "scalar" else f"h{h}" for h in hosts]
+    lines.append(f"    _run(v{first}.shape[0])({', '.join(call)})")
     launcher = "\n".join(lines) + "\n"
 
     # The kernel body, one element at a time.
-    body: list[str] = []
-    for p in program.loaded():
-        body.append(f"x{p} = a{p}[i]")
+    body = [f"x{p} = a{p}[i]" for p in program.loaded()]
     for index in live:
         node = nodes[index]
         if node.kind == HOST:
             continue
         if node.op == "array":
             names[index] = f"x{node.value}"
-            continue
-        if node.op == "cast":
+        elif node.op == "cast":
             source = nodes[node.args[0]]
             if source.op == "const":
                 names[index] = f"K{index}"
-                globals_[f"K{index}"] = real(source.value)
+                constants.append(f"K{index} = T({_float_literal(source.value)})")
             else:
                 names[index] = f"c{node.args[0]}"
-            continue
-        args = [names[a] for a in node.args]
-        names[index] = f"t{index}"
-        body.append(f"t{index} = {_expression(node.op, args)}")
-    for p, index in sorted(program.stores.items()):
-        body.append(f"a{p}[i] = {names[index]}")
-    if not program.stores:
-        body.append("pass")
+        else:
+            names[index] = f"t{index}"
+            body.append(f"t{index} = {_expression(node.op, [names[a] for a in node.args])}")
+    body += [f"a{p}[i] = {names[index]}" for p, index in sorted(program.stores.items())]
 
     signature = ", ".join([f"a{p}" for p in arrays] + [f"h{h}" for h in hosts])
     casts = [f"    c{h} = T(h{h})" for h in hosts]
-    serial = [f"def kernel({signature}):", *casts, f"    for i in range({'a' + str(first)}.shape[0]):"]
-    serial += [f"        {line}" for line in body]
-    parallel = [
+    options = "cache=CACHE, fastmath=False, error_model='numpy', nogil=True, boundscheck=False"
+    text = [
+        f"# {name} for {dtype.name}: generated by arrayopt.backends.jit from the traced rule.",
+        "# NumPy's error model (x / 0 is inf or nan, as in the ufunc); no fastmath, so nothing",
+        "# is reassociated or contracted into fused multiply-adds.",
+        "import math",
+        "",
+        "import numba",
+        "import numpy",
+        "",
+        "CACHE = False",
+        f"T = numpy.{dtype.name}",
+        "ZERO = T(0)",
+        "ONE = T(1)",
+        "MINUS_ONE = T(-1)",
+        *constants,
+        "",
+        "",
+        f"@numba.njit({options})",
+        f"def kernel({signature}):",
+        *casts,
+        f"    for i in range(a{first}.shape[0]):",
+        *[f"        {line}" for line in body],
+        "",
+        "",
+        f"@numba.njit(parallel=True, {options})",
         f"def kernel_parallel({signature}):",
         *casts,
         f"    n = a{first}.shape[0]",
@@ -177,10 +234,9 @@ def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str, dict[st
         f"        start = chunk * {PARALLEL_CHUNK}",
         f"        stop = min(start + {PARALLEL_CHUNK}, n)",
         "        for i in range(start, stop):",
+        *[f"            {line}" for line in body],
     ]
-    parallel += [f"            {line}" for line in body]
-    header = f"# {name}, {dtype.name}: generated by arrayopt.backends.jit from the traced rule\n"
-    return header + "\n".join(serial) + "\n\n\n" + "\n".join(parallel) + "\n", launcher, globals_
+    return "\n".join(text) + "\n", launcher
 
 
 def _expression(op: str, args: list[str]) -> str:

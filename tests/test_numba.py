@@ -135,8 +135,9 @@ def test_element_operations_match_numpy_on_special_values(which, dtype):
     np.testing.assert_array_equal(np.signbit(out[numbers]), np.signbit(expected[numbers]))
 
 
-def test_no_fused_multiply_add():
+def test_no_fused_multiply_add(monkeypatch):
     """a * b + c rounds twice, as in NumPy; an FMA rounds once and differs in many elements."""
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")  # machine code loaded from a cache cannot be inspected
     rng = np.random.default_rng(0)
     a, b, c = (rng.standard_normal(10_000).astype(np.float32) for _ in range(3))
 
@@ -296,3 +297,37 @@ def test_numba_is_imported_by_the_first_step_only_when_enabled(setting, loaded, 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(loaded)
+
+
+CACHED_STEP = (
+    "import numpy as np, arrayopt\n"
+    "from arrayopt.backends import get_backend\n"
+    "p = arrayopt.Parameter(np.ones(5, np.float32)); p.grad = np.ones(5, np.float32)\n"
+    "arrayopt.Adam([p], amsgrad=True).step()\n"
+    "plans = [plan for run in get_backend(p.data)._kernels.values() for plan in run.compiled.values() if plan]\n"
+    "print(sum(sum(plan[0]._serial.stats.cache_hits.values()) for plan in plans))\n"
+)
+
+
+def test_compiled_kernels_are_cached_between_processes(tmp_path):
+    env = {**os.environ, "ARRAYOPT_CACHE_DIR": str(tmp_path / "cache"), "ARRAYOPT_NUMBA": "1"}
+    hits = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", CACHED_STEP], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        hits.append(int(result.stdout))
+    assert hits == [0, 1]  # compiled by the first process, loaded by the second
+    (module,) = (tmp_path / "cache").glob("arrayopt_kernel_*.py")
+    assert "def kernel(" in module.read_text()
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")
+    assert jit.cache_dir() is None
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "/somewhere")
+    assert jit.cache_dir() == "/somewhere"
+    monkeypatch.delenv("ARRAYOPT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert jit.cache_dir() == os.path.join("/xdg", "arrayopt", "numba")
