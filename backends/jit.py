@@ -37,7 +37,7 @@ from typing import Any
 import numba
 import numpy
 
-from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program
+from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program, host_code
 
 __all__ = ["PARALLEL_CHUNK", "PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 
@@ -157,26 +157,12 @@ def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
     names: dict[int, str] = {}
     constants: list[str] = []
 
-    def host_expression(index: int) -> str:
-        node = nodes[index]
-        if node.op == "scalar":
-            return f"v{node.value}"
-        if node.op == "const":
-            return repr(node.value)
-        if node.op == "neg":
-            return f"(-{host_expression(node.args[0])})"
-        a, b = (host_expression(i) for i in node.args)
-        return f"({a} {BINARY[node.op]} {b})"
-
     # The launcher: host arithmetic in Python (as on NumPy), then the loop.
+    statements, host_values = host_code(program)
     params = ", ".join(f"v{i}" for i in range(len(program.kinds)))
-    lines = [f"def launch({params}):"]
-    for h in hosts:
-        if nodes[h].op != "scalar":
-            lines.append(f"    h{h} = {host_expression(h)}")
     first = arrays[0] if arrays else next(i for i, k in enumerate(program.kinds) if k == ARRAY)
-    call = [f"v{p}" for p in arrays] + [host_expression(h) if nodes[h].op == "scalar" else f"h{h}" for h in hosts]
-    lines.append(f"    _run(v{first}.shape[0])({', '.join(call)})")
+    call = ", ".join([f"v{p}" for p in arrays] + host_values)
+    lines = [f"def launch({params}):", *[f"    {line}" for line in statements], f"    _run(v{first}.shape[0])({call})"]
     launcher = "\n".join(lines) + "\n"
 
     # The kernel body, one element at a time.

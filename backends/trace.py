@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Rule
 
-__all__ = ["ARRAY", "SCALAR", "Node", "NotCompilable", "Program", "trace"]
+__all__ = ["ARRAY", "SCALAR", "Node", "NotCompilable", "Program", "host_code", "trace"]
 
 #: argument kinds
 ARRAY = "array"
@@ -99,6 +99,36 @@ class Program:
             if node.kind != HOST:
                 used.update(a for a in node.args if self.nodes[a].kind == HOST and self.nodes[a].op != "const")
         return sorted(used)
+
+
+def host_code(program: Program) -> tuple[list[str], list[str]]:
+    """Python for the host side of a launch, from the arguments ``v0, v1, ...``.
+
+    Returns statements that compute the host values device code needs (arithmetic on
+    scalar arguments, done by Python exactly as when the rule runs on NumPy), and the
+    expression of each value of :meth:`Program.host_inputs`, in that order.
+    """
+    nodes = program.nodes
+
+    def expression(index: int) -> str:
+        node = nodes[index]
+        if node.op == "scalar":
+            return f"v{node.value}"
+        if node.op == "const":
+            return repr(node.value)
+        if node.op == "neg":
+            return f"(-{expression(node.args[0])})"
+        a, b = (expression(i) for i in node.args)
+        return f"({a} {BINARY[node.op]} {b})"
+
+    statements, values = [], []
+    for h in program.host_inputs():
+        if nodes[h].op == "scalar":
+            values.append(expression(h))
+        else:
+            statements.append(f"h{h} = {expression(h)}")
+            values.append(f"h{h}")
+    return statements, values
 
 
 def trace(rule: Rule, flags: dict[str, Any], kinds: tuple[str, ...]) -> Program:
