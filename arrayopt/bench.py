@@ -25,9 +25,11 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -131,6 +133,9 @@ def _run_worker(
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = str(threads)
     env["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS in an optimizer step; keep it off the cores
+    if "ARRAYOPT_CACHE_DIR" not in env:
+        # an empty kernel cache, so the first numba step shows the compile time
+        env["ARRAYOPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="arrayopt-bench-")
     # the worker must import this same arrayopt
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -143,7 +148,11 @@ def _run_worker(
         if on
     ]
     print(f"== {kind} worker, {threads} thread(s)", file=sys.stderr, flush=True)
-    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    try:
+        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    finally:
+        if "ARRAYOPT_CACHE_DIR" not in os.environ:
+            shutil.rmtree(env["ARRAYOPT_CACHE_DIR"], ignore_errors=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0:
         rows.append(
@@ -443,8 +452,8 @@ def report(rows: list[Row]) -> str:
         for g in (r for r in machines if r.get("gpu")):
             out.append(f"GPU: {g['gpu']}, CuPy {g.get('cupy')}")
         out.append("")
-    for note in (r for r in rows if r["type"] == "note"):
-        out.append(f"Note: {note['text']}")
+    for text in dict.fromkeys(r["text"] for r in rows if r["type"] == "note"):
+        out.append(f"Note: {text}")
     bandwidth = [r for r in rows if r["type"] == "bandwidth"]
     if bandwidth:
         out += ["", "Memory bandwidth (STREAM-like, float32, arrays far larger than the caches)", ""]
@@ -480,7 +489,7 @@ def report(rows: list[Row]) -> str:
                 first.setdefault((r["optimizer"], r["threads"]), r["numba_first_step_s"])
         if first:
             listed = ", ".join(f"{name} {t}T {s:.2f} s" for (name, t), s in first.items())
-            out += ["", f"First arrayopt numba step (tracing and JIT-compiling the rule, then one step): {listed}"]
+            out += ["", f"First arrayopt numba step (tracing and compiling the rule, then one step): {listed}"]
         out += ["", *_targets(steps, bandwidth)]
         out.append("")
         out.append("Minimal traffic per element (float32, 4 bytes per access):")

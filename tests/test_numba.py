@@ -156,9 +156,8 @@ def test_no_fused_multiply_add(monkeypatch):
 
 
 def test_parallel_chunks_give_the_same_bits(monkeypatch):
-    """Above the threshold the loop runs over chunks on numba's threads; same bits."""
+    """Above the threshold the loop runs in blocks on numba's threads; same bits."""
     monkeypatch.setattr(jit, "PARALLEL_MIN_ELEMENTS", 1000)
-    monkeypatch.setattr(jit, "PARALLEL_CHUNK", 128)  # read when the source is generated
     flags = {"maximize": False, "decay": "l2", "amsgrad": True}
     rng = np.random.default_rng(1)
     data = rng.standard_normal(5_000).astype(np.float32)
