@@ -57,10 +57,11 @@ WORKLOADS: dict[str, tuple[int, int, str]] = {
     "1x16.8M": (1, 16_777_216, "cpu"),
     "1000x16K": (1_000, 16_384, "cpu"),
     "10000x1.6K": (10_000, 1_600, "cpu"),
+    "10x1K": (10, 1_024, "cpu"),  # a smoke test, not among the defaults
     "gpu-1x256M": (1, 268_435_456, "gpu"),
     "gpu-1000x256K": (1_000, 262_144, "gpu"),
 }
-CPU_WORKLOADS = [name for name, spec in WORKLOADS.items() if spec[2] == "cpu"]
+CPU_WORKLOADS = [name for name, spec in WORKLOADS.items() if spec[2] == "cpu" and name != "10x1K"]
 GPU_WORKLOADS = [name for name, spec in WORKLOADS.items() if spec[2] == "gpu"]
 
 TORCH_IMPLEMENTATIONS = {
