@@ -157,10 +157,10 @@ def set_numba(mode: "bool | str") -> bool:
         return False
     try:
         import arrayopt.backends.jit  # noqa: F401 - imports numba
-    except ImportError:
+    except ImportError as exc:
         _numba = False
         if mode is True:
-            raise
+            raise ImportError(f"numba-compiled rules were asked for, but numba cannot be imported: {exc}") from exc
         return False
     _numba = True
     return True

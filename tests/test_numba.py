@@ -330,3 +330,10 @@ def test_the_cache_folder_follows_the_environment(monkeypatch):
     monkeypatch.delenv("ARRAYOPT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
     assert jit.cache_dir() == os.path.join("/xdg", "arrayopt", "numba")
+
+
+def test_asking_for_numba_without_it_says_so(tmp_path):
+    code = "import sys; sys.modules['numba'] = None\nfrom arrayopt.backends import numpy as nb\nnb.set_numba(True)\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "numba-compiled rules were asked for, but numba cannot be imported" in result.stderr
