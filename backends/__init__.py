@@ -14,9 +14,15 @@ arithmetic operators and the elementwise functions ``xp.sqrt``, ``xp.maximum``,
 formula (they are fixed when the kernel is built); positional scalars are per-step
 Python floats. The same function then runs
 
-* on NumPy, over contiguous buffers in cache-sized chunks (``backends/numpy.py``),
-* on CuPy, compiled by ``cupy.fuse`` into one GPU kernel (``backends/cupy.py``),
+* on NumPy, compiled by numba into one loop when numba is installed
+  (``backends/jit.py``), else as NumPy ufuncs over cache-sized chunks
+  (``backends/numpy.py``); both give the same bits,
+* on CuPy, as one generated elementwise GPU kernel (``backends/cupy.py``,
+  ``backends/cuda_source.py``), or through ``cupy.fuse`` for rules that cannot be
+  traced exactly,
 * on any other array-API library, through its namespace (``backends/array_api.py``).
+
+The compiled forms come from one trace of the rule (``backends/trace.py``).
 
 CuPy is imported only when a CuPy array is first seen.
 """

@@ -30,6 +30,7 @@ class Backend:
 
     def __init__(self) -> None:
         self._kernels: dict[tuple[Rule, tuple[tuple[str, Any], ...]], Kernel] = {}
+        self._by_call: dict[tuple[Any, ...], Kernel] = {}
 
     # -- update rules ---------------------------------------------------------------
 
@@ -43,11 +44,17 @@ class Backend:
         complex arrays are updated as pairs of reals, like ``torch.view_as_real``
         (see :meth:`check_operands`).
         """
-        key = (rule, tuple(sorted(flags.items())))
-        compiled = self._kernels.get(key)
+        # Called once per parameter and step: look up the flags in the caller's order
+        # first, and sort them (one kernel per flag set) only on a miss.
+        fast = (rule, *flags.items())
+        compiled = self._by_call.get(fast)
         if compiled is None:
-            compiled = self._compile(rule, flags)
-            self._kernels[key] = compiled
+            key = (rule, tuple(sorted(flags.items())))
+            compiled = self._kernels.get(key)
+            if compiled is None:
+                compiled = self._compile(rule, flags)
+                self._kernels[key] = compiled
+            self._by_call[fast] = compiled
         return compiled
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:

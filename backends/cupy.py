@@ -1,4 +1,4 @@
-"""CuPy backend: each rule, per flag combination, is compiled by ``cupy.fuse``.
+"""CuPy backend: each rule, per flag combination and dtype, is one elementwise GPU kernel.
 
 Imported only when a CuPy array is first seen (``arrayopt.backends.get_backend``).
 """
@@ -12,35 +12,51 @@ import numpy
 from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
 from arrayopt.backends.numpy import round_scalar_on_host
 
+_MISSING = object()
+
 
 class CuPyBackend(Backend):
-    """Runs update rules on CuPy arrays as single fused GPU kernels.
+    """Runs update rules on CuPy arrays as single elementwise GPU kernels.
 
-    ``cupy.fuse`` traces the rule once per (flags, dtypes, ndim) and emits one
-    elementwise kernel that reads and writes every operand once. Contiguous operands
-    are flattened to 1-D (so one kernel serves every shape) and complex ones viewed as
-    interleaved reals. Scalars are cast on the host to the operands' real dtype, as
-    NumPy does with weak Python floats, so float32 math stays float32 on the device.
-    Nothing in a launch waits for the device.
+    A rule is traced once per (flags, dtype, argument kinds) and printed as a
+    ``cupy.ElementwiseKernel`` (``arrayopt.backends.cuda_source``) compiled with
+    ``--fmad=false``: one pass that reads and writes each operand once and rounds
+    every operation as NumPy does, so GPU and CPU give the same bits. A rule the
+    tracer refuses (``exp``, ``log``, general powers) goes through ``cupy.fuse``
+    instead, which is also one kernel but lets NVRTC contract multiply-adds.
+
+    Contiguous operands are flattened to 1-D and complex ones viewed as interleaved
+    reals; non-contiguous complex operands run as their ``.real`` and ``.imag`` views.
+    Per-step scalars are Python floats computed on the host, so a launch never waits
+    for the device.
     """
 
     name = "cupy"
     xp = compat_cupy
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
-        def body(*args: Any) -> None:
-            rule(cupy, *args, **flags)
-
-        body.__name__ = rule.__name__
-        fused = cupy.fuse(kernel_name=f"arrayopt_{rule.__name__}")(body)
         ndarray = cupy.ndarray
+        fused: Any = None
+        # (real dtype, argument types) -> generated launcher, or None (use cupy.fuse)
+        compiled: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
+            nonlocal fused
             first = args[0]
-            real = numpy.dtype(first.real.dtype if first.dtype.kind == "c" else first.dtype).type
+            real = numpy.dtype(first.real.dtype if first.dtype.kind == "c" else first.dtype)
+            key = (real, *map(type, args))
+            launch = compiled.get(key, _MISSING)
+            if launch is _MISSING:
+                launch = compiled[key] = _elementwise_launcher(rule, flags, key)
             for values in real_layouts(args, ndarray)[1]:
-                fused(*(a if isinstance(a, ndarray) else real(a) for a in values))
+                if launch is not None:
+                    launch(*values)
+                    continue
+                if fused is None:
+                    fused = _fused(rule, flags)
+                fused(*(a if isinstance(a, ndarray) else real.type(a) for a in values))
 
+        run.compiled = compiled  # type: ignore[attr-defined]  # for tests
         return run
 
     def take_entries(self, array: Any, indices: Any) -> Any:
@@ -69,3 +85,44 @@ class CuPyBackend(Backend):
     def from_numpy(self, host: Any, like: Any) -> Any:
         with like.device:
             return cupy.array(host, copy=True)
+
+
+def _fused(rule: Rule, flags: dict[str, Any]) -> Any:
+    def body(*args: Any) -> None:
+        rule(cupy, *args, **flags)
+
+    body.__name__ = rule.__name__
+    return cupy.fuse(kernel_name=f"arrayopt_{rule.__name__}")(body)
+
+
+def _elementwise_launcher(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
+    """``launch(*args)`` running the rule as a generated ElementwiseKernel, or None."""
+    from arrayopt.backends import cuda_source, trace
+
+    real, *types = key
+    kinds = []
+    for t in types:
+        if issubclass(t, cupy.ndarray):
+            kinds.append(trace.ARRAY)
+        elif t in (float, int, bool):
+            kinds.append(trace.SCALAR)
+        else:
+            return None
+    try:
+        program = trace.trace(rule, flags, tuple(kinds))
+        parts = cuda_source.elementwise_parts(program, real)
+    except trace.NotCompilable:
+        return None
+    if not parts.outputs:
+        return None
+    kernel = cupy.ElementwiseKernel(
+        parts.in_params,
+        parts.out_params,
+        parts.operation,
+        f"arrayopt_{rule.__name__}",
+        options=cuda_source.NVRTC_OPTIONS,
+        no_return=True,
+    )
+    namespace: dict[str, Any] = {"_kernel": kernel}
+    exec(compile(parts.launcher_source, f"<arrayopt-{rule.__name__}-cuda-launch>", "exec"), namespace)
+    return namespace["launch"]

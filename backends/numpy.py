@@ -1,6 +1,9 @@
-"""NumPy backend: rules run as plain Python on NumPy ufuncs, in cache-sized chunks."""
+"""NumPy backend: rules compiled by numba when it is installed, else NumPy ufuncs in chunks."""
 
+import importlib.util
+import os
 import threading
+import warnings
 from typing import Any
 
 import array_api_compat.numpy as compat_numpy
@@ -39,12 +42,14 @@ def _apply(rule: Rule, args: "list[Any] | tuple[Any, ...]", flags: dict[str, Any
 class NumPyBackend(Backend):
     """Runs update rules on NumPy arrays.
 
-    Contiguous operands are flattened (complex ones viewed as interleaved reals, like
-    ``torch.view_as_real``) and processed in chunks of ``CHUNK_BYTES`` per operand,
-    with large temporaries taken from preallocated scratch buffers. Non-contiguous
-    operands are processed whole; complex ones through their ``.real`` and ``.imag``
-    views. Python-float scalars are weak under NEP 50, so float32 arrays stay float32.
-    Every path gives the same bits.
+    With numba (see :func:`set_numba`), contiguous float32 and float64 operands
+    (complex ones viewed as interleaved reals, like ``torch.view_as_real``) are updated
+    by the rule compiled into one loop (``arrayopt.backends.jit``). Otherwise, and for
+    rules that cannot be compiled exactly, contiguous operands are flattened and
+    processed in chunks of ``CHUNK_BYTES`` per operand, with large temporaries taken
+    from preallocated scratch buffers; non-contiguous operands are processed whole,
+    complex ones through their ``.real`` and ``.imag`` views. Python-float scalars are
+    weak under NEP 50, so float32 arrays stay float32. Every path gives the same bits.
     """
 
     name = "numpy"
@@ -52,8 +57,29 @@ class NumPyBackend(Backend):
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
         ndarray = numpy.ndarray
+        # (dtype, type of each argument) -> (numba kernel, array positions, complex) or None
+        compiled: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
+            if _numba is True or (_numba is None and numba_enabled()):
+                key = (args[0].dtype, *map(type, args))
+                plan = compiled.get(key, _MISSING)
+                if plan is _MISSING:
+                    plan = compiled[key] = _jit_plan(rule, flags, key)
+                if plan is not None:
+                    kernel, positions, complex_ = plan
+                    values = _jit_operands(args, positions, complex_)
+                    if values is not None:
+                        try:
+                            kernel(*values)
+                            return
+                        except _jit_errors() as exc:  # raised while compiling, before any write
+                            compiled[key] = None
+                            warnings.warn(
+                                f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
             first = args[0]
             if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
                 # One chunk and real: any layout works as it is (elementwise rule).
@@ -66,6 +92,7 @@ class NumPyBackend(Backend):
                 else:
                     _apply(rule, values, flags)
 
+        run.compiled = compiled  # type: ignore[attr-defined]  # for tests and benchmarks
         return run
 
     def take_entries(self, array: Any, indices: Any) -> Any:
@@ -101,6 +128,118 @@ def round_scalar_on_host(value: float, dtype: Any) -> float:
     # Out of range gives inf, as a cast into a tensor does; not worth a warning.
     with numpy.errstate(over="ignore"):
         return float(numpy.asarray(value, dtype=dtype))
+
+
+# -- numba ------------------------------------------------------------------------------
+
+_MISSING = object()
+# True, False, or None: not decided yet (ARRAYOPT_NUMBA and whether numba is installed
+# are looked at on the first launch, so importing arrayopt never imports numba).
+_numba: bool | None = None
+
+
+def numba_enabled() -> bool:
+    """Whether update rules on NumPy arrays run as numba-compiled loops.
+
+    Decided on first use from the environment variable ``ARRAYOPT_NUMBA``: ``0`` (or
+    ``false``, ``no``, ``off``) never uses numba; ``1`` (``true``, ``yes``, ``on``)
+    requires it (ImportError if it cannot be imported); unset or ``auto`` uses it when
+    it is installed. :func:`set_numba` overrides the choice at any time.
+    """
+    global _numba
+    if _numba is None:
+        setting = os.environ.get("ARRAYOPT_NUMBA", "auto").strip().lower()
+        if setting in ("0", "false", "no", "off"):
+            set_numba(False)
+        elif setting in ("1", "true", "yes", "on"):
+            set_numba(True)
+        elif setting in ("", "auto"):
+            set_numba("auto")
+        else:
+            raise ValueError(f"ARRAYOPT_NUMBA must be 0, 1 or auto, got {os.environ['ARRAYOPT_NUMBA']!r}")
+    return bool(_numba)
+
+
+def set_numba(mode: "bool | str") -> bool:
+    """Use numba-compiled rules (True), NumPy ufuncs (False), or numba if installed ("auto").
+
+    Returns whether numba is used from now on. Both paths give the same bits; numba
+    is imported here (when asked for) and compiles each rule on its first launch for
+    a flag set and dtype. Raises ImportError for True when numba cannot be imported.
+    """
+    global _numba
+    if mode not in (True, False, "auto"):
+        raise ValueError(f"set_numba expects True, False or 'auto', got {mode!r}")
+    if mode is False:
+        _numba = False
+        return False
+    if mode == "auto" and importlib.util.find_spec("numba") is None:
+        _numba = False
+        return False
+    try:
+        import arrayopt.backends.jit  # noqa: F401 - imports numba
+    except ImportError as exc:
+        _numba = False
+        if mode is True:
+            raise ImportError(f"numba-compiled rules were asked for, but numba cannot be imported: {exc}") from exc
+        return False
+    _numba = True
+    return True
+
+
+def _jit_errors() -> tuple[type[BaseException], ...]:
+    import numba.core.errors
+
+    return (numba.core.errors.NumbaError,)
+
+
+def _jit_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
+    """``(kernel, array positions, complex)`` for a dtype and argument types, or None.
+
+    None when the rule cannot be compiled exactly (see ``arrayopt.backends.trace``),
+    for dtypes other than float32, float64 and their complex counterparts, and for
+    scalar arguments other than Python numbers (NumPy scalars are not weak).
+    """
+    from arrayopt.backends import jit, trace
+
+    dtype, *types = key
+    complex_ = dtype.kind == "c"
+    real = numpy.dtype(dtype.char.lower()) if complex_ else dtype
+    if real not in (numpy.float32, numpy.float64):
+        return None
+    kinds = []
+    for t in types:
+        if issubclass(t, numpy.ndarray):
+            kinds.append(trace.ARRAY)
+        elif t in (float, int, bool):
+            kinds.append(trace.SCALAR)
+        else:
+            return None
+    try:
+        program = trace.trace(rule, flags, tuple(kinds))
+    except trace.NotCompilable:
+        return None
+    if not program.stores:
+        return None
+    positions = tuple(i for i, kind in enumerate(kinds) if kind == trace.ARRAY)
+    return jit.JitKernel(program, real, rule.__name__), positions, complex_
+
+
+def _jit_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
+    """The arguments as numba kernels take them: every array 1-D, complex ones as real pairs.
+
+    1-D real arrays pass as they are, strided or not (numba compiles for their
+    layout); others are flattened, which needs C-contiguity (None if one is not).
+    """
+    values = list(args)
+    for i in positions:
+        a = args[i]
+        if a.ndim != 1 or complex_:
+            if not a.flags.c_contiguous:
+                return None
+            a = a.reshape(-1)
+            values[i] = a.view(a.real.dtype) if complex_ else a
+    return values
 
 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:

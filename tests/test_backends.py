@@ -13,6 +13,12 @@ import harness
 from cases import CASES, by_dtype
 
 
+@pytest.fixture
+def numpy_path(monkeypatch):
+    """Rules run through NumPy ufuncs (``_apply``), even where numba would compile them."""
+    monkeypatch.setattr(numpy_backend, "_numba", False)
+
+
 def test_dispatch_by_library(xp):
     backend = get_backend(xp.zeros(2))
     assert backend is get_backend(xp.ones((3, 3)))
@@ -33,7 +39,7 @@ def test_kernels_are_cached_per_flags():
 
 
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "complex64")), ids=str)
-def test_every_rule_stays_in_the_cupy_fuse_dialect(case, dtype, monkeypatch):
+def test_every_rule_stays_in_the_cupy_fuse_dialect(case, dtype, monkeypatch, numpy_path):
     """Each rule, with each case's flags, runs on cupy.fuse-like proxies and gives NumPy's numbers."""
     inputs = harness.make_inputs(dtype)
     plain = harness.run_arrayopt(case, np, inputs)
@@ -63,7 +69,7 @@ def test_the_dialect_checker_catches_violations():
 
 
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "complex128"), CASES[::3]), ids=str)
-def test_numpy_chunking_changes_no_bit(case, dtype, monkeypatch):
+def test_numpy_chunking_changes_no_bit(case, dtype, monkeypatch, numpy_path):
     inputs = harness.make_inputs(dtype)
     whole = harness.run_arrayopt(case, np, inputs)
     monkeypatch.setattr(numpy_backend, "CHUNK_BYTES", 16)  # 2-4 elements per chunk
@@ -104,7 +110,7 @@ def test_mismatched_operands_are_refused():
 
 
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
-def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch):
+def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch, numpy_path):
     """Temporaries in preallocated buffers (ufunc out=) give the same bits as plain NumPy."""
     inputs = harness.make_inputs(dtype)
     monkeypatch.setattr(numpy_backend, "SCRATCH_BYTES", 1 << 62)
@@ -116,7 +122,7 @@ def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch):
         np.testing.assert_array_equal(scratch[key], value, err_msg=key)
 
 
-def test_scratch_buffers_are_reused_between_steps(monkeypatch):
+def test_scratch_buffers_are_reused_between_steps(numpy_path, monkeypatch):
     # A fresh thread scratch: earlier tests' rules (some need more live temporaries) leave buffers in it.
     monkeypatch.setattr(numpy_backend._local, "scratch", numpy_backend._Scratch())
     p = arrayopt.Parameter(np.ones(3 * numpy_backend.CHUNK_BYTES // 8 + 5))

@@ -1,9 +1,11 @@
 """The CuPy backend: on a GPU against the NumPy backend; without one, its code on a stand-in.
 
 ``backends/cupy.py`` is only imported when a CuPy array appears. Without a GPU its
-launch logic (flattening to 1-D, complex arrays as real pairs, scalars cast to the
-real dtype, one cached fused kernel per flag set) still runs here, with a stand-in
-``cupy`` whose ``fuse`` traces rules on dialect-checking proxies over NumPy arrays.
+launch logic (flattening to 1-D, complex arrays as real pairs, host scalars, one
+cached kernel per flag set) still runs here, with a stand-in ``cupy``: its
+``ElementwiseKernel`` compiles the generated CUDA C++ body as C++ for the CPU
+(``tests/cpu_elementwise.py``), and its ``fuse`` traces rules on dialect-checking
+proxies over NumPy arrays.
 """
 
 import importlib
@@ -14,28 +16,42 @@ import pytest
 
 import arrayopt.backends
 
+import cpu_elementwise
 import fuse_dialect
 import harness
 from cases import by_dtype
 from conftest import load_namespace
 
 
-@pytest.fixture
-def stand_in_cupy_backend(monkeypatch):
+def install_stand_in(monkeypatch, elementwise):
+    """The CuPy backend over a stand-in ``cupy``; generated kernels compiled as C++ or disabled."""
     import array_api_compat.numpy
 
-    monkeypatch.setitem(sys.modules, "cupy", fuse_dialect.fake_cupy_module())
+    fake = fuse_dialect.fake_cupy_module()
+    fake.ElementwiseKernel = cpu_elementwise.CpuElementwiseKernel
+    monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
     monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
     monkeypatch.setattr(arrayopt.backends, "cupy", None, raising=False)
     module = importlib.import_module("arrayopt.backends.cupy")
+    if not elementwise:
+        monkeypatch.setattr(module, "_elementwise_launcher", lambda *args: None)
     backend = module.CuPyBackend()
     monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, backend)
     return backend
 
 
+@pytest.fixture(params=["elementwise", "fuse"])
+def stand_in_cupy_backend(request, monkeypatch):
+    """Both CuPy paths: generated ElementwiseKernels (needs a C++ compiler) and cupy.fuse."""
+    if request.param == "elementwise" and cpu_elementwise.COMPILER is None:
+        pytest.skip("no C++ compiler to stand in for NVRTC")
+    return install_stand_in(monkeypatch, request.param == "elementwise")
+
+
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "float32", "complex64")), ids=str)
 def test_stand_in_cupy_backend_equals_numpy_backend(case, dtype, stand_in_cupy_backend):
+    """Bitwise: the generated kernels round as NumPy does (no FMA), and so does the fused path here."""
     inputs = harness.make_inputs(dtype)
     fused = harness.run_arrayopt(case, np, inputs)
     assert stand_in_cupy_backend._kernels, "the CuPy backend was not used"
@@ -44,9 +60,43 @@ def test_stand_in_cupy_backend_equals_numpy_backend(case, dtype, stand_in_cupy_b
     plain = harness.run_arrayopt(case, np, inputs)
     for key, value in plain.items():
         np.testing.assert_array_equal(fused[key], value, err_msg=key)
+        assert np.asarray(fused[key]).tobytes() == np.asarray(value).tobytes(), key
 
 
-def test_stand_in_casts_scalars_and_flattens(stand_in_cupy_backend):
+@pytest.mark.skipif(cpu_elementwise.COMPILER is None, reason="no C++ compiler to stand in for NVRTC")
+def test_generated_kernels_are_used_and_forbid_fma(monkeypatch):
+    backend = install_stand_in(monkeypatch, elementwise=True)
+    cpu_elementwise.CpuElementwiseKernel.instances.clear()
+    p = arrayopt.Parameter(np.ones(6, np.float32))
+    p.grad = np.full(6, 0.5, np.float32)
+    arrayopt.Adam([p], amsgrad=True, weight_decay=0.1).step()
+    (kernel,) = cpu_elementwise.CpuElementwiseKernel.instances
+    assert kernel.options == ("--fmad=false",) and kernel.no_return
+    assert kernel.name == "arrayopt_adam_update"
+    # inputs: the gradient and the host scalars; outputs: param, exp_avg, exp_avg_sq, max_exp_avg_sq
+    assert [name for _, name in kernel.out_params] == ["a0", "a2", "a3", "a4"]
+    assert kernel.in_params[0] == ("float32", "a1")
+    assert all(dtype == "float64" for dtype, name in kernel.in_params if name.startswith("h"))
+    assert "sqrtf(" in kernel.operation and "fma" not in kernel.operation
+    (launch,) = [launch for run in backend._kernels.values() for launch in run.compiled.values()]
+    assert launch is not None
+
+
+def test_rules_the_tracer_refuses_run_through_cupy_fuse(monkeypatch):
+    backend = install_stand_in(monkeypatch, elementwise=True)
+
+    def with_exp(xp, param, grad, lr):
+        param -= lr * xp.exp(grad)
+
+    p, g = np.ones(4), np.linspace(0, 1, 4)
+    backend.kernel(with_exp)(p, g, 0.5)
+    np.testing.assert_array_equal(p, 1 - 0.5 * np.exp(np.linspace(0, 1, 4)))
+    (compiled,) = [run.compiled for run in backend._kernels.values()]
+    assert list(compiled.values()) == [None]
+
+
+def test_stand_in_casts_scalars_and_flattens(monkeypatch):
+    stand_in_cupy_backend = install_stand_in(monkeypatch, elementwise=False)
     seen = []
 
     def rule(xp, param, grad, lr, *, maximize):
@@ -68,5 +118,8 @@ def test_fused_gpu_kernels_equal_numpy(case, dtype):
     inputs = harness.make_inputs(dtype)
     gpu = harness.run_arrayopt(case, cupy, inputs)
     cpu = harness.run_arrayopt(case, np, inputs)
-    # The GPU may contract multiply-adds into FMAs: same tolerance as against torch.
-    harness.assert_matches(gpu, cpu, dtype, case.ulps)
+    # Generated kernels are compiled with --fmad=false and IEEE division and square
+    # root: the GPU rounds every operation as NumPy does.
+    harness.assert_same_keys(gpu, cpu)
+    for key, value in cpu.items():
+        assert np.asarray(gpu[key]).tobytes() == np.asarray(value).tobytes(), key

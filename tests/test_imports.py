@@ -31,6 +31,14 @@ def test_import_and_a_numpy_step_load_neither_cupy_nor_torch(tmp_path):
     assert result.stdout.strip() == "clean"
 
 
+def test_import_does_not_load_numba(tmp_path):
+    """numba is imported on the first kernel launch that uses it, never by ``import arrayopt``."""
+    code = "import sys, arrayopt, arrayopt.backends.numpy\nprint(sorted({'numba', 'llvmlite'} & set(sys.modules)))\n"
+    result = run_python(code, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_backends_is_a_subpackage_only():
     assert arrayopt.backends.__name__ == "arrayopt.backends"
     assert os.path.basename(os.path.dirname(arrayopt.backends.__file__)) == "backends"

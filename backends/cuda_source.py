@@ -1,0 +1,134 @@
+"""A traced rule as the parts of a ``cupy.ElementwiseKernel`` (CUDA C++), without CuPy.
+
+:func:`elementwise_parts` prints a :class:`~arrayopt.backends.trace.Program` as the
+parameter lists and the per-element body of an elementwise kernel, plus the Python
+source of a launcher that computes the host scalars and calls the kernel. The body
+uses only operations IEEE 754 rounds exactly (``+ - * /``, ``sqrtf``/``sqrt``,
+``fabsf``/``fabs``, comparisons and selections); compiled with ``--fmad=false`` (no
+contraction of ``a * b + c`` into an FMA) and NVRTC's defaults ``--prec-div=true``,
+``--prec-sqrt=true``, ``--ftz=false``, it gives NumPy's bits. The same text compiles
+as C++ for the CPU, which is how the tests check it without a GPU.
+"""
+
+import math
+from typing import Any
+
+from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, NotCompilable, Program, host_code
+
+__all__ = ["NVRTC_OPTIONS", "ElementwiseParts", "elementwise_parts"]
+
+#: options for NVRTC: keep every multiply and add rounded on its own, as NumPy does
+NVRTC_OPTIONS = ("--fmad=false",)
+
+_CTYPES = {"float32": "float", "float64": "double"}
+
+
+class ElementwiseParts:
+    """What ``cupy.ElementwiseKernel`` needs, and how to call it.
+
+    Attributes:
+        in_params, out_params, operation: the kernel's declaration and body.
+        launcher_source: ``def launch(v0, v1, ...)`` calling ``_kernel(*inputs, *outputs)``
+            with the rule's positional arguments (arrays as the kernel takes them).
+        inputs, outputs: positions of the array arguments read only / written.
+    """
+
+    def __init__(
+        self,
+        in_params: str,
+        out_params: str,
+        operation: str,
+        launcher_source: str,
+        inputs: list[int],
+        outputs: list[int],
+    ) -> None:
+        self.in_params = in_params
+        self.out_params = out_params
+        self.operation = operation
+        self.launcher_source = launcher_source
+        self.inputs = inputs
+        self.outputs = outputs
+
+
+def elementwise_parts(program: Program, dtype: Any) -> ElementwiseParts:
+    """The kernel for ``program`` on arrays of the real ``dtype`` (float32 or float64).
+
+    Raises:
+        NotCompilable: for other dtypes and for non-finite literals.
+    """
+    name = getattr(dtype, "name", str(dtype))
+    if name not in _CTYPES:
+        raise NotCompilable(f"no CUDA kernel for dtype {name}")
+    ctype = _CTYPES[name]
+    suffix = "f" if ctype == "float" else ""
+    nodes = program.nodes
+    outputs = sorted(program.stores)
+    inputs = [p for p in program.loaded() if p not in program.stores]
+    hosts = program.host_inputs()
+    statements, host_values = host_code(program)
+
+    names: dict[int, str] = {}
+    body = [f"const {ctype} x{p} = a{p};" for p in program.loaded()]
+    body += [f"const {ctype} c{h} = ({ctype})h{h};" for h in hosts]
+    for index in program.live():
+        node = nodes[index]
+        if node.kind == HOST:
+            continue
+        if node.op == "array":
+            names[index] = f"x{node.value}"
+        elif node.op == "cast":
+            source = nodes[node.args[0]]
+            if source.op == "const":
+                value = float(source.value)
+                if not math.isfinite(value):
+                    raise NotCompilable(f"the literal {source.value!r}")
+                names[index] = f"(({ctype}){value!r})"
+            else:
+                names[index] = f"c{node.args[0]}"
+        else:
+            names[index] = f"t{index}"
+            kind = "bool" if node.kind != "value" else ctype
+            expression = _expression(node.op, [names[a] for a in node.args], ctype, suffix)
+            body.append(f"const {kind} t{index} = {expression};")
+    body += [f"a{p} = {names[index]};" for p, index in sorted(program.stores.items())]
+
+    real = "float32" if ctype == "float" else "float64"
+    in_params = ", ".join([f"{real} a{p}" for p in inputs] + [f"float64 h{h}" for h in hosts])
+    out_params = ", ".join(f"{real} a{p}" for p in outputs)
+    params = ", ".join(f"v{i}" for i in range(len(program.kinds)))
+    call = ", ".join([f"v{p}" for p in inputs] + host_values + [f"v{p}" for p in outputs])
+    launcher = [f"def launch({params}):", *[f"    {line}" for line in statements], f"    _kernel({call})"]
+    assert all(program.kinds[p] == ARRAY for p in inputs + outputs)
+    return ElementwiseParts(in_params, out_params, "\n".join(body), "\n".join(launcher) + "\n", inputs, outputs)
+
+
+def _expression(op: str, args: list[str], ctype: str, suffix: str) -> str:
+    """One operation on element values, in C++, rounded as NumPy's ufunc rounds it."""
+    if op in BINARY:
+        a, b = args
+        return f"{a} {BINARY[op]} {b}"
+    if op in COMPARE:
+        a, b = args
+        return f"{a} {COMPARE[op]} {b}"
+    if op == "neg":
+        return f"-{args[0]}"
+    if op == "sqrt":
+        return f"sqrt{suffix}({args[0]})"
+    if op == "abs":
+        return f"fabs{suffix}({args[0]})"
+    if op == "square":
+        return f"{args[0]} * {args[0]}"
+    if op == "sign":  # NumPy: sign(-0.0) is +0.0 and sign(nan) is nan
+        x = args[0]
+        one, zero = f"({ctype})1", f"({ctype})0"
+        return f"{x} > {zero} ? {one} : ({x} < {zero} ? -{one} : ({x} == {zero} ? {zero} : {x}))"
+    if op == "maximum":  # NumPy: NaN propagates from either side; on a tie, the second
+        a, b = args
+        return f"({a} > {b} || {a} != {a}) ? {a} : {b}"
+    if op == "minimum":
+        a, b = args
+        return f"({a} < {b} || {a} != {a}) ? {a} : {b}"
+    if op == "where":
+        c, a, b = args
+        return f"{c} ? {a} : {b}"
+    raise AssertionError(f"no element expression for {op!r}")

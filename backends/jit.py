@@ -1,0 +1,252 @@
+"""Update rules compiled by numba into one pass over memory (optional, CPU).
+
+Imported by the NumPy backend on the first launch of a kernel, and only when numba is
+enabled (see :func:`arrayopt.backends.numpy.set_numba`), so ``import arrayopt`` never
+imports numba. A rule is traced (:mod:`arrayopt.backends.trace`) for its flags and
+argument kinds, and the trace is printed as the Python source of a loop
+
+.. code-block:: python
+
+    def kernel(a0, a1, a2, a3, h4, h5):
+        c4 = T(h4); c5 = T(h5)               # per-step scalars, cast once
+        for i in range(a0.shape[0]):
+            x0 = a0[i]; x1 = a1[i]; ...       # each operand read once
+            t7 = x1 * c4 ...                  # the rule, one element at a time
+            a0[i] = t9; a2[i] = t8            # each result written once
+
+which numba compiles with NumPy's error model and without fastmath, so nothing is
+reassociated or contracted into fused multiply-adds: every operation rounds as the
+NumPy ufunc does, and the compiled and NumPy paths give the same bits (tested).
+Arrays of at least :data:`PARALLEL_MIN_ELEMENTS` elements are split into one block
+per thread (``numba.prange``) when numba has more than one (``numba.set_num_threads``,
+``NUMBA_NUM_THREADS``).
+"""
+
+import hashlib
+import importlib.util
+import itertools
+import linecache
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numba
+import numpy
+
+from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program, host_code
+
+__all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
+
+#: Arrays of at least this many elements run on numba's threads, when it has several.
+#: numba splits the ``prange`` loop into one contiguous block per thread (an explicit
+#: loop over chunks inside ``prange`` was measured 5x slower: it was not vectorized).
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+_counter = itertools.count()
+_compile_lock = threading.Lock()
+
+
+def cache_dir() -> str | None:
+    """Where compiled kernels are kept between processes, or None (not kept).
+
+    ``ARRAYOPT_CACHE_DIR`` if set (empty: no cache), else ``arrayopt/numba`` under
+    ``XDG_CACHE_HOME`` or ``~/.cache``. Each kernel is a small generated module named
+    by the hash of its source, and numba caches its machine code next to it
+    (``cache=True``), so a later process loads it instead of compiling it again.
+    """
+    setting = os.environ.get("ARRAYOPT_CACHE_DIR")
+    if setting is not None:
+        return setting or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "arrayopt", "numba")
+
+
+class JitKernel:
+    """A traced rule compiled for one real dtype: ``kernel(*args)`` updates in place.
+
+    ``args`` are the rule's positional arguments with every array 1-D and of
+    ``dtype`` (complex arrays viewed as interleaved reals). The serial and the
+    parallel loop are compiled on first use.
+    """
+
+    def __init__(self, program: Program, dtype: Any, name: str = "rule") -> None:
+        self.program = program
+        self.dtype = numpy.dtype(dtype)
+        self.name = name
+        self.source, self.launcher_source = _sources(program, self.dtype, name)
+        self._module: ModuleType | None = None
+        self._serial: Any = None
+        self._parallel: Any = None
+        namespace: dict[str, Any] = {"_run": self._run}
+        exec(compile(self.launcher_source, _register(self.launcher_source, f"{name}-launch"), "exec"), namespace)
+        self._launch: Callable[..., None] = namespace["launch"]
+
+    def __call__(self, *args: Any) -> None:
+        self._launch(*args)
+
+    def compile(self, parallel: bool = False) -> Any:
+        """The numba dispatcher of the serial or parallel loop."""
+        with _compile_lock:
+            if self._module is None:
+                self._module = _load(self.source, self.name)
+            dispatcher = getattr(self._module, "kernel_parallel" if parallel else "kernel")
+            setattr(self, "_parallel" if parallel else "_serial", dispatcher)
+        return dispatcher
+
+    def _run(self, n: int) -> Any:
+        if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
+            parallel = self._parallel
+            return self.compile(parallel=True) if parallel is None else parallel
+        serial = self._serial
+        return self.compile() if serial is None else serial
+
+
+def _register(source: str, name: str) -> str:
+    """A unique file name for generated ``source``, known to linecache (for tracebacks)."""
+    filename = f"<arrayopt-{name}-{next(_counter)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return filename
+
+
+def _load(source: str, name: str) -> ModuleType:
+    """The generated kernel module: from the cache folder if usable, else in memory."""
+    digest = hashlib.sha256(f"{numba.__version__}\n{source}".encode()).hexdigest()[:24]
+    module_name = f"arrayopt_kernel_{digest}"
+    folder = cache_dir()
+    if folder is not None:
+        path = os.path.join(folder, module_name + ".py")
+        text = source.replace("CACHE = False", "CACHE = True", 1)
+        try:
+            if not os.path.exists(path):
+                os.makedirs(folder, exist_ok=True)
+                # Written whole under a temporary name, then renamed: a concurrent
+                # process sees either nothing or the complete file.
+                handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+                with os.fdopen(handle, "w") as f:
+                    f.write(text)
+                os.replace(temporary, path)
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules.setdefault(module_name, module)
+                return module
+        except OSError:
+            pass  # a read-only or full disk: compile in memory
+    module = ModuleType(module_name)
+    exec(compile(source, _register(source, name), "exec"), module.__dict__)
+    return module
+
+
+def _float_literal(value: Any) -> str:
+    if isinstance(value, float):
+        return f"float.fromhex({value.hex()!r})"  # exact, and inf and nan too
+    return repr(int(value))
+
+
+def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
+    """The kernel module's source and the launcher's source."""
+    nodes = program.nodes
+    live = program.live()
+    arrays = sorted(set(program.loaded()) | set(program.stores))
+    hosts = program.host_inputs()
+    names: dict[int, str] = {}
+    constants: list[str] = []
+
+    # The launcher: host arithmetic in Python (as on NumPy), then the loop.
+    statements, host_values = host_code(program)
+    params = ", ".join(f"v{i}" for i in range(len(program.kinds)))
+    first = arrays[0] if arrays else next(i for i, k in enumerate(program.kinds) if k == ARRAY)
+    call = ", ".join([f"v{p}" for p in arrays] + host_values)
+    lines = [f"def launch({params}):", *[f"    {line}" for line in statements], f"    _run(v{first}.shape[0])({call})"]
+    launcher = "\n".join(lines) + "\n"
+
+    # The kernel body, one element at a time.
+    body = [f"x{p} = a{p}[i]" for p in program.loaded()]
+    for index in live:
+        node = nodes[index]
+        if node.kind == HOST:
+            continue
+        if node.op == "array":
+            names[index] = f"x{node.value}"
+        elif node.op == "cast":
+            source = nodes[node.args[0]]
+            if source.op == "const":
+                names[index] = f"K{index}"
+                constants.append(f"K{index} = T({_float_literal(source.value)})")
+            else:
+                names[index] = f"c{node.args[0]}"
+        else:
+            names[index] = f"t{index}"
+            body.append(f"t{index} = {_expression(node.op, [names[a] for a in node.args])}")
+    body += [f"a{p}[i] = {names[index]}" for p, index in sorted(program.stores.items())]
+
+    signature = ", ".join([f"a{p}" for p in arrays] + [f"h{h}" for h in hosts])
+    casts = [f"    c{h} = T(h{h})" for h in hosts]
+    options = "cache=CACHE, fastmath=False, error_model='numpy', nogil=True, boundscheck=False"
+    text = [
+        f"# {name} for {dtype.name}: generated by arrayopt.backends.jit from the traced rule.",
+        "# NumPy's error model (x / 0 is inf or nan, as in the ufunc); no fastmath, so nothing",
+        "# is reassociated or contracted into fused multiply-adds.",
+        "import math",
+        "",
+        "import numba",
+        "import numpy",
+        "",
+        "CACHE = False",
+        f"T = numpy.{dtype.name}",
+        "ZERO = T(0)",
+        "ONE = T(1)",
+        "MINUS_ONE = T(-1)",
+        *constants,
+        "",
+        "",
+        f"@numba.njit({options})",
+        f"def kernel({signature}):",
+        *casts,
+        f"    for i in range(a{first}.shape[0]):",
+        *[f"        {line}" for line in body],
+        "",
+        "",
+        f"@numba.njit(parallel=True, {options})",
+        f"def kernel_parallel({signature}):",
+        *casts,
+        f"    for i in numba.prange(a{first}.shape[0]):",
+        *[f"        {line}" for line in body],
+    ]
+    return "\n".join(text) + "\n", launcher
+
+
+def _expression(op: str, args: list[str]) -> str:
+    """One operation on element values, rounded as NumPy's ufunc rounds it."""
+    if op in BINARY:
+        a, b = args
+        return f"{a} {BINARY[op]} {b}"
+    if op in COMPARE:
+        a, b = args
+        return f"{a} {COMPARE[op]} {b}"
+    if op == "neg":
+        return f"-{args[0]}"
+    if op == "sqrt":
+        return f"math.sqrt({args[0]})"
+    if op == "abs":
+        return f"abs({args[0]})"
+    if op == "square":
+        return f"{args[0]} * {args[0]}"
+    if op == "sign":  # NumPy: sign(-0.0) is +0.0 and sign(nan) is nan
+        x = args[0]
+        return f"ONE if {x} > ZERO else (MINUS_ONE if {x} < ZERO else (ZERO if {x} == ZERO else {x}))"
+    if op == "maximum":  # NumPy: NaN propagates from either side; on a tie, the second
+        a, b = args
+        return f"{a} if ({a} > {b}) | ({a} != {a}) else {b}"
+    if op == "minimum":
+        a, b = args
+        return f"{a} if ({a} < {b}) | ({a} != {a}) else {b}"
+    if op == "where":
+        c, a, b = args
+        return f"{a} if {c} else {b}"
+    raise AssertionError(f"no element expression for {op!r}")

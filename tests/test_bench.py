@@ -1,0 +1,106 @@
+"""``python -m arrayopt.bench`` runs end to end on a tiny workload, and its report checks the targets."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from arrayopt import bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_bench(*args, tmp_path):
+    out = tmp_path / "rows.json"
+    env = {**os.environ, "ARRAYOPT_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "arrayopt.bench", *args, "--json", str(out)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, json.loads(out.read_text())
+
+
+def test_a_tiny_run_reports_every_candidate(tmp_path):
+    common = ("--workloads", "10x1K", "--threads", "1", "--rounds", "1", "--batch", "0.001", "--no-bandwidth")
+    text, rows = run_bench("--optimizers", "SGD,Adam", *common, tmp_path=tmp_path)
+    steps = [r for r in rows if r["type"] == "step"]
+    assert [(r["optimizer"], r["workload"], r["threads"]) for r in steps] == [("SGD", "10x1K", 1), ("Adam", "10x1K", 1)]
+    for r in steps:
+        assert bench.ARRAYOPT_NUMPY in r["ms"] and all(ms > 0 for ms in r["ms"].values())
+        assert r["bytes_per_step"] == bench.TRAFFIC[r["optimizer"]][0] * 4 * 10 * 1024
+    assert "| SGD | 10x1K | 1 |" in text and "Targets:" in text
+
+
+def test_gpu_workloads_are_skipped_cleanly_without_a_device(tmp_path):
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed: the GPU workloads would run")
+    except ImportError:
+        pass
+    text, rows = run_bench(
+        "--gpu", "--workloads", "gpu-1x256M", "--optimizers", "Adam", "--no-torch", tmp_path=tmp_path
+    )
+    assert any(r["type"] == "note" and r["text"].startswith("GPU workloads skipped") for r in rows)
+    assert "Note: GPU workloads skipped" in text
+
+
+def test_report_computes_ratios_and_checks_targets():
+    rows = [
+        {
+            "type": "machine",
+            "kind": "cpu",
+            "threads": 1,
+            "cpu": "X",
+            "cores": 2,
+            "date": "d",
+            "python": "3",
+            "numpy": "2",
+            "arrayopt": "0",
+            "torch": "t",
+        },
+        {"type": "bandwidth", "device": "gpu", "kernel": "copy", "threads": 1, "gbs": 2000.0, "ms": 1.0},
+    ]
+    for workload, elements, ours, fused, foreach in (
+        ("1x16.8M", 16_777_216, 9.0, 10.0, 40.0),
+        ("10000x1.6K", 16_000_000, 12.0, 50.0, 100.0),
+    ):
+        rows.append(
+            {
+                "type": "step",
+                "optimizer": "Adam",
+                "workload": workload,
+                "threads": 1,
+                "layout": "flat",
+                "elements": elements,
+                "bytes_per_step": 28 * elements,
+                "ms": {
+                    bench.ARRAYOPT_NUMBA: ours,
+                    bench.ARRAYOPT_NUMPY: 30.0,
+                    "torch fused": fused,
+                    "torch foreach": foreach,
+                },
+            }
+        )
+    rows.append(
+        {
+            "type": "step",
+            "optimizer": "Adam",
+            "workload": "gpu-1x256M",
+            "threads": 1,
+            "layout": "flat",
+            "elements": 268_435_456,
+            "bytes_per_step": 28 * 268_435_456,
+            "ms": {bench.ARRAYOPT_GPU: 4.0, "torch fused": 4.4},
+        }
+    )
+    text = bench.report(rows)
+    assert "| Adam | 1x16.8M | 1 | 9.00 | 30.00 |" in text
+    assert "- CPU, numba: time / torch's best (fused) (≤ 1.0): met; worst 0.90 (Adam 1x16.8M 1T)" in text
+    assert "- CPU, NumPy: time / torch foreach (≤ 0.5): NOT met; worst 0.75 (Adam 1x16.8M 1T)" in text
+    # 12 ms / 16.0M against 9 ms / 16.8M elements
+    assert f"worst {(12.0 / 16_000_000) / (9.0 / 16_777_216):.2f} (Adam 1T)" in text
+    assert "- GPU: time / torch fused CUDA (≤ 1.0): met; worst 0.91" in text
+    # 28 B x 268M in 4 ms = 1879 GB/s, against 2000 measured
+    assert "GPU: share of the measured bandwidth (2000 GB/s) (≥ 0.85): met; worst 0.94" in text

@@ -1,0 +1,339 @@
+"""numba-compiled rules (``backends/jit.py``) give the NumPy path's bits, for every case.
+
+Skipped as a whole when numba is not installed; ``tests/test_imports.py`` checks that
+arrayopt does not import numba before a kernel needs it.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import numba
+
+import arrayopt
+import arrayopt.backends.numpy as numpy_backend
+from arrayopt.backends import get_backend, jit, trace
+from arrayopt.optimizers.adam import adam_update
+
+import harness
+from cases import by_dtype
+
+
+def with_numba(enabled, function, *args):
+    saved = numpy_backend._numba
+    numpy_backend._numba = enabled
+    try:
+        return function(*args)
+    finally:
+        numpy_backend._numba = saved
+
+
+def assert_same_bits(a, b):
+    assert a.keys() == b.keys()
+    for key, value in b.items():
+        np.testing.assert_array_equal(a[key], value, err_msg=key)
+        # assert_array_equal takes 0.0 == -0.0; the bits must agree too (these runs have no NaN)
+        assert np.asarray(a[key]).tobytes() == np.asarray(value).tobytes(), key
+
+
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
+def test_numba_equals_numpy_bitwise(case, dtype):
+    """Every case of the table: parameters and state after every step, numba against NumPy."""
+    inputs = harness.make_inputs(dtype)
+    compiled = with_numba(True, harness.run_arrayopt, case, np, inputs)
+    plain = with_numba(False, harness.run_arrayopt, case, np, inputs)
+    assert_same_bits(compiled, plain)
+
+
+def compiled_kernels(kernel):
+    """The numba kernels behind a NumPy-backend kernel: {(dtype, argument types...): JitKernel or None}."""
+    return {key: plan and plan[0] for key, plan in kernel.compiled.items()}
+
+
+def test_the_cases_really_run_compiled():
+    backend = get_backend(np.zeros(1))
+    p = arrayopt.Parameter(np.ones((3, 4), np.float32))
+    p.grad = np.ones((3, 4), np.float32)
+    with_numba(True, arrayopt.Adam([p], amsgrad=True).step)
+    kernel = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True)
+    compiled = compiled_kernels(kernel)
+    assert any(isinstance(k, jit.JitKernel) and k.dtype == np.float32 for k in compiled.values())
+
+
+# -- the element operations, on values where libraries differ ---------------------------
+
+SPECIAL = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 3.0e38, 0.1, -2.5]
+
+
+def special_pairs(dtype):
+    values = np.array(SPECIAL, dtype=dtype)
+    a, b = np.meshgrid(values, values)
+    return np.ascontiguousarray(a.ravel()), np.ascontiguousarray(b.ravel())
+
+
+def every_function(xp, out, a, b, s, *, which):
+    if which == "arithmetic":
+        out[...] = (a + b) * s - a / b
+    elif which == "maximum":
+        out[...] = xp.maximum(a, b)
+    elif which == "minimum":
+        out[...] = xp.minimum(a, b)
+    elif which == "sign":
+        out[...] = xp.sign(a) + 0 * b
+    elif which == "abs":
+        out[...] = xp.abs(a) - xp.absolute(b)
+    elif which == "sqrt":
+        out[...] = xp.sqrt(a) + xp.square(b)
+    elif which == "where":
+        out[...] = xp.where(a < b, a, s) + xp.where(a >= b, 1.5, b) + xp.where(a == b, a, -b)
+    elif which == "compare":
+        out[...] = xp.where(a <= b, a, b) - xp.where(a != b, a, 2.0) * xp.where(a > b, s, b)
+    elif which == "power":
+        out[...] = a**2 - -b
+    elif which == "host":
+        out += (1 - s) * a + s / 3 - (-s)
+    elif which == "literal_store":
+        out[...] = 0.5
+        out *= a
+
+
+WHICH = [
+    "arithmetic",
+    "maximum",
+    "minimum",
+    "sign",
+    "abs",
+    "sqrt",
+    "where",
+    "compare",
+    "power",
+    "host",
+    "literal_store",
+]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("which", WHICH)
+def test_element_operations_match_numpy_on_special_values(which, dtype):
+    a, b = special_pairs(dtype)
+    program = trace.trace(every_function, {"which": which}, ("array", "array", "array", "scalar"))
+    kernel = jit.JitKernel(program, dtype)
+    expected = np.full_like(a, 7.0)
+    with np.errstate(all="ignore"):
+        every_function(np, expected, a, b, 0.3, which=which)
+    out = np.full_like(a, 7.0)
+    kernel(out, a, b, 0.3)
+    np.testing.assert_array_equal(out, expected)
+    # the sign of zeros too (IEEE 754 leaves a NaN's sign and payload to the machine)
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(np.signbit(out[numbers]), np.signbit(expected[numbers]))
+
+
+def test_no_fused_multiply_add(monkeypatch):
+    """a * b + c rounds twice, as in NumPy; an FMA rounds once and differs in many elements."""
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")  # machine code loaded from a cache cannot be inspected
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(10_000).astype(np.float32) for _ in range(3))
+
+    def rule(xp, out, a, b, c):
+        out[...] = a * b + c
+
+    kernel = jit.JitKernel(trace.trace(rule, {}, ("array",) * 4), np.float32)
+    out = np.empty_like(a)
+    kernel(out, a, b, c)
+    np.testing.assert_array_equal(out, a * b + c)
+    # a*b is exact in float64, so this is a fused multiply-add up to a rare double rounding
+    fused = (a.astype(np.float64) * b + c).astype(np.float32)
+    assert np.count_nonzero(fused != out) > 100  # the comparison above could fail
+    assembly = "".join(kernel.compile().inspect_asm().values())
+    assert "vfmadd" not in assembly and "vfmsub" not in assembly and "vfnmadd" not in assembly
+
+
+def test_parallel_chunks_give_the_same_bits(monkeypatch):
+    """Above the threshold the loop runs in blocks on numba's threads; same bits."""
+    monkeypatch.setattr(jit, "PARALLEL_MIN_ELEMENTS", 1000)
+    flags = {"maximize": False, "decay": "l2", "amsgrad": True}
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal(5_000).astype(np.float32)
+    grads = [rng.standard_normal(5_000).astype(np.float32) for _ in range(3)]
+    results = []
+    saved = numba.get_num_threads()
+    for threads in (numba.config.NUMBA_NUM_THREADS, 1):
+        kernel = jit.JitKernel(trace.trace(adam_update, flags, ("array",) * 5 + ("scalar",) * 8), np.float32)
+        param, state = data.copy(), [np.zeros_like(data) for _ in range(3)]
+        numba.set_num_threads(threads)
+        try:
+            for t, g in enumerate(grads, 1):
+                kernel(param, g, *state, 0.1, 0.99, 0.1, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+        finally:
+            numba.set_num_threads(saved)
+        assert (kernel._parallel is not None) == (threads > 1)
+        results.append([param, *state])
+    for x, y in zip(*results, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# -- what stays on NumPy ----------------------------------------------------------------
+
+
+def test_inexact_functions_stay_on_numpy():
+    def with_exp(xp, p, g, lr):
+        p -= lr * xp.exp(g)
+
+    with pytest.raises(trace.NotCompilable, match="exp"):
+        trace.trace(with_exp, {}, ("array", "array", "scalar"))
+    backend = get_backend(np.zeros(1))
+    p, g = np.ones(5), np.linspace(0, 1, 5)
+    with_numba(True, backend.kernel(with_exp), p, g, 0.1)
+    np.testing.assert_array_equal(p, 1 - 0.1 * np.exp(np.linspace(0, 1, 5)))
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (lambda xp, p, g, s: p.__setitem__(Ellipsis, p**3), "powers"),
+        (lambda xp, p, g, s: p.__setitem__(Ellipsis, p * xp.sqrt(s)), "scalars"),
+        (lambda xp, p, g, s: p.__setitem__(Ellipsis, p - (g if s > 0 else 0.0)), "comparison of scalars"),
+        (lambda xp, p, g, s: p.__setitem__(Ellipsis, (p > g) * g), "booleans"),
+        (lambda xp, p, g, s: p.__setitem__(slice(0, 2), g), "assignment"),
+    ],
+)
+def test_what_cannot_be_compiled_exactly_is_refused(body, reason):
+    with pytest.raises(trace.NotCompilable, match=reason):
+        trace.trace(body, {}, ("array", "array", "scalar"))
+
+
+def test_non_contiguous_operands_use_numpy():
+    base = np.arange(12.0).reshape(3, 4)
+    view = base[:, ::2]
+    p = arrayopt.Parameter(view)
+    p.grad = np.ones(view.shape)
+    with_numba(True, arrayopt.SGD([p], lr=0.5).step)
+    np.testing.assert_array_equal(base[:, ::2], np.arange(12.0).reshape(3, 4)[:, ::2] - 0.5)
+    np.testing.assert_array_equal(base[:, 1::2], np.arange(12.0).reshape(3, 4)[:, 1::2])
+
+
+def test_set_numba_switches_and_validates(monkeypatch):
+    monkeypatch.setattr(numpy_backend, "_numba", None)
+    monkeypatch.setenv("ARRAYOPT_NUMBA", "0")
+    assert numpy_backend.numba_enabled() is False
+    monkeypatch.setattr(numpy_backend, "_numba", None)
+    monkeypatch.setenv("ARRAYOPT_NUMBA", "1")
+    assert numpy_backend.numba_enabled() is True
+    monkeypatch.setattr(numpy_backend, "_numba", None)
+    monkeypatch.setenv("ARRAYOPT_NUMBA", "maybe")
+    with pytest.raises(ValueError, match="ARRAYOPT_NUMBA must be 0, 1 or auto, got 'maybe'"):
+        numpy_backend.numba_enabled()
+    with pytest.raises(ValueError, match="set_numba expects True, False or 'auto'"):
+        numpy_backend.set_numba("yes")
+    assert numpy_backend.set_numba("auto") is True
+    assert numpy_backend.set_numba(False) is False
+
+
+def test_each_kernel_is_compiled_once_per_kinds_and_dtype():
+    backend = get_backend(np.zeros(1))
+    kernel = backend.kernel(adam_update, maximize=True, decay="decoupled", amsgrad=False)
+    args = [np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 0.0]
+    scalars = [0.1, 0.99, 0.1, 0.999, 0.001, 0.01, 0.03, 1e-8]
+    for _ in range(3):
+        with_numba(True, kernel, *args, *scalars)
+    with_numba(True, kernel, *[a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args], *scalars)
+    with_numba(True, kernel, *[a.reshape(2, 2) if isinstance(a, np.ndarray) else a for a in args], *scalars)
+    compiled = compiled_kernels(kernel)
+    assert len(compiled) == 2
+    (k32,) = [k for key, k in compiled.items() if key[0] == np.float32]
+    assert len(k32.compile().signatures) == 1
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_strided_one_dimensional_operands_run_compiled(name):
+    """A 1-D strided view goes to numba as it is (no copy); the result is NumPy's."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(40).astype(np.float32)
+    grads = [rng.standard_normal(20).astype(np.float32) for _ in range(3)]
+    results = []
+    for enabled in (True, False):
+        storage = base.copy()
+        p = arrayopt.Parameter(storage[::2])
+        opt = getattr(arrayopt, name)([p], lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+        for g in grads:
+            p.grad = g
+            with_numba(enabled, opt.step)
+        results.append(storage)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0][1::2], base[1::2])
+    # the compiled path was taken: a kernel was specialised for a non-contiguous layout
+    layouts = {
+        arg.layout
+        for run in get_backend(base)._kernels.values()
+        for plan in run.compiled.values()
+        if plan and plan[0]._serial is not None
+        for signature in plan[0]._serial.signatures
+        for arg in signature
+        if hasattr(arg, "layout")
+    }
+    assert "A" in layouts
+
+
+@pytest.mark.parametrize(("setting", "loaded"), [("0", False), ("auto", True)])
+def test_numba_is_imported_by_the_first_step_only_when_enabled(setting, loaded, tmp_path):
+    code = (
+        "import sys, numpy as np, arrayopt\n"
+        "p = arrayopt.Parameter(np.ones(3)); p.grad = np.ones(3)\n"
+        "assert 'numba' not in sys.modules\n"
+        "arrayopt.Adam([p]).step()\n"
+        "print('numba' in sys.modules)\n"
+    )
+    env = {**os.environ, "ARRAYOPT_NUMBA": setting}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(loaded)
+
+
+CACHED_STEP = (
+    "import numpy as np, arrayopt\n"
+    "from arrayopt.backends import get_backend\n"
+    "p = arrayopt.Parameter(np.ones(5, np.float32)); p.grad = np.ones(5, np.float32)\n"
+    "arrayopt.Adam([p], amsgrad=True).step()\n"
+    "plans = [plan for run in get_backend(p.data)._kernels.values() for plan in run.compiled.values() if plan]\n"
+    "print(sum(sum(plan[0]._serial.stats.cache_hits.values()) for plan in plans))\n"
+)
+
+
+def test_compiled_kernels_are_cached_between_processes(tmp_path):
+    env = {**os.environ, "ARRAYOPT_CACHE_DIR": str(tmp_path / "cache"), "ARRAYOPT_NUMBA": "1"}
+    hits = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", CACHED_STEP], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        hits.append(int(result.stdout))
+    assert hits == [0, 1]  # compiled by the first process, loaded by the second
+    (module,) = (tmp_path / "cache").glob("arrayopt_kernel_*.py")
+    assert "def kernel(" in module.read_text()
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")
+    assert jit.cache_dir() is None
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "/somewhere")
+    assert jit.cache_dir() == "/somewhere"
+    monkeypatch.delenv("ARRAYOPT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert jit.cache_dir() == os.path.join("/xdg", "arrayopt", "numba")
+
+
+def test_asking_for_numba_without_it_says_so(tmp_path):
+    code = "import sys; sys.modules['numba'] = None\nfrom arrayopt.backends import numpy as nb\nnb.set_numba(True)\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "numba-compiled rules were asked for, but numba cannot be imported" in result.stderr
