@@ -110,7 +110,7 @@ def check_group_values(optimizer: Any, group: Mapping[str, Any], where: str, *, 
     flags (foreach, fused, capturable, differentiable) are left out. Values that are
     the optimizer's own defaults (``skip_defaults``) were checked when it was built.
     """
-    unbounded = getattr(optimizer, "_infinite_ok", frozenset())
+    unbounded: frozenset[str] = getattr(optimizer, "_infinite_ok", frozenset())
     for key, value in group.items():
         if key in ("params", "param_names"):
             continue
