@@ -563,6 +563,8 @@ class ElementwiseOptimizer(Optimizer):
     """
 
     _flat_runs: ClassVar[bool] = False
+    #: the ``step`` counters in state are Python floats (loaded ones are converted)
+    _float_steps: ClassVar[bool] = True
     #: torch's message for a sparse gradient given to an optimizer without a sparse path;
     #: ``{name}`` is the class name.
     _sparse_error: ClassVar[str] = "{name} does not support sparse gradients"
@@ -573,6 +575,14 @@ class ElementwiseOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        if self._float_steps:
+            # Counters are host floats here; a loaded one may be a number or a 0-d array
+            # (torch's tensor).
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p_state = self.state.get(p)
+                    if p_state and "step" in p_state and not isinstance(p_state["step"], float):
+                        p_state["step"] = step_to_float(p_state["step"])
         self._flat_reset()
         if self._flat_runs:
             self._lay_out_state()

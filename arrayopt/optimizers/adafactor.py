@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
@@ -186,14 +186,6 @@ class Adafactor(ElementwiseOptimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p_state = self.state.get(p)
-                if p_state and "step" in p_state and not isinstance(p_state["step"], float):
-                    p_state["step"] = step_to_float(p_state["step"])
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         eps1, eps2 = group["eps"]

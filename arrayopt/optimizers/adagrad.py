@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import update_entries
 
@@ -152,12 +152,6 @@ class Adagrad(ElementwiseOptimizer):
             for p in group["params"]:
                 self.state[p] = self._fresh_state(p, initial_accumulator_value)
         self._lay_out_state()  # flat Parameters' sums go into a flat layout, so they update in one call
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for p_state in self.state.values():
-            if isinstance(p_state, dict) and "step" in p_state and not isinstance(p_state["step"], float):
-                p_state["step"] = step_to_float(p_state["step"])
 
     def share_memory(self) -> None:
         """torch moves each ``sum`` to shared memory; array libraries have no such move."""

@@ -6,7 +6,7 @@ from arrayopt import _validate as v
 from arrayopt._scalars import ScalarMirror, float32, scalar_array
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 
 __all__ = ["ASGD", "asgd_update"]
@@ -161,8 +161,6 @@ class ASGD(ElementwiseOptimizer):
                 p_state = self.state.get(p)
                 if not p_state:
                     continue
-                if "step" in p_state and not isinstance(p_state["step"], float):
-                    p_state["step"] = step_to_float(p_state["step"])
                 for key in ("eta", "mu"):
                     if key in p_state and not is_array(p_state[key]):
                         p_state[key] = scalar_array(p.data, v.to_float(p_state[key]))

@@ -6,7 +6,7 @@ from arrayopt import _validate as v
 from arrayopt._scalars import ScalarMirror, scalar_array
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 
 __all__ = ["NAdam", "nadam_update"]
@@ -175,8 +175,6 @@ class NAdam(ElementwiseOptimizer):
                 p_state = self.state.get(p)
                 if not p_state:
                     continue
-                if "step" in p_state and not isinstance(p_state["step"], float):
-                    p_state["step"] = step_to_float(p_state["step"])
                 if "mu_product" in p_state and not is_array(p_state["mu_product"]):
                     p_state["mu_product"] = scalar_array(p.data, v.to_float(p_state["mu_product"]))
 

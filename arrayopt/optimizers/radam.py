@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.optimizers.nadam import check_betas
 from arrayopt.parameter import Parameter
 
@@ -171,14 +171,6 @@ class RAdam(ElementwiseOptimizer):
         }
         v.check_flag_conflicts(None, foreach, differentiable, capturable)
         super().__init__(params, defaults)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p_state = self.state.get(p)
-                if p_state and "step" in p_state and not isinstance(p_state["step"], float):
-                    p_state["step"] = step_to_float(p_state["step"])
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         beta1, beta2 = (v.to_float(beta) for beta in group["betas"])

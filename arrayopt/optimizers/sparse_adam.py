@@ -85,6 +85,7 @@ class SparseAdam(ElementwiseOptimizer):
         Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
 
+    _float_steps = False  # SparseAdam's step is a Python int, as in torch
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "exp_avg": StateKey(),
