@@ -104,3 +104,36 @@ def _parse(params: str) -> list[tuple[str, str]]:
             dtype, name = item.split()
             parsed.append((dtype, name))
     return parsed
+
+
+def install_cupy_stand_in(monkeypatch: Any, elementwise: bool | None = None) -> Any:
+    """arrayopt's CuPy backend over a stand-in ``cupy`` module (NumPy arrays), installed for one test.
+
+    Generated ElementwiseKernels are compiled as C++ on the CPU (``elementwise=True``,
+    needs a compiler), or disabled so every rule goes through the ``cupy.fuse`` stand-in
+    (``False``); None picks the former when a compiler exists. Returns the backend,
+    registered for NumPy arrays until the test ends.
+    """
+    import importlib
+    import sys
+
+    import array_api_compat.numpy
+
+    import arrayopt.backends
+
+    import fuse_dialect
+
+    if elementwise is None:
+        elementwise = COMPILER is not None
+    fake = fuse_dialect.fake_cupy_module()
+    fake.ElementwiseKernel = CpuElementwiseKernel
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
+    monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
+    monkeypatch.setattr(arrayopt.backends, "cupy", None, raising=False)
+    module = importlib.import_module("arrayopt.backends.cupy")
+    if not elementwise:
+        monkeypatch.setattr(module, "_elementwise_launcher", lambda *args: None)
+    backend = module.CuPyBackend()
+    monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, backend)
+    return backend

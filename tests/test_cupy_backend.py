@@ -8,16 +8,12 @@ cached kernel per flag set) still runs here, with a stand-in ``cupy``: its
 proxies over NumPy arrays.
 """
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 
 import arrayopt.backends
 
 import cpu_elementwise
-import fuse_dialect
 import harness
 from cases import by_dtype
 from conftest import load_namespace
@@ -25,20 +21,7 @@ from conftest import load_namespace
 
 def install_stand_in(monkeypatch, elementwise):
     """The CuPy backend over a stand-in ``cupy``; generated kernels compiled as C++ or disabled."""
-    import array_api_compat.numpy
-
-    fake = fuse_dialect.fake_cupy_module()
-    fake.ElementwiseKernel = cpu_elementwise.CpuElementwiseKernel
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
-    monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
-    monkeypatch.setattr(arrayopt.backends, "cupy", None, raising=False)
-    module = importlib.import_module("arrayopt.backends.cupy")
-    if not elementwise:
-        monkeypatch.setattr(module, "_elementwise_launcher", lambda *args: None)
-    backend = module.CuPyBackend()
-    monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, backend)
-    return backend
+    return cpu_elementwise.install_cupy_stand_in(monkeypatch, elementwise)
 
 
 @pytest.fixture(params=["elementwise", "fuse"])

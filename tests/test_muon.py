@@ -26,6 +26,7 @@ import arrayopt.backends.numpy as numpy_backend
 import arrayopt.optimizers.muon as muon_module
 from arrayopt.optimizers.muon import Muon, newton_schulz_bfloat16
 
+import cpu_elementwise
 import fuse_dialect
 import make_golden_muon as mg
 
@@ -292,17 +293,9 @@ def test_elementwise_rules_stay_in_the_cupy_fuse_dialect(monkeypatch):
 
 def test_cupy_backend_code_runs_muon_like_numpy(monkeypatch):
     """backends/cupy.py on a CPU stand-in (as tests/test_cupy_backend.py): same bits as NumPy."""
-    import importlib
-    import sys
-
-    import array_api_compat.numpy
 
     plain = run_arrayopt("large", "float32")
-    monkeypatch.setitem(sys.modules, "cupy", fuse_dialect.fake_cupy_module())
-    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
-    monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
-    backend = importlib.import_module("arrayopt.backends.cupy").CuPyBackend()
-    monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, backend)
+    backend = cpu_elementwise.install_cupy_stand_in(monkeypatch)
     fused = run_arrayopt("large", "float32")
     assert backend._kernels, "the CuPy backend was not used"
     for key, value in plain.items():

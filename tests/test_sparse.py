@@ -21,6 +21,7 @@ import arrayopt.sparse
 from arrayopt import Parameter, SparseGrad
 from arrayopt.backends import get_backend
 
+import cpu_elementwise
 import harness
 import sparse_harness
 from make_sparse_golden import load_golden
@@ -334,12 +335,7 @@ def test_sparse_paths_stay_in_the_cupy_fuse_dialect(case, monkeypatch):
 
 @pytest.fixture
 def stand_in_cupy_backend(monkeypatch):
-    import importlib
     import types
-
-    import array_api_compat.numpy
-
-    import fuse_dialect
 
     cupyx = types.ModuleType("cupyx")
     calls = []
@@ -350,13 +346,8 @@ def stand_in_cupy_backend(monkeypatch):
         np.add.at(a, where, values)
 
     cupyx.scatter_add = scatter_add
-    monkeypatch.setitem(sys.modules, "cupy", fuse_dialect.fake_cupy_module())
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
-    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
-    monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
-    module = importlib.import_module("arrayopt.backends.cupy")
-    backend = module.CuPyBackend()
-    monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, backend)
+    backend = cpu_elementwise.install_cupy_stand_in(monkeypatch)
     backend.scatter_calls = calls
     return backend
 
