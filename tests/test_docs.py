@@ -38,7 +38,9 @@ def test_every_public_module_has_examples(module):
     finder = doctest.DocTestFinder()
     modules = [module]
     if hasattr(module, "__path__"):  # a package: its examples live in its modules
-        modules += [importlib.import_module(m.name) for m in pkgutil.iter_modules(module.__path__, f"{module.__name__}.")]
+        modules += [
+            importlib.import_module(m.name) for m in pkgutil.iter_modules(module.__path__, f"{module.__name__}.")
+        ]
     examples = sum(len(test.examples) for m in modules for test in finder.find(m))
     assert examples > 0
 

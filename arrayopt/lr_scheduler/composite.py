@@ -143,7 +143,8 @@ class ChainedScheduler(_Composite):
     Example:
         >>> import numpy as np, arrayopt
         >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
-        >>> sched = ChainedScheduler([arrayopt.lr_scheduler.ExponentialLR(opt, gamma=0.5), arrayopt.lr_scheduler.MultiStepLR(opt, milestones=[2], gamma=0.1)])
+        >>> from arrayopt.lr_scheduler import ExponentialLR, MultiStepLR
+        >>> sched = ChainedScheduler([ExponentialLR(opt, gamma=0.5), MultiStepLR(opt, milestones=[2], gamma=0.1)])
         >>> lrs = [round(sched.get_last_lr()[0], 4)]
         >>> for _ in range(3):
         ...     opt.step()
