@@ -52,12 +52,30 @@ _BY_TYPE: dict[type, Backend] = {}
 
 
 def is_array(obj: Any) -> bool:
-    """True if ``obj`` is an array of a library arrayopt can work with."""
+    """True if ``obj`` is an array of a library arrayopt can work with.
+
+    Args:
+        obj: any object.
+
+    Example:
+        >>> import numpy as np
+        >>> is_array(np.zeros(3)), is_array([0.0, 1.0])
+        (True, False)
+    """
     return type(obj) in _BY_TYPE or array_api_compat.is_array_api_obj(obj)
 
 
 def get_backend(array: Any) -> Backend:
     """Return the :class:`Backend` for the library that owns ``array``.
+
+    Args:
+        array: a NumPy, CuPy or other array-API array.
+
+    Example:
+        >>> import numpy as np
+        >>> backend = get_backend(np.zeros(3))
+        >>> backend.xp.sqrt(backend.xp.asarray([4.0]))
+        array([2.])
 
     Raises:
         TypeError: if ``array`` is not an array of an array-API compatible library.

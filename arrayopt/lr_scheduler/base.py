@@ -159,6 +159,18 @@ class LRScheduler:
 
     ``step()`` should follow ``optimizer.step()``; the first ``step()`` warns if the
     optimizer has not stepped yet (torch's warning, same text).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> class Halving(LRScheduler):
+        ...     def get_lr(self):
+        ...         return [0.5 * group["lr"] for group in self.optimizer.param_groups]
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = Halving(opt)
+        >>> opt.step()
+        >>> sched.step()
+        >>> sched.get_last_lr()
+        [0.25]
     """
 
     _get_lr_called_within_step: bool = False

@@ -73,7 +73,7 @@ class SequentialLR(_Composite):
         >>> warmup = ConstantLR(opt, factor=0.1, total_iters=2)
         >>> decay = ExponentialLR(opt, gamma=0.5)
         >>> sched = SequentialLR(opt, [warmup, decay], milestones=[3])
-        >>> lrs = [sched.get_last_lr()[0]]
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
         >>> for _ in range(6):
         ...     opt.step()
         ...     sched.step()
@@ -139,6 +139,19 @@ class ChainedScheduler(_Composite):
 
     As in torch, this class does not run ``LRScheduler.__init__`` and its ``step()``
     takes no epoch; ``get_last_lr()`` reads the optimizer after the last child.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> from arrayopt.lr_scheduler import ExponentialLR, MultiStepLR
+        >>> sched = ChainedScheduler([ExponentialLR(opt, gamma=0.5), MultiStepLR(opt, milestones=[2], gamma=0.1)])
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(3):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 0.5, 0.025, 0.0125]
     """
 
     def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None) -> None:

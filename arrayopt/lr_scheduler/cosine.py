@@ -36,6 +36,18 @@ class CosineAnnealingLR(LRScheduler):
 
     Reference: Loshchilov and Hutter, "SGDR: Stochastic Gradient Descent with Warm
     Restarts", ICLR 2017 (without the restarts; see :class:`CosineAnnealingWarmRestarts`).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = CosineAnnealingLR(opt, T_max=4, eta_min=0.0)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(4):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 0.8536, 0.5, 0.1464, 0.0]
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
@@ -92,6 +104,18 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     Reference: Loshchilov and Hutter, "SGDR: Stochastic Gradient Descent with Warm
     Restarts", ICLR 2017.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = CosineAnnealingWarmRestarts(opt, T_0=3)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(6):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 0.75, 0.25, 1.0, 0.75, 0.25, 1.0]
     """
 
     def __init__(

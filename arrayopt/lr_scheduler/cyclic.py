@@ -85,6 +85,18 @@ class CyclicLR(LRScheduler):
 
     Reference: Smith, "Cyclical Learning Rates for Training Neural Networks",
     WACV 2017 (arXiv:1506.01186).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=0.1, momentum=0.9)
+        >>> sched = CyclicLR(opt, base_lr=0.1, max_lr=1.0, step_size_up=2)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(5):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [0.1, 0.55, 1.0, 0.55, 0.1, 0.55]
     """
 
     def __init__(
@@ -262,6 +274,18 @@ class OneCycleLR(LRScheduler):
 
     Reference: Smith and Topin, "Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates", 2017 (arXiv:1708.07120).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=0.1, momentum=0.9)
+        >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=6)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(5):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [0.04, 0.9944, 0.8117, 0.4626, 0.1335, 0.0]
     """
 
     def __init__(

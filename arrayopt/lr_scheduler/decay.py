@@ -86,6 +86,18 @@ class MultiStepLR(LRScheduler):
         last_epoch: index of the last epoch, -1 for a new schedule. Default: -1.
 
     Reference: as :class:`StepLR`.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = MultiStepLR(opt, milestones=[2, 5], gamma=0.1)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(6):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01]
     """
 
     def __init__(
@@ -124,6 +136,18 @@ class ConstantLR(LRScheduler):
 
     Reference: constant warm-up, Goyal et al., "Accurate, Large Minibatch SGD:
     Training ImageNet in 1 Hour", 2017 (section 2.2).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = ConstantLR(opt, factor=0.5, total_iters=3)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(4):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [0.5, 0.5, 0.5, 1.0, 1.0]
     """
 
     def __init__(
@@ -169,6 +193,18 @@ class LinearLR(LRScheduler):
 
     Reference: gradual (linear) warm-up, Goyal et al., "Accurate, Large Minibatch SGD:
     Training ImageNet in 1 Hour", 2017 (section 2.2).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = LinearLR(opt, start_factor=0.25, end_factor=1.0, total_iters=3)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(4):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [0.25, 0.5, 0.75, 1.0, 1.0]
     """
 
     def __init__(
@@ -221,6 +257,18 @@ class ExponentialLR(LRScheduler):
 
     Reference: torch.optim.lr_scheduler.ExponentialLR (torch 2.13), whose behaviour
     this reproduces.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = ExponentialLR(opt, gamma=0.5)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(3):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 0.5, 0.25, 0.125]
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
@@ -259,6 +307,18 @@ class PolynomialLR(LRScheduler):
     Reference: the "poly" policy of Chen et al., "DeepLab: Semantic Image
     Segmentation with Deep Convolutional Nets, Atrous Convolution, and Fully Connected
     CRFs", TPAMI 2018.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = PolynomialLR(opt, total_iters=4, power=2.0)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(5):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
 
     def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1) -> None:

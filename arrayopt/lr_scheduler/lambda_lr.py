@@ -98,6 +98,18 @@ class MultiplicativeLR(_LambdaState):
         last_epoch: index of the last epoch, -1 for a new schedule. Default: -1.
 
     Reference: torch.optim.lr_scheduler.MultiplicativeLR (torch 2.13).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> sched = MultiplicativeLR(opt, lr_lambda=lambda epoch: 0.9)
+        >>> lrs = [round(sched.get_last_lr()[0], 4)]
+        >>> for _ in range(3):
+        ...     opt.step()
+        ...     sched.step()
+        ...     lrs.append(round(sched.get_last_lr()[0], 4))
+        >>> lrs
+        [1.0, 0.9, 0.81, 0.729]
     """
 
     def __init__(

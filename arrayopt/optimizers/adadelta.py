@@ -41,6 +41,24 @@ def adadelta_update(
     :math:`v` of :math:`g^2` (``square_avg``) and :math:`u` of :math:`\Delta^2`
     (``acc_delta``). As in torch, :math:`\epsilon` sits inside both square roots, and
     the ratio of the roots is formed before it multiplies :math:`g`.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, square_avg, acc_delta: arrays of one shape and dtype (the parameter, its gradient
+            and its state); ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        lr, rho, one_minus_rho, eps, weight_decay: per-step Python floats, the quantities named in the
+            math above, computed by :class:`Adadelta` with torch's expressions so they round as torch's
+            do.
+        maximize, decay: keyword flags that select the formula; they are fixed when the kernel is built
+            (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g = np.array([1.0, -2.0]), np.array([0.5, -0.25])
+        >>> square_avg, acc_delta = np.zeros(2), np.zeros(2)
+        >>> adadelta_update(np, p, g, square_avg, acc_delta, 1.0, 0.9, 0.1, 1e-6, 0.0, maximize=False, decay=False)
+        >>> p.round(6), square_avg  # the first step: sqrt(eps / (0.1 g^2 + eps)) g
+        (array([ 0.996838, -1.996838]), array([0.025  , 0.00625]))
     """
     g = -grad if maximize else grad
     if decay:

@@ -39,6 +39,22 @@ def adagrad_update(
     root. Dense gradients round the last line as :math:`(\tilde\gamma g)/(\sqrt s+\epsilon)`
     (torch's ``addcdiv``); sparse ones, updated on their touched entries only, as
     :math:`\tilde\gamma\,(g/(\sqrt s+\epsilon))` (flag ``divide_first``, torch's sparse path).
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, state_sum: arrays of one shape and dtype (the parameter, its gradient and its
+            state); ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        weight_decay, clr, eps: per-step Python floats, the quantities named in the math above, computed
+            by :class:`Adagrad` with torch's expressions so they round as torch's do.
+        maximize, decay, divide_first: keyword flags that select the formula; they are fixed when the
+            kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, state_sum = np.array([1.0, -2.0]), np.array([3.0, 4.0]), np.zeros(2)
+        >>> adagrad_update(np, p, g, state_sum, 0.0, 0.1, 1e-10, maximize=False, decay=False, divide_first=False)
+        >>> p.round(6), state_sum  # each entry moves by lr * |g| / sqrt(g^2) = lr
+        (array([ 0.9, -2.1]), array([ 9., 16.]))
     """
     g = -grad if maximize else grad
     if decay:

@@ -51,6 +51,28 @@ def adam_update(
     bias-corrected square root, and the first moment is a lerp towards :math:`g`.
     ``max_exp_avg_sq`` is unused (any placeholder) without amsgrad. Updates are
     written in place (``x += ...``, ``x[...] = ...``), in torch's order of roundings.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq: arrays of one shape and dtype (the parameter,
+            its gradient and its state); ``param`` and the state arrays are updated in place; ``grad``
+            is only read.
+        weight_decay, decay_factor, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps:
+            per-step Python floats, the quantities named in the math above, computed by :class:`Adam`
+            with torch's expressions so they round as torch's do.
+        maximize, decay, amsgrad: keyword flags that select the formula; they are fixed when the kernel
+            is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> import math
+        >>> p, g = np.array([1.0, -2.0]), np.array([0.5, -0.25])
+        >>> m, v = np.zeros(2), np.zeros(2)
+        >>> lr, beta1, beta2, t = 0.1, 0.9, 0.999, 1
+        >>> scalars = (0.0, 1.0, 1 - beta1, beta2, 1 - beta2, lr / (1 - beta1**t), math.sqrt(1 - beta2**t), 1e-8)
+        >>> adam_update(np, p, g, m, v, None, *scalars, maximize=False, decay="none", amsgrad=False)
+        >>> p.round(6)  # the first step moves every entry by about lr, against its gradient
+        array([ 0.9, -1.9])
     """
     g = -grad if maximize else grad
     if decay == "decoupled":

@@ -44,6 +44,26 @@ def adamax_update(
     :math:`= \gamma/(1-\beta_1^t)`. The first moment is torch's ``lerp``: for a
     weight below 0.5 (``small_weight``) it moves from :math:`m` towards :math:`g`,
     otherwise it is written :math:`g - (g - m)\beta_1`; the two round differently.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, exp_avg, exp_inf: arrays of one shape and dtype (the parameter, its gradient and
+            its state); ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        weight_decay, weight, one_minus_weight, beta2, eps, step_size: per-step Python floats, the
+            quantities named in the math above, computed by :class:`Adamax` with torch's expressions so
+            they round as torch's do.
+        maximize, decay, small_weight: keyword flags that select the formula; they are fixed when the
+            kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> import numpy as np, arrayopt
+        >>> p = arrayopt.Parameter(np.array([1.0, -2.0]))
+        >>> opt = arrayopt.Adamax([p], lr=0.1)
+        >>> p.grad = np.array([0.5, -0.25])
+        >>> opt.step()  # calls the rule with the scalars computed for step 1
+        >>> p.data.round(6)
+        array([ 0.9, -1.9])
     """
     g = -grad if maximize else grad
     if decay:

@@ -40,6 +40,22 @@ def asgd_update(
     previous step stored (see :class:`ASGD`). The host computes ``decay_factor``
     :math:`= 1 - \lambda_\eta\eta_t`. The parameter shrinks even when the gradient is
     zero.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, ax: arrays of one shape and dtype (the parameter, its gradient and its state);
+            ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        weight_decay, decay_factor, eta, mu: per-step Python floats, the quantities named in the math
+            above, computed by :class:`ASGD` with torch's expressions so they round as torch's do.
+        maximize, decay, average: keyword flags that select the formula; they are fixed when the kernel
+            is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, ax = np.array([1.0, -2.0]), np.array([0.5, -0.25]), np.zeros(2)
+        >>> asgd_update(np, p, g, ax, 0.0, 1.0, 0.1, 1.0, maximize=False, decay=False, average=True)
+        >>> p, ax  # a plain SGD step with eta = 0.1; with mu = 1 the average is the new point
+        (array([ 0.95 , -1.975]), array([ 0.95 , -1.975]))
     """
     g = -grad if maximize else grad
     if decay:

@@ -55,6 +55,27 @@ def nadam_update(
     ``lerp``: for a weight :math:`w = 1-\beta_1 \ge 0.5` (flag ``lerp_from_end``) it is
     computed as :math:`g - (g - m)(1 - w)` instead (``one_minus_weight``, computed by the
     host as torch does).
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, exp_avg, exp_avg_sq: arrays of one shape and dtype (the parameter, its gradient and
+            its state); ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        weight_decay, decay_factor, one_minus_beta1, one_minus_weight, beta2, one_minus_beta2: per-step
+            Python floats, the quantities named in the math above.
+        bias_correction2, eps, grad_coeff, exp_avg_coeff: more per-step floats; :class:`NAdam` computes
+            them all with torch's expressions, so they round as torch's do.
+        maximize, decay, lerp_from_end: keyword flags that select the formula; they are fixed when the
+            kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> import numpy as np, arrayopt
+        >>> p = arrayopt.Parameter(np.array([1.0, -2.0]))
+        >>> opt = arrayopt.NAdam([p], lr=0.1)
+        >>> p.grad = np.array([0.5, -0.25])
+        >>> opt.step()  # calls the rule with the scalars computed for step 1
+        >>> p.data.round(6)
+        array([ 0.894355, -1.894355])
     """
     g = -grad if maximize else grad
     if decay == "decoupled":

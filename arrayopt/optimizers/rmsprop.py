@@ -51,6 +51,25 @@ def rmsprop_update(
     towards :math:`g`, otherwise it is written :math:`g - (g - \bar g)\alpha`.
     ``grad_avg`` and ``momentum_buffer`` are unused (any placeholder) when their
     option is off.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, square_avg, grad_avg, momentum_buffer: arrays of one shape and dtype (the
+            parameter, its gradient and its state); ``param`` and the state arrays are updated in place;
+            ``grad`` is only read.
+        lr, alpha, one_minus_alpha, eps, weight_decay, momentum: per-step Python floats, the quantities
+            named in the math above, computed by :class:`RMSprop` with torch's expressions so they round
+            as torch's do.
+        maximize, decay, centered, small_weight, use_momentum: keyword flags that select the formula;
+            they are fixed when the kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, square_avg = np.array([1.0, -2.0]), np.array([0.5, -0.25]), np.zeros(2)
+        >>> flags = dict(maximize=False, decay=False, centered=False, small_weight=True, use_momentum=False)
+        >>> rmsprop_update(np, p, g, square_avg, None, None, 0.01, 0.99, 0.01, 1e-8, 0.0, 0.0, **flags)
+        >>> p.round(6), square_avg  # the first step moves by lr / sqrt(1 - alpha) = 0.1
+        (array([ 0.9, -1.9]), array([0.0025  , 0.000625]))
     """
     g = -grad if maximize else grad
     if decay:

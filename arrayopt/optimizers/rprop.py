@@ -42,6 +42,24 @@ def rprop_update(
     "no sign information". As in torch, a NaN product counts as "otherwise" and a NaN
     gradient does not move its entry (torch's sign of NaN is 0). Complex arrays are
     pairs of reals (torch's ``view_as_real``): each part has its own step size.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, prev, step_size: arrays of one shape and dtype (the parameter, its gradient and its
+            state); ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        etaminus, etaplus, step_size_min, step_size_max: per-step Python floats, the quantities named in
+            the math above, computed by :class:`Rprop` with torch's expressions so they round as torch's
+            do.
+        maximize: keyword flags that select the formula; they are fixed when the kernel is built
+            (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g = np.array([1.0, 1.0]), np.array([0.5, -0.5])
+        >>> prev, step_size = np.array([1.0, 1.0]), np.array([0.01, 0.01])
+        >>> rprop_update(np, p, g, prev, step_size, 0.5, 1.2, 1e-6, 50.0, maximize=False)
+        >>> p, step_size, prev  # same sign: grow the step and move; sign flip: shrink, stay, forget
+        (array([0.988, 1.   ]), array([0.012, 0.005]), array([0.5, 0. ]))
     """
     g = -grad if maximize else grad
     product = g * prev

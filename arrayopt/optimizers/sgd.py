@@ -45,6 +45,24 @@ def sgd_update(
     momentum :math:`\mu` and dampening :math:`\tau` (flag ``use_momentum``). As in
     torch, the first momentum step copies the gradient without dampening.
     ``momentum_buffer`` is unused (any placeholder) without momentum.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, momentum_buffer: arrays of one shape and dtype (the parameter, its gradient and its
+            state); ``param`` and the state arrays are updated in place; ``grad`` is only read.
+        lr, weight_decay, momentum, one_minus_dampening: per-step Python floats, the quantities named in
+            the math above, computed by :class:`SGD` with torch's expressions so they round as torch's
+            do.
+        maximize, decay, use_momentum, first_step, nesterov: keyword flags that select the formula; they
+            are fixed when the kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, buf = np.array([1.0, -2.0]), np.array([0.5, 0.5]), np.zeros(2)
+        >>> flags = dict(maximize=False, decay=False, use_momentum=True, first_step=True, nesterov=False)
+        >>> sgd_update(np, p, g, buf, 0.1, 0.0, 0.9, 1.0, **flags)
+        >>> p, buf
+        (array([ 0.95, -2.05]), array([0.5, 0.5]))
     """
     g = -grad if maximize else grad
     if decay:

@@ -41,6 +41,26 @@ def sparse_adam_update(
     is added to the square root of the *uncorrected* second moment (torch's SparseAdam).
     The optimizer calls this rule on the gathered entries only
     (:func:`arrayopt.sparse.update_entries`): untouched entries keep their moments.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param, grad, exp_avg, exp_avg_sq: arrays of one shape and dtype (the parameter, its gradient and
+            its state); updated in place (the rows a sparse gradient names, gathered).
+        one_minus_beta1, one_minus_beta2, step_size, eps: per-step Python floats, the quantities named
+            in the math above, computed by :class:`SparseAdam` with torch's expressions so they round as
+            torch's do.
+        maximize: keyword flags that select the formula; they are fixed when the kernel is built
+            (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> p, g, m, v = np.array([1.0, -2.0]), np.array([0.5, -0.25]), np.zeros(2), np.zeros(2)
+        >>> import math
+        >>> lr, beta1, beta2, t = 0.1, 0.9, 0.999, 1
+        >>> step_size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+        >>> sparse_adam_update(np, p, g, m, v, 1 - beta1, 1 - beta2, step_size, 1e-8, maximize=False)
+        >>> p.round(6)  # the first step moves every touched entry by about lr
+        array([ 0.9, -1.9])
     """
     g = -grad if maximize else grad
     exp_avg += (g - exp_avg) * one_minus_beta1

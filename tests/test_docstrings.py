@@ -1,0 +1,129 @@
+"""Every public object documents its math or reference, its arguments and an example.
+
+Public means: listed in ``__all__`` of arrayopt and of its public submodules (private
+modules start with an underscore; ``arrayopt.bench`` is a command-line tool). The
+examples themselves run in tests/test_docs.py.
+"""
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import arrayopt
+import arrayopt.optimizers
+import arrayopt.optimizers.lbfgs
+
+# Module-level constants (version strings, format numbers) are documented by a
+# ``#:`` comment in their module, not by a docstring of their own.
+_CONSTANT_TYPES = (str, int, float, tuple, frozenset)
+
+
+def public_modules():
+    names = [
+        "arrayopt",
+        "arrayopt.optimizer",
+        "arrayopt.parameter",
+        "arrayopt.sparse",
+        "arrayopt.flat",
+        "arrayopt.checkpoint",
+        "arrayopt.line_search",
+        "arrayopt.minimize",
+        "arrayopt.plotting",
+        "arrayopt.swa_utils",
+        "arrayopt.lr_scheduler",
+        "arrayopt.backends",
+    ]
+    names += [
+        f"arrayopt.optimizers.{m.name}"
+        for m in pkgutil.iter_modules(arrayopt.optimizers.__path__)
+        if not m.name.startswith("_")
+    ]
+    return [importlib.import_module(n) for n in names]
+
+
+def public_objects():
+    seen = {}
+    for module in public_modules():
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.ismodule(obj) or isinstance(obj, _CONSTANT_TYPES):
+                continue
+            seen.setdefault(id(obj), (f"{module.__name__}.{name}", obj))
+    return sorted(seen.values(), key=lambda item: item[0])
+
+
+PUBLIC = public_objects()
+
+
+# Not yet documented to this standard (an example, and an Args section where it takes
+# arguments): the list shrinks as they are written; xfail is strict, so a fixed one must leave it.
+MISSING = {
+    "arrayopt.OptimizeResult",
+    "arrayopt.Optimizer",
+    "arrayopt.backends.Backend",
+    "arrayopt.flat.FlatBuffer",
+    "arrayopt.line_search.LineSearchResult",
+    "arrayopt.line_search.cubic_interpolate",
+    "arrayopt.load",
+    "arrayopt.optimizer.ElementwiseOptimizer",
+    "arrayopt.optimizer.register_optimizer_step_post_hook",
+    "arrayopt.optimizer.register_optimizer_step_pre_hook",
+    "arrayopt.optimizer.required",
+    "arrayopt.optimizers.adafactor.adafactor_direction",
+    "arrayopt.optimizers.adafactor.adafactor_moment_update",
+    "arrayopt.optimizers.adafactor.adafactor_param_update",
+    "arrayopt.optimizers.muon.muon_apply",
+    "arrayopt.optimizers.muon.muon_momentum",
+    "arrayopt.optimizers.muon.newton_schulz_bfloat16",
+    "arrayopt.plotting.plot_schedule",
+    "arrayopt.plotting.schedule_history",
+    "arrayopt.sparse.as_sparse_grad",
+    "arrayopt.sparse.union",
+    "arrayopt.sparse.update_entries",
+    "arrayopt.swa_utils.SWALR",
+    "arrayopt.swa_utils.get_ema_avg_fn",
+    "arrayopt.swa_utils.get_ema_multi_avg_fn",
+    "arrayopt.swa_utils.get_swa_avg_fn",
+    "arrayopt.swa_utils.get_swa_multi_avg_fn",
+    "arrayopt.swa_utils.update_bn",
+}
+
+
+def takes_arguments(obj):
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return False
+    return any(name not in ("self", "cls") for name in signature.parameters)
+
+
+def test_the_public_api_is_found():
+    names = {name for name, _ in PUBLIC}
+    assert "arrayopt.optimizers.adam.adam_update" in names
+    assert "arrayopt.lr_scheduler.OneCycleLR" in names
+    assert "arrayopt.backends.get_backend" in names
+    assert len(PUBLIC) > 60
+
+
+@pytest.mark.parametrize(
+    ("name", "obj"),
+    [
+        pytest.param(name, obj, marks=pytest.mark.xfail(reason="docstring not complete yet", strict=True))
+        if name in MISSING
+        else (name, obj)
+        for name, obj in PUBLIC
+    ],
+    ids=[name for name, _ in PUBLIC],
+)
+def test_public_object_has_a_full_docstring(name, obj):
+    doc = inspect.getdoc(obj)
+    assert doc, f"{name} has no docstring"
+    assert ">>>" in doc, f"{name}: its docstring has no example (a doctest)"
+    if callable(obj) and takes_arguments(obj):
+        class_doc = doc
+        if inspect.isclass(obj) and obj.__init__.__doc__:
+            class_doc += inspect.getdoc(obj.__init__)
+        assert "Args:" in class_doc or "Parameters" in class_doc, f"{name}: no Args section"
