@@ -797,6 +797,8 @@ NOTEBOOKS = {
 def make(cells):
     nb = new_notebook()
     nb.cells = [new_markdown_cell(src) if kind == M else new_code_cell(src) for kind, src in cells]
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index:02d}"  # stable ids: regenerating changes only what changed
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
