@@ -498,7 +498,7 @@ them says which library (and device) ran the updates.""",
 print("backend:", get_backend(w.data))
 print("w.data:", type(w.data).__module__ + "." + type(w.data).__name__, w.data.dtype, w.data.shape)
 print("Adam state:", {key: type(value).__module__.split(".")[0] for key, value in state.items()})
-print("the device array is also what a checkpoint stores; arrayopt.load(path, xp=cupy) brings it back to the GPU")""",
+print("arrayopt.save copies these arrays to the host file; arrayopt.load(path, xp=cupy) puts them back on the GPU")""",
     ),
     (
         M,
