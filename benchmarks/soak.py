@@ -64,7 +64,7 @@ def run(params: list[arrayopt.Parameter], opt: arrayopt.Adam, start: int, stop: 
 
 def same_bits(a: Any, b: Any) -> bool:
     a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
 
 
 def compare(ps: list[arrayopt.Parameter], opt: Any, qs: list[arrayopt.Parameter], ref: Any) -> list[str]:
@@ -123,7 +123,7 @@ def soak(steps: int = 100_000, samples: int = 10, warmup: int = 500, bound_kib: 
     mismatches = compare(resumed_params, resumed, params, opt)
     trace = trace[:taken]
     growth = int(trace[-1] - trace[0])
-    report = {
+    report: dict[str, Any] = {
         "steps": steps,
         "traced_steps": steps - warmup,
         "seconds": round(seconds, 3),
