@@ -25,7 +25,7 @@ import zipfile
 import numpy as np
 import numpy.lib.format as npy_format
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_transactional_load import GARBAGE, assert_unchanged, paths, replaced, snapshot
@@ -365,9 +365,11 @@ def test_garbage_in_any_optimizer_state_dict_is_refused_with_a_message_and_chang
             warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
             opt.load_state_dict(damaged)
     except (TypeError, ValueError, KeyError) as exc:
+        event(f"load refused: {type(exc).__name__}")
         assert_refusal_has_a_message(exc)
         assert_unchanged(opt, snap)
         return
+    event("loaded")
     # Loaded: a step either works or fails before it changes a parameter. The step may
     # also raise what torch raises there for a loaded value it accepted: Adafactor's
     # AssertionError for a missing row_var/col_var/variance (None is valid for a
@@ -472,6 +474,7 @@ def test_garbage_checkpoints_are_refused_with_a_message_and_load_into_changes_no
         arrayopt.load(io.BytesIO(blob))
         loads = True
     except (TypeError, ValueError, KeyError) as exc:
+        event(f"load refused: {type(exc).__name__}")
         assert_refusal_has_a_message(exc)
         loads = False
     opt, ps = target()
@@ -481,7 +484,9 @@ def test_garbage_checkpoints_are_refused_with_a_message_and_load_into_changes_no
             warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
             arrayopt.load_into(io.BytesIO(blob), optimizer=opt, params=ps)
     except (TypeError, ValueError, KeyError) as exc:
+        event(f"load_into refused: {type(exc).__name__}")
         assert_refusal_has_a_message(exc)
         assert_unchanged(opt, snap)
         return
+    event("load_into loaded")
     assert loads  # load_into reads no more than load does
