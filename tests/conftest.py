@@ -52,3 +52,19 @@ def torch():
     module = pytest.importorskip("torch")
     module.set_num_threads(1)
     return module
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow (or ARRAYOPT_SLOW=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` are skipped unless ``--runslow`` or ``ARRAYOPT_SLOW=1`` asks for them."""
+    asked = config.getoption("--runslow") or os.environ.get("ARRAYOPT_SLOW", "") not in ("", "0")
+    markexpr = config.getoption("markexpr") or ""
+    if asked or ("slow" in markexpr and "not slow" not in markexpr):  # -m slow asks for them too
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or ARRAYOPT_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -29,7 +29,7 @@ import math
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
-from arrayopt.backends import Backend, get_backend
+from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
@@ -236,6 +236,11 @@ class Adafactor(ElementwiseOptimizer):
             expected = {"variance": shape}
         for key, want in expected.items():
             array = state[key]
+            if not is_array(array):  # a loaded state may hold anything here: refuse it before any update
+                raise TypeError(
+                    f"{p._label()}: optimizer state {key} must be an array of shape {want}, "
+                    f"but got {type(array).__name__}"
+                )
             if tuple(array.shape) != want or array.dtype != p.data.dtype:
                 raise ValueError(
                     f"{p._label()}: optimizer state {key} has shape {tuple(array.shape)} and dtype {array.dtype}, "
