@@ -28,7 +28,6 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_transactional_load import GARBAGE, assert_unchanged, paths, replaced, snapshot
 
 import arrayopt
 from arrayopt import Parameter, ParameterList
@@ -36,6 +35,7 @@ from arrayopt.backends import get_backend
 
 import harness
 from cases import CASES
+from test_transactional_load import GARBAGE, assert_unchanged, paths, replaced, snapshot
 
 strict = pytest.importorskip("array_api_strict")
 
