@@ -82,12 +82,6 @@ MISSING = {
     "arrayopt.sparse.as_sparse_grad",
     "arrayopt.sparse.union",
     "arrayopt.sparse.update_entries",
-    "arrayopt.swa_utils.SWALR",
-    "arrayopt.swa_utils.get_ema_avg_fn",
-    "arrayopt.swa_utils.get_ema_multi_avg_fn",
-    "arrayopt.swa_utils.get_swa_avg_fn",
-    "arrayopt.swa_utils.get_swa_multi_avg_fn",
-    "arrayopt.swa_utils.update_bn",
 }
 
 
