@@ -79,9 +79,6 @@ MISSING = {
     "arrayopt.optimizers.muon.newton_schulz_bfloat16",
     "arrayopt.plotting.plot_schedule",
     "arrayopt.plotting.schedule_history",
-    "arrayopt.sparse.as_sparse_grad",
-    "arrayopt.sparse.union",
-    "arrayopt.sparse.update_entries",
 }
 
 
