@@ -64,8 +64,6 @@ MISSING = {
     "arrayopt.Optimizer",
     "arrayopt.backends.Backend",
     "arrayopt.flat.FlatBuffer",
-    "arrayopt.line_search.LineSearchResult",
-    "arrayopt.line_search.cubic_interpolate",
     "arrayopt.load",
     "arrayopt.optimizer.ElementwiseOptimizer",
     "arrayopt.optimizer.register_optimizer_step_post_hook",
