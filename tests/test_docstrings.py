@@ -75,8 +75,6 @@ MISSING = {
     "arrayopt.optimizers.muon.muon_apply",
     "arrayopt.optimizers.muon.muon_momentum",
     "arrayopt.optimizers.muon.newton_schulz_bfloat16",
-    "arrayopt.plotting.plot_schedule",
-    "arrayopt.plotting.schedule_history",
 }
 
 
