@@ -69,9 +69,6 @@ MISSING = {
     "arrayopt.optimizer.register_optimizer_step_post_hook",
     "arrayopt.optimizer.register_optimizer_step_pre_hook",
     "arrayopt.optimizer.required",
-    "arrayopt.optimizers.muon.muon_apply",
-    "arrayopt.optimizers.muon.muon_momentum",
-    "arrayopt.optimizers.muon.newton_schulz_bfloat16",
 }
 
 
