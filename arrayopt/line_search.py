@@ -40,7 +40,7 @@ __all__ = ["LineSearchResult", "cubic_interpolate", "strong_wolfe"]
 
 
 class LineSearchResult(NamedTuple):
-    """What :func:`strong_wolfe` found: a named tuple.
+    r"""What :func:`strong_wolfe` found: a named tuple.
 
     Args:
         t: the accepted step.
