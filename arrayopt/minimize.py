@@ -27,7 +27,8 @@ class OptimizeResult(dict[str, Any]):
     one with ``x`` and ``fun`` as ``intermediate_result``.
 
     Args:
-        *args, **kwargs: as ``dict``'s: the keys and their values.
+        kwargs: the keys and their values (a mapping or key-value pairs may come first,
+            positionally, as for ``dict``).
 
     Example:
         >>> result = OptimizeResult(x=[1.0, 2.0], fun=0.5, success=True)
