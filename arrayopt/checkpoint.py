@@ -267,6 +267,22 @@ def load(path: _PathOrFile, /, *, xp: Any = None) -> dict[str, Any]:
         ValueError: the file is not an arrayopt checkpoint, is damaged or truncated,
             or was written by a newer format version.
         OSError: the file cannot be opened.
+
+    Example:
+        >>> import io, numpy as np, arrayopt
+        >>> w = arrayopt.Parameter(np.array([1.0, 2.0]))
+        >>> opt = arrayopt.SGD([w], lr=0.1, momentum=0.9)
+        >>> w.grad = np.ones(2)
+        >>> opt.step()
+        >>> f = io.BytesIO()
+        >>> arrayopt.save(f, w=w, optimizer=opt, epoch=3)
+        >>> _ = f.seek(0)
+        >>> checkpoint = arrayopt.load(f)
+        >>> list(checkpoint), checkpoint["w"], checkpoint["epoch"]
+        (['w', 'optimizer', 'epoch'], array([0.9, 1.9]), 3)
+        >>> checkpoint["optimizer"]["state"]
+        {0: {'momentum_buffer': array([1., 1.])}}
+        >>> opt.load_state_dict(checkpoint["optimizer"])
     """
     return {name: entry.value for name, entry in _read(path, xp).items()}
 

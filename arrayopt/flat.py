@@ -63,6 +63,19 @@ class FlatBuffer:
             the Parameters.
         shapes: each member's shape.
         offsets: element offsets of the members, with the total size last.
+
+    Args:
+        backend: the :class:`~arrayopt.backends.Backend` of the arrays.
+        arrays: one or more arrays of that library, of one device and dtype; their
+            values are copied into ``data``.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt.backends import get_backend
+        >>> arrays = [np.array([1.0, 2.0]), np.array([[3.0], [4.0]])]
+        >>> buf = FlatBuffer(get_backend(arrays[0]), arrays)
+        >>> buf.data, buf.shapes, buf.offsets
+        (array([1., 2., 3., 4.]), ((2,), (2, 1)), (0, 2, 4))
     """
 
     def __init__(self, backend: Backend, arrays: Sequence[Any]) -> None:

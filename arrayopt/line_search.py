@@ -40,7 +40,22 @@ __all__ = ["LineSearchResult", "cubic_interpolate", "strong_wolfe"]
 
 
 class LineSearchResult(NamedTuple):
-    """What :func:`strong_wolfe` found."""
+    r"""What :func:`strong_wolfe` found: a named tuple.
+
+    Args:
+        t: the accepted step.
+        f: :math:`\phi(t)`.
+        slope: :math:`\phi'(t)`.
+        payload: what ``phi`` returned with them at ``t`` (the caller's for ``t = 0``).
+        evals: how many times ``phi`` was called.
+        converged: whether the strong Wolfe conditions hold at ``t``.
+
+    Example:
+        >>> def phi(t):  # (t - 2)^2 along the line
+        ...     return (t - 2.0) ** 2, 2.0 * (t - 2.0)
+        >>> strong_wolfe(phi, 1.0, *phi(0.0))
+        LineSearchResult(t=1.0, f=1.0, slope=-2.0, payload=None, evals=1, converged=True)
+    """
 
     #: the accepted step
     t: float
@@ -89,7 +104,25 @@ def cubic_interpolate(
     :math:`x_2 - (x_2 - x_1) (g_2 + d_2 - d_1) / (g_2 - g_1 + 2 d_2)`, clamped to
     ``bounds`` (default: the interval between the two points). When
     :math:`d_1^2 < g_1 g_2` the cubic has no minimiser and the midpoint of the bounds
-    is returned.
+    is returned. This is the interpolation of Nocedal and Wright, *Numerical
+    Optimization* (2nd ed., 2006), eq. 3.59, as torch's L-BFGS uses it.
+
+    Args:
+        x1, f1, g1: the first point, the function's value and its slope there.
+        x2, f2, g2: the second point (``x1 != x2``), value and slope.
+        bounds: ``(lo, hi)`` to clamp the result to. Default: the two points' interval.
+
+    Returns:
+        The clamped minimiser (a Python float, or a NumPy scalar when the inputs are).
+
+    Example:
+        >>> # (x - 2)^2 at 0 and 3: the cubic through them is the parabola itself
+        >>> cubic_interpolate(0.0, 4.0, -4.0, 3.0, 1.0, 2.0)
+        2.0
+        >>> cubic_interpolate(0.0, 4.0, -4.0, 3.0, 1.0, 2.0, bounds=(2.5, 4.0))
+        2.5
+        >>> cubic_interpolate(0.0, 0.0, 2.0, 1.0, 1.0, 2.0)  # no minimiser: the midpoint
+        0.5
     """
     if bounds is not None:
         lo, hi = bounds

@@ -25,6 +25,18 @@ class OptimizeResult(dict[str, Any]):
     A dict whose keys are also attributes: ``x``, ``fun``, ``jac``, ``nit``, ``nfev``,
     ``njev``, ``success``, ``status`` and ``message``. ``callback`` functions receive
     one with ``x`` and ``fun`` as ``intermediate_result``.
+
+    Args:
+        kwargs: the keys and their values (a mapping or key-value pairs may come first,
+            positionally, as for ``dict``).
+
+    Example:
+        >>> result = OptimizeResult(x=[1.0, 2.0], fun=0.5, success=True)
+        >>> result.fun, result["success"]
+        (0.5, True)
+        >>> result.nit = 3
+        >>> sorted(result)
+        ['fun', 'nit', 'success', 'x']
     """
 
     def __getattr__(self, name: str) -> Any:

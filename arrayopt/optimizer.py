@@ -46,7 +46,21 @@ StateDict = dict[str, Any]
 
 
 class _RequiredParameter:
-    """Singleton marking a hyper-parameter that every param group must set."""
+    """Singleton marking a hyper-parameter that every param group must set.
+
+    An optimizer whose default for an option is :data:`required` refuses a param
+    group without it (torch's ``torch.optim.optimizer.required``).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> w = arrayopt.Parameter(np.zeros(2))
+        >>> arrayopt.Optimizer([w], {"lr": required})
+        Traceback (most recent call last):
+            ...
+        ValueError: parameter group didn't specify a value of required optimization parameter lr
+        >>> required
+        <required parameter>
+    """
 
     def __repr__(self) -> str:
         return "<required parameter>"
@@ -62,12 +76,49 @@ def register_optimizer_step_pre_hook(hook: Callable[..., Any]) -> RemovableHandl
     """Register ``hook(optimizer, args, kwargs)`` to run before every optimizer's step.
 
     It may return None or a new ``(args, kwargs)`` pair (``args[0]`` is the optimizer).
+    Global pre-hooks run before the optimizer's own (``register_step_pre_hook``), in
+    the order registered, as in torch.
+
+    Args:
+        hook: the callable; it receives the optimizer and the ``step`` call's
+            positional (without the optimizer) and keyword arguments.
+
+    Returns:
+        A handle whose ``remove()`` unregisters the hook.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=0.1)
+        >>> handle = register_optimizer_step_pre_hook(lambda o, args, kwargs: print("before", type(o).__name__))
+        >>> opt.step()
+        before SGD
+        >>> handle.remove()
+        >>> opt.step()
     """
     return register(_global_step_pre_hooks, hook)
 
 
 def register_optimizer_step_post_hook(hook: Callable[..., Any]) -> RemovableHandle:
-    """Register ``hook(optimizer, args, kwargs)`` to run after every optimizer's step."""
+    """Register ``hook(optimizer, args, kwargs)`` to run after every optimizer's step.
+
+    Its return value is ignored. Global post-hooks run after the optimizer's own
+    (``register_step_post_hook``), in the order registered, as in torch.
+
+    Args:
+        hook: the callable; it receives the optimizer and the ``step`` call's
+            positional (without the optimizer) and keyword arguments.
+
+    Returns:
+        A handle whose ``remove()`` unregisters the hook.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=0.1)
+        >>> handle = register_optimizer_step_post_hook(lambda o, args, kwargs: print("after", type(o).__name__))
+        >>> opt.step()
+        after SGD
+        >>> handle.remove()
+    """
     return register(_global_step_post_hooks, hook)
 
 
@@ -136,6 +187,26 @@ class Optimizer:
     closure's value (or None) is returned. This is what loss-scaling optimizers do
     with overflowing steps. The check costs one pass over the gradients. Neither
     attribute is part of ``state_dict``.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt import Parameter
+        >>> class SignDescent(Optimizer):  # theta <- theta - lr * sign(g)
+        ...     def __init__(self, params, lr=0.1):
+        ...         super().__init__(params, {"lr": lr})
+        ...     def step(self, closure=None):
+        ...         for group in self.param_groups:
+        ...             for p in group["params"]:
+        ...                 if p.grad is not None:
+        ...                     p.data -= group["lr"] * np.sign(p.grad)
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> w.grad = np.array([0.5, -3.0])
+        >>> opt = SignDescent([w], lr=0.5)
+        >>> opt.step()
+        >>> w.data
+        array([ 0.5, -1.5])
+        >>> opt.state_dict()
+        {'state': {}, 'param_groups': [{'lr': 0.5, 'params': [0]}]}
     """
 
     #: Group keys filled in when loading state saved by an older version (torch's
@@ -560,6 +631,32 @@ class ElementwiseOptimizer(Optimizer):
     default, required when the update is not elementwise: per-row means, norms).
     Arrays that are not the optimizer's own (a user's Parameters, arrays assigned into
     ``state``) are never moved.
+
+    Args:
+        params: as :class:`Optimizer`'s.
+        defaults: as :class:`Optimizer`'s.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt import Parameter
+        >>> def sign_update(xp, param, grad, lr):  # the rule, in the cupy.fuse dialect
+        ...     param -= lr * xp.sign(grad)
+        >>> class SignSGD(ElementwiseOptimizer):
+        ...     def __init__(self, params, lr=0.1):
+        ...         super().__init__(params, {"lr": lr})
+        ...     def _hyper(self, group):
+        ...         return {"lr": float(group["lr"])}
+        ...     def _init_state(self, p, group):
+        ...         return None
+        ...     def _operands(self, p, group, state):
+        ...         return (p.data, p.grad)
+        ...     def _update(self, backend, hyper, state, operands):
+        ...         backend.kernel(sign_update)(*operands, hyper["lr"])
+        >>> w = Parameter(np.array([1.0, -2.0, 3.0]))
+        >>> w.grad = np.array([0.5, -3.0, 0.0])
+        >>> SignSGD([w], lr=0.5).step()
+        >>> w.data
+        array([ 0.5, -1.5,  3. ])
     """
 
     _flat_runs: ClassVar[bool] = False

@@ -113,6 +113,18 @@ def schedule_history(scheduler: LRScheduler, steps: int, *, metrics: Sequence[fl
             ``metrics`` not numbers.
         ValueError: ``steps <= 0``; missing, short or misplaced ``metrics``; and
             whatever the scheduler raises itself (OneCycleLR past ``total_steps``).
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> from arrayopt.lr_scheduler import ReduceLROnPlateau, StepLR
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0, momentum=0.9)
+        >>> schedule_history(StepLR(opt, step_size=2, gamma=0.5), steps=3)
+        {'lr': [[1.0], [1.0], [0.5]], 'momentum': [[0.9], [0.9], [0.9]], 'momentum_name': 'momentum'}
+        >>> plateau = ReduceLROnPlateau(opt, factor=0.5, patience=0)
+        >>> schedule_history(plateau, steps=4, metrics=[1.0, 2.0, 3.0])["lr"]  # the loss rises
+        [[1.0], [1.0], [0.5], [0.25]]
+        >>> opt.param_groups[0]["lr"]  # unchanged
+        1.0
     """
     caller = "schedule_history"
     _check_scheduler(scheduler, caller)
@@ -188,6 +200,15 @@ def plot_schedule(
         ImportError: matplotlib is not installed (``pip install arrayopt[plot]``).
         TypeError, ValueError: as :func:`schedule_history`; ``ax`` not an Axes;
             ``momentum=True`` for an optimizer without momentum or betas.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> from matplotlib.figure import Figure  # matplotlib is needed here: pip install arrayopt[plot]
+        >>> from arrayopt.lr_scheduler import StepLR
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> ax = plot_schedule(StepLR(opt, step_size=2, gamma=0.5), steps=4, ax=Figure().add_subplot())
+        >>> ax.get_title(), ax.get_lines()[0].get_ydata().tolist()
+        ('StepLR', [1.0, 1.0, 0.5, 0.5])
     """
     caller = "plot_schedule"
     _check_scheduler(scheduler, caller)

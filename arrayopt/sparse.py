@@ -226,6 +226,24 @@ def as_sparse_grad(obj: Any) -> "SparseGrad | None":
     """``obj`` as a SparseGrad if it is a SciPy or CuPy sparse matrix/array; else None.
 
     Recognised by the module of its type, so SciPy is never imported here.
+    The matrix (2-D only) becomes a COO gradient with int64 indices of shape
+    ``(2, nnz)``, in the matrix's order, not coalesced.
+
+    Args:
+        obj: anything; a ``scipy.sparse`` or ``cupyx.scipy.sparse`` matrix or array
+            is converted.
+
+    Raises:
+        ValueError: a sparse object that is not 2-D.
+
+    Example:
+        >>> import numpy as np, scipy.sparse
+        >>> g = as_sparse_grad(scipy.sparse.coo_array(np.array([[0.0, 2.0], [3.0, 0.0]])))
+        >>> g.indices, g.values, g.shape
+        (array([[0, 1],
+               [1, 0]]), array([2., 3.]), (2, 2))
+        >>> as_sparse_grad(np.zeros(2)) is None
+        True
     """
     module = type(obj).__module__ or ""
     if not (module.startswith("scipy.sparse") or module.startswith("cupyx.scipy.sparse")):
@@ -245,6 +263,17 @@ def union(first: SparseGrad, second: SparseGrad) -> tuple[Any, Any, Any]:
 
     Returns ``(indices, first_values, second_values)`` with sorted, distinct positions:
     the compact form in which an elementwise rule can combine two sparse arrays.
+    Repeated positions are summed (both are coalesced).
+
+    Args:
+        first, second: :class:`SparseGrad` of the same shape and library.
+
+    Example:
+        >>> import numpy as np
+        >>> a = SparseGrad(np.array([[3, 0]]), np.array([1.0, 2.0]), (4,))
+        >>> b = SparseGrad(np.array([[1, 3]]), np.array([5.0, 7.0]), (4,))
+        >>> union(a, b)
+        (array([[0, 1, 3]]), array([2., 0., 1.]), array([0., 5., 7.]))
     """
     xp = get_backend(first.values).xp
     indices = xp.concat([first.indices, second.indices], axis=1)
@@ -266,6 +295,24 @@ def update_entries(backend: Backend, run: Callable[..., None], operands: "tuple[
     state array are gathered into compact arrays, ``run`` (a compiled rule) updates them
     with the gradient's values, and they are written back: untouched entries are never
     read or written.
+
+    Args:
+        backend: the parameter's :class:`~arrayopt.backends.Backend`.
+        run: the rule, called as ``run(param, grad, *state, *scalars)`` on the compact
+            arrays (placeholders passed through as they are); it updates them in place.
+        operands: ``(param, grad, *state)`` as above.
+        *scalars: the rule's remaining arguments (per-step Python floats).
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt.backends import get_backend
+        >>> def sgd(param, grad, lr):
+        ...     param -= lr * grad
+        >>> p = np.ones(4)
+        >>> g = SparseGrad(np.array([[3, 0]]), np.array([1.0, 2.0]), (4,)).coalesce()
+        >>> update_entries(get_backend(p), sgd, (p, g), 0.5)
+        >>> p
+        array([0. , 1. , 1. , 0.5])
     """
     param, grad, *state = operands
     indices = grad.indices

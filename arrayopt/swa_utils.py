@@ -91,10 +91,22 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[ArrayList, ArrayList
     The returned ``ema_update(averaged_list, current_list, n_averaged)`` ignores
     ``n_averaged`` and updates each floating-point array as
     ``lerp(a, c, 1 - decay)`` (torch's ``_foreach_lerp_``); other arrays as
-    ``a * decay + c * (1 - decay)``.
+    ``a * decay + c * (1 - decay)``. Pass it to :class:`AveragedModel` as
+    ``multi_avg_fn``.
+
+    Args:
+        decay: the weight :math:`d` of the running average, in [0, 1]. Default: 0.999.
 
     Raises:
         ValueError: if ``decay`` is outside [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> ema_update = get_ema_multi_avg_fn(decay=0.5)
+        >>> averaged = [np.array([0.0, 4.0])]
+        >>> ema_update(averaged, [np.array([2.0, 0.0])], 0)
+        >>> averaged[0]
+        array([1., 2.])
     """
     if decay < 0.0 or decay > 1.0:
         raise ValueError(f"Invalid decay value {decay} provided. Please provide a value in [0,1] range.")
@@ -119,6 +131,18 @@ def get_swa_multi_avg_fn() -> Callable[[ArrayList, ArrayList, Any], None]:
     ``1 / (n + 1)`` is a float32 number even for float64 arrays (an error of about
     1e-8 relative); here ``n_averaged`` is a Python int and the weight a double,
     which gives float32 arrays torch's exact numbers and float64 arrays the exact mean.
+
+    It takes no arguments; the returned function's ``n_averaged`` is the number of
+    values averaged so far (0 replaces the average by the current values).
+
+    Example:
+        >>> import numpy as np
+        >>> swa_update = get_swa_multi_avg_fn()
+        >>> averaged = [np.array([0.0, 4.0])]
+        >>> for n, current in enumerate(([2.0, 2.0], [4.0, 0.0])):
+        ...     swa_update(averaged, [np.array(current)], n)
+        >>> averaged[0]  # the mean of the two values given
+        array([3., 1.])
     """
 
     def swa_update(averaged_param_list: ArrayList, current_param_list: ArrayList, num_averaged: Any) -> None:
@@ -135,8 +159,19 @@ def get_swa_multi_avg_fn() -> Callable[[ArrayList, ArrayList, Any], None]:
 def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
     r"""An EMA step for one array, returning a new array: :math:`d\,a + (1-d)\,c`.
 
+    The returned ``ema_update(averaged, current, n_averaged)`` ignores
+    ``n_averaged``. Pass it to :class:`AveragedModel` as ``avg_fn``.
+
+    Args:
+        decay: the weight :math:`d` of the running average, in [0, 1]. Default: 0.999.
+
     Raises:
         ValueError: if ``decay`` is outside [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> get_ema_avg_fn(decay=0.75)(np.array([4.0, 0.0]), np.array([0.0, 8.0]), 0)
+        array([3., 2.])
     """
     if decay < 0.0 or decay > 1.0:
         raise ValueError(f"Invalid decay value {decay} provided. Please provide a value in [0,1] range.")
@@ -148,7 +183,17 @@ def get_ema_avg_fn(decay: float = 0.999) -> Callable[[Any, Any, Any], Any]:
 
 
 def get_swa_avg_fn() -> Callable[[Any, Any, Any], Any]:
-    r"""A running-mean step for one array, returning a new array: :math:`a + (c - a)/(n+1)`."""
+    r"""A running-mean step for one array, returning a new array: :math:`a + (c - a)/(n+1)`.
+
+    It takes no arguments; the returned ``swa_update(averaged, current, n_averaged)``
+    adds ``current`` to the mean ``averaged`` of ``n_averaged`` values. Pass it to
+    :class:`AveragedModel` as ``avg_fn``.
+
+    Example:
+        >>> import numpy as np
+        >>> get_swa_avg_fn()(np.array([1.0, 2.0]), np.array([4.0, 8.0]), 2)  # (2 * a + c) / 3
+        array([2., 4.])
+    """
 
     def swa_update(averaged_param: Any, current_param: Any, num_averaged: Any) -> Any:
         return averaged_param + (current_param - averaged_param) / (num_averaged + 1)
@@ -443,8 +488,19 @@ def update_bn(loader: Any, model: Any, device: Any = None) -> None:
             recompute_statistics(model, loader)   # your code
             evaluate(model)
 
+    Args:
+        loader: as torch's (an iterable of inputs); unused.
+        model: as torch's (a module); unused.
+        device: as torch's; unused.
+
     Raises:
         NotImplementedError: always, with this explanation.
+
+    Example:
+        >>> update_bn([], model=None)
+        Traceback (most recent call last):
+            ...
+        NotImplementedError: update_bn needs torch.nn batch-norm layers; arrayopt has none. ...
     """
     raise NotImplementedError(
         "update_bn needs torch.nn batch-norm layers; arrayopt has none. Swap the averages into your "
@@ -478,6 +534,18 @@ class SWALR(LRScheduler):
 
     Reference: Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
     Generalization", UAI 2018.
+
+    Example:
+        >>> import numpy as np, arrayopt
+        >>> opt = arrayopt.SGD([arrayopt.Parameter(np.zeros(2))], lr=1.0)
+        >>> scheduler = SWALR(opt, swa_lr=0.5, anneal_epochs=2, anneal_strategy="linear")
+        >>> for _ in range(3):
+        ...     opt.step()
+        ...     scheduler.step()
+        ...     print(scheduler.get_last_lr())
+        [0.75]
+        [0.5]
+        [0.5]
     """
 
     def __init__(

@@ -23,6 +23,21 @@ class Backend:
         name: short library name (``"numpy"``, ``"cupy"``, or the namespace's name).
         xp: the library's array-API namespace (through array-api-compat), used to
             allocate state and for non-elementwise work.
+
+    One instance per library, found with :func:`get_backend`; it takes no arguments.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt.backends import get_backend
+        >>> backend = get_backend(np.zeros(2))
+        >>> backend.name
+        'numpy'
+        >>> def axpy(xp, y, x, a):  # an elementwise rule: y <- y + a x
+        ...     y += a * x
+        >>> y = np.ones(3)
+        >>> backend.kernel(axpy)(y, np.arange(3.0), 2.0)
+        >>> y
+        array([1., 3., 5.])
     """
 
     name: str

@@ -33,16 +33,7 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(reason="Optimizer's docstrings have no example yet", strict=True))
-        if m.__name__ == "arrayopt.optimizer"
-        else m
-        for m in public_modules()
-    ],
-    ids=lambda m: m.__name__,
-)
+@pytest.mark.parametrize("module", public_modules(), ids=lambda m: m.__name__)
 def test_every_public_module_has_examples(module):
     finder = doctest.DocTestFinder()
     modules = [module]

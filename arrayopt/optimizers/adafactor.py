@@ -55,6 +55,27 @@ def adafactor_moment_update(
     is torch's: :math:`S + \omega(T - S)` for :math:`\omega < 0.5`, else (flag
     ``lerp_from_end``) :math:`T - (T - S)(1 - \omega)`, so the first step
     (:math:`\omega = 1`) copies :math:`T` exactly.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        second: the estimate :math:`S` (``row_var``, ``col_var`` or ``variance``),
+            updated in place.
+        target: :math:`T`, or the gradient with ``square``; only read.
+        weight, one_minus_weight: :math:`\omega = t^\tau` and :math:`1 - \omega`,
+            Python floats computed by :class:`Adafactor`.
+        square, lerp_from_end: keyword flags that select the formula; they are fixed
+            when the kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([1.0, 4.0])
+        >>> adafactor_moment_update(np, s, np.array([3.0, 2.0]), 0.25, 0.75, square=False, lerp_from_end=False)
+        >>> s
+        array([1.5, 3.5])
+        >>> v = np.zeros(2)  # the first step of an unfactored moment: V = G * G
+        >>> adafactor_moment_update(np, v, np.array([3.0, -2.0]), 1.0, 0.0, square=True, lerp_from_end=True)
+        >>> v
+        array([9., 4.])
     """
     end = target * target if square else target
     if lerp_from_end:
@@ -76,6 +97,21 @@ def adafactor_direction(
 
     As torch (``clamp_``, ``rsqrt_``, ``mul_``): the reciprocal square root is rounded
     before the product.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        update: holds :math:`\hat V` on entry and :math:`U` on return (the gradient's
+            shape).
+        grad: the gradient :math:`G`; only read.
+        eps1_squared: :math:`\epsilon_1^2`, a Python float.
+        maximize: keyword flag (negate the gradient), fixed when the kernel is built.
+
+    Example:
+        >>> import numpy as np
+        >>> u = np.array([4.0, 0.0])  # the second-moment estimate
+        >>> adafactor_direction(np, u, np.array([2.0, 3.0]), 0.25, maximize=False)
+        >>> u  # 2 / sqrt(4) and 3 / sqrt(0.25)
+        array([1., 6.])
     """
     g = -grad if maximize else grad
     update[...] = 1 / xp.sqrt(xp.maximum(update, eps1_squared)) * g
@@ -93,6 +129,21 @@ def adafactor_param_update(
     r"""The parameter step, in place: :math:`\theta \leftarrow \theta(1-\gamma\lambda)
     + s\,U` (flag ``decay`` for the first factor), where the host computed
     ``step`` :math:`s = -\alpha_t / \max(1, \mathrm{RMS}(U)/d)`.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param: the parameter :math:`\theta`, updated in place.
+        update: the unscaled update :math:`U` from :func:`adafactor_direction`; only read.
+        decay_factor: :math:`1 - \gamma\lambda`, a Python float.
+        step: :math:`s`, a Python float (negative: a descent step).
+        decay: keyword flag (apply ``decay_factor``), fixed when the kernel is built.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.array([1.0, 2.0])
+        >>> adafactor_param_update(np, p, np.array([1.0, -1.0]), 0.5, -0.25, decay=True)
+        >>> p
+        array([0.25, 1.25])
     """
     if decay:
         param *= decay_factor

@@ -38,6 +38,25 @@ def muon_momentum(
     weight :math:`w` below 0.5 (``small_*_weight``) it moves from the start towards
     the end, otherwise it is written :math:`\text{end} - (\text{end} - \text{start})(1-w)`.
     ``update`` is an output array of the gradient's shape.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        grad: the gradient :math:`g`; only read.
+        momentum_buffer: :math:`B`, updated in place.
+        update: output array for :math:`U`.
+        one_minus_momentum, momentum: :math:`1 - \mu` and :math:`\mu`, Python floats.
+        nesterov, small_buffer_weight, small_nesterov_weight: keyword flags that select
+            the formula (``small_buffer_weight``: :math:`1 - \mu < 0.5`;
+            ``small_nesterov_weight``: :math:`\mu < 0.5`); they are fixed when the
+            kernel is built (``backend.kernel(rule, **flags)``).
+
+    Example:
+        >>> import numpy as np
+        >>> buf, u = np.array([1.0, 2.0]), np.empty(2)
+        >>> flags = dict(nesterov=True, small_buffer_weight=False, small_nesterov_weight=False)
+        >>> muon_momentum(np, np.array([3.0, 0.0]), buf, u, 0.5, 0.5, **flags)
+        >>> buf, u  # B = lerp(B, g, 0.5), U = lerp(g, B, 0.5)
+        (array([2., 1.]), array([2.5, 0.5]))
     """
     if small_buffer_weight:
         momentum_buffer += one_minus_momentum * (grad - momentum_buffer)
@@ -132,6 +151,26 @@ def newton_schulz_bfloat16(
     bfloat16. The coefficients are rounded to float32 as torch's ``addmm`` does.
     Returns a float64 array of bfloat16 values with the matrix's shape; everything
     goes through the array namespace ``xp``.
+
+    Args:
+        xp: the array namespace of ``matrix``.
+        matrix: the 2-D array :math:`G` (any real floating dtype); only read.
+        coefficients: :math:`(a, b, c)`, Python floats (Muon's default:
+            ``(3.4445, -4.775, 2.0315)``).
+        steps: the number of iterations.
+        eps: the floor :math:`\epsilon` of the norm.
+        matmul: ``matmul(xp, a, b)``, the float32-rounded product of two
+            bfloat16-valued float64 matrices. Default: exact accumulation, one rounding.
+
+    Reference: K. Jordan et al., "Muon: An optimizer for hidden layers in neural
+    networks" (2024), https://kellerjordan.github.io/posts/muon/.
+
+    Example:
+        >>> import numpy as np
+        >>> g = np.array([[3.0, 0.0], [0.0, 0.5]])
+        >>> newton_schulz_bfloat16(np, g, (3.4445, -4.775, 2.0315), 5, 1e-7)  # singular values near 1
+        array([[0.73046875, 0.        ],
+               [0.        , 1.046875  ]])
     """
     a, b, c = (_float32(float(k)) for k in coefficients)
     # The norm's floor, eps, as torch's clamp of a bfloat16 norm sees it.
@@ -155,6 +194,19 @@ def muon_apply(xp: Any, param: Any, orthogonal: Any, decay_factor: float, adjust
     ``decay_factor`` :math:`= 1 - \gamma\lambda` uses the unadjusted learning rate,
     ``adjusted_lr`` :math:`\gamma'` the shape-adjusted one; :math:`O` is the
     orthogonalised update in the parameter's dtype.
+
+    Args:
+        xp: the array namespace of the arrays (``backend.xp``).
+        param: the parameter :math:`\theta`, updated in place.
+        orthogonal: :math:`O`, of the parameter's shape and dtype; only read.
+        decay_factor, adjusted_lr: Python floats, as above.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.array([1.0, 2.0])
+        >>> muon_apply(np, p, np.array([1.0, -1.0]), 0.5, 0.25)
+        >>> p
+        array([0.25, 1.25])
     """
     param *= decay_factor
     param -= adjusted_lr * orthogonal
