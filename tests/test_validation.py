@@ -12,6 +12,28 @@ import pytest
 
 import arrayopt
 
+
+class Array:
+    """A hyper-parameter given as an array (NumPy for arrayopt, a tensor for torch)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __repr__(self):
+        return f"Array({self.values})"
+
+
+def _convert(kwargs, make):
+    def one(value):
+        if isinstance(value, Array):
+            return make(value.values)
+        if isinstance(value, tuple):
+            return tuple(one(x) for x in value)
+        return value
+
+    return {key: one(value) for key, value in kwargs.items()}
+
+
 # (optimizer, keyword arguments, error type, message)
 BAD_ARGUMENTS = [
     ("SGD", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
@@ -40,6 +62,61 @@ BAD_ARGUMENTS = [
     ("AdamW", {"betas": (0.9, 1.5)}, ValueError, "Invalid beta parameter at index 1: 1.5"),
     ("AdamW", {"eps": -1.0}, ValueError, "Invalid epsilon value: -1.0"),
     ("AdamW", {"weight_decay": -0.01}, ValueError, "Invalid weight_decay value: -0.01"),
+    # Adadelta, Adamax, RMSprop, Rprop
+    ("Adadelta", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("Adadelta", {"lr": math.nan}, ValueError, "Invalid learning rate: nan"),
+    ("Adadelta", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("Adadelta", {"rho": 1.5}, ValueError, "Invalid rho value: 1.5"),
+    ("Adadelta", {"rho": -0.1}, ValueError, "Invalid rho value: -0.1"),
+    ("Adadelta", {"rho": math.nan}, ValueError, "Invalid rho value: nan"),
+    ("Adadelta", {"eps": -1e-6}, ValueError, "Invalid epsilon value: -1e-06"),
+    ("Adadelta", {"weight_decay": -0.1}, ValueError, "Invalid weight_decay value: -0.1"),
+    ("Adadelta", {"rho": 2.0, "eps": -1.0}, ValueError, "Invalid rho value: 2.0"),
+    ("Adamax", {"lr": -0.002}, ValueError, "Invalid learning rate: -0.002"),
+    ("Adamax", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("Adamax", {"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
+    ("Adamax", {"betas": (1.0, 0.999)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
+    ("Adamax", {"betas": (-0.1, 0.999)}, ValueError, "Invalid beta parameter at index 0: -0.1"),
+    ("Adamax", {"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
+    ("Adamax", {"weight_decay": -1.0}, ValueError, "Invalid weight_decay value: -1.0"),
+    ("Adamax", {"eps": -1.0, "betas": (2.0, 0.9)}, ValueError, "Invalid epsilon value: -1.0"),
+    ("RMSprop", {"lr": -0.01}, ValueError, "Invalid learning rate: -0.01"),
+    ("RMSprop", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("RMSprop", {"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
+    ("RMSprop", {"momentum": -0.5}, ValueError, "Invalid momentum value: -0.5"),
+    ("RMSprop", {"weight_decay": -0.1}, ValueError, "Invalid weight_decay value: -0.1"),
+    ("RMSprop", {"alpha": -0.5}, ValueError, "Invalid alpha value: -0.5"),
+    ("RMSprop", {"alpha": -1.0, "momentum": -1.0}, ValueError, "Invalid momentum value: -1.0"),
+    ("Rprop", {"lr": -0.01}, ValueError, "Invalid learning rate: -0.01"),
+    ("Rprop", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("Rprop", {"etas": (1.0, 1.2)}, ValueError, "Invalid eta values: 1.0, 1.2"),
+    ("Rprop", {"etas": (0.0, 1.2)}, ValueError, "Invalid eta values: 0.0, 1.2"),
+    ("Rprop", {"etas": (0.5, 1.0)}, ValueError, "Invalid eta values: 0.5, 1.0"),
+    ("Rprop", {"etas": (0.5, 0.9)}, ValueError, "Invalid eta values: 0.5, 0.9"),
+    ("Rprop", {"etas": (math.nan, 1.2)}, ValueError, "Invalid eta values: nan, 1.2"),
+    ("Rprop", {"lr": -1.0, "etas": (2.0, 1.0)}, ValueError, "Invalid learning rate: -1.0"),
+    # ASGD, NAdam, RAdam, Adafactor
+    ("ASGD", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("ASGD", {"lr": math.nan}, ValueError, "Invalid learning rate: nan"),
+    ("ASGD", {"weight_decay": -0.1}, ValueError, "Invalid weight_decay value: -0.1"),
+    ("NAdam", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("NAdam", {"eps": -1e-8}, ValueError, "Invalid epsilon value: -1e-08"),
+    ("NAdam", {"betas": (1.0, 0.999)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
+    ("NAdam", {"betas": (0.9, -0.1)}, ValueError, "Invalid beta parameter at index 1: -0.1"),
+    ("NAdam", {"weight_decay": -0.1}, ValueError, "Invalid weight_decay value: -0.1"),
+    ("NAdam", {"momentum_decay": -0.1}, ValueError, "Invalid momentum_decay value: -0.1"),
+    ("RAdam", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("RAdam", {"eps": -1.0}, ValueError, "Invalid epsilon value: -1.0"),
+    ("RAdam", {"betas": (-0.5, 0.999)}, ValueError, "Invalid beta parameter at index 0: -0.5"),
+    ("RAdam", {"betas": (0.9, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
+    ("RAdam", {"weight_decay": -1.0}, ValueError, "Invalid weight_decay value: -1.0"),
+    ("Adafactor", {"lr": -1.0}, ValueError, "Learning rate should be >= 0 but is: -1.0"),
+    ("Adafactor", {"beta2_decay": 0.5}, ValueError, "beta2_decay should be <= 0 but is: 0.5"),
+    ("Adafactor", {"beta2_decay": math.nan}, ValueError, "beta2_decay should be <= 0 but is: nan"),
+    ("Adafactor", {"eps": (-1.0, 1e-3)}, ValueError, "epsilon1 should be >= 0 but is: -1.0"),
+    ("Adafactor", {"eps": (None, -1e-3)}, ValueError, "epsilon2 should be >= 0 but is: -0.001"),
+    ("Adafactor", {"d": 0.5}, ValueError, "Clipping threshold d should be >= 1 but is: 0.5"),
+    ("Adafactor", {"weight_decay": -0.1}, ValueError, "weight_decay should be >= 0 but is: -0.1"),
 ]
 
 # Rows where arrayopt is stricter than torch (torch accepts these values).
@@ -56,6 +133,40 @@ ARRAYOPT_ONLY = [
     ("Adam", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
     ("SGD", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
     ("AdamW", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    # Adadelta, Adamax, RMSprop, Rprop
+    ("Adadelta", {"lr": math.inf}, ValueError, "Invalid learning rate: inf"),
+    ("Adadelta", {"eps": math.inf}, ValueError, "Invalid epsilon value: inf"),
+    ("Adadelta", {"rho": "0.9"}, TypeError, "rho must be a real number, got '0.9'"),
+    ("Adamax", {"betas": (0.9,)}, ValueError, "betas must be a pair (beta1, beta2), got (0.9,)"),
+    ("Adamax", {"betas": (0.9, None)}, TypeError, "betas[1] must be a real number, got None"),
+    ("RMSprop", {"alpha": math.inf}, ValueError, "Invalid alpha value: inf"),
+    ("RMSprop", {"momentum": math.nan}, ValueError, "Invalid momentum value: nan"),
+    ("Rprop", {"etas": (0.5, 1.2, 2.0)}, ValueError, "etas must be a pair (etaminus, etaplus), got (0.5, 1.2, 2.0)"),
+    ("Rprop", {"step_sizes": (1e-6,)}, ValueError, "step_sizes must be a pair (min, max), got (1e-06,)"),
+    ("Rprop", {"step_sizes": (1e-6, "50")}, TypeError, "step_sizes[1] must be a real number, got '50'"),
+    # torch accepts these flags and fails at the first step on CPU (capturable), or
+    # supports them through autograd (differentiable), which arrayopt does not have.
+    ("Adadelta", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    ("Adadelta", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
+    ("Adamax", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    ("Adamax", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
+    ("RMSprop", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    ("RMSprop", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
+    ("Rprop", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    ("Rprop", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
+    # ASGD, NAdam, RAdam, Adafactor
+    ("ASGD", {"lr": math.inf}, ValueError, "Invalid learning rate: inf"),
+    ("ASGD", {"t0": "1e6"}, TypeError, "t0 must be a real number, got '1e6'"),
+    ("ASGD", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
+    ("ASGD", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    ("NAdam", {"momentum_decay": math.inf}, ValueError, "Invalid momentum_decay value: inf"),
+    ("NAdam", {"betas": (0.9,)}, ValueError, "betas must be a pair (beta1, beta2), got (0.9,)"),
+    ("NAdam", {"capturable": True}, NotImplementedError, "capturable=True is not supported"),
+    ("RAdam", {"eps": math.inf}, ValueError, "Invalid epsilon value: inf"),
+    ("RAdam", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
+    ("Adafactor", {"lr": math.inf}, ValueError, "Learning rate should be >= 0 but is: inf"),
+    ("Adafactor", {"eps": (None, 1e-3, 1.0)}, ValueError, "eps must be a pair (eps1, eps2), got (None, 0.001, 1.0)"),
+    ("Adafactor", {"eps": ("a", 1e-3)}, TypeError, "eps[0] must be a real number, got 'a'"),
 ]
 
 
@@ -63,12 +174,17 @@ def ids(row):
     return f"{row[0]}-{'-'.join(f'{k}={v}' for k, v in row[1].items())}"
 
 
+def ours(kwargs):
+    """The row's keyword arguments with ``Array`` values as NumPy arrays."""
+    return _convert(kwargs, np.array)
+
+
 @pytest.mark.parametrize("row", BAD_ARGUMENTS + ARRAYOPT_ONLY, ids=ids)
 def test_raised_before_params_are_looked_at(row):
     name, kwargs, error, message = row
     # torch's own tests pass params=None: the hyper-parameter error must come first.
     with pytest.raises(error) as info:
-        getattr(arrayopt, name)(None, **kwargs)
+        getattr(arrayopt, name)(None, **ours(kwargs))
     assert str(info.value).startswith(message)
 
 
@@ -79,7 +195,7 @@ def test_caller_objects_are_untouched(row):
     p.grad = np.ones(3)
     group = {"params": [p]}
     with pytest.raises(error):
-        getattr(arrayopt, name)([group], **kwargs)
+        getattr(arrayopt, name)([group], **ours(kwargs))
     assert group == {"params": [p]}
     np.testing.assert_array_equal(p.data, np.ones(3))
 
@@ -89,11 +205,13 @@ def test_caller_objects_are_untouched(row):
 def test_same_error_as_torch(row, torch):
     name, kwargs, error, message = row
     with pytest.raises(Exception) as theirs:
-        getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(2))], **kwargs)
-    with pytest.raises(Exception) as ours:
-        getattr(arrayopt, name)([arrayopt.Parameter(np.zeros(2))], **kwargs)
-    assert type(ours.value) is type(theirs.value) is error
-    assert str(ours.value) == str(theirs.value) == message
+        getattr(torch.optim, name)(
+            [torch.nn.Parameter(torch.zeros(2))], **_convert(kwargs, lambda x: torch.tensor(x, dtype=torch.float64))
+        )
+    with pytest.raises(Exception) as mine:
+        getattr(arrayopt, name)([arrayopt.Parameter(np.zeros(2))], **ours(kwargs))
+    assert type(mine.value) is type(theirs.value) is error
+    assert str(mine.value) == str(theirs.value) == message
 
 
 def test_array_hyper_parameters_must_have_one_element():

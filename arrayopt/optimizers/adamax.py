@@ -56,7 +56,6 @@ def adamax_update(
             kernel is built (``backend.kernel(rule, **flags)``).
 
     Example:
-        >>> import numpy as np
         >>> import numpy as np, arrayopt
         >>> p = arrayopt.Parameter(np.array([1.0, -2.0]))
         >>> opt = arrayopt.Adamax([p], lr=0.1)

@@ -68,7 +68,6 @@ def nadam_update(
             kernel is built (``backend.kernel(rule, **flags)``).
 
     Example:
-        >>> import numpy as np
         >>> import numpy as np, arrayopt
         >>> p = arrayopt.Parameter(np.array([1.0, -2.0]))
         >>> opt = arrayopt.NAdam([p], lr=0.1)

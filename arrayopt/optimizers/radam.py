@@ -80,7 +80,6 @@ def radam_update(
             when the kernel is built (``backend.kernel(rule, **flags)``).
 
     Example:
-        >>> import numpy as np
         >>> import numpy as np, arrayopt
         >>> p = arrayopt.Parameter(np.array([1.0, -2.0]))
         >>> opt = arrayopt.RAdam([p], lr=0.1)
