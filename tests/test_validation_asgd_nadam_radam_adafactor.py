@@ -13,7 +13,6 @@ import pytest
 import arrayopt
 
 
-
 @pytest.mark.parametrize("name", ["ASGD", "NAdam", "RAdam", "Adafactor"])
 def test_array_lr_must_have_one_element(name):
     with pytest.raises(ValueError, match=r"^Tensor lr must be 1-element$"):
