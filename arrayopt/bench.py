@@ -131,7 +131,8 @@ def _run_worker(
     args: argparse.Namespace, optimizers: list[str], workloads: list[str], threads: int, kind: str
 ) -> list[Row]:
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    thread_variables = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+    for var in (*thread_variables, "ARRAYOPT_NUM_THREADS"):
         env[var] = str(threads)
     env["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS in an optimizer step; keep it off the cores
     if "ARRAYOPT_CACHE_DIR" not in env:

@@ -1,4 +1,4 @@
-"""NumPy backend: rules compiled by numba when it is installed, else NumPy ufuncs in chunks."""
+"""NumPy backend: rules compiled by numba when it is installed, else NumPy ufuncs in chunks (and threads)."""
 
 import importlib.util
 import os
@@ -24,6 +24,11 @@ CHUNK_BYTES = 1 << 20
 SCRATCH_BYTES = 1 << 17
 
 
+# Whether large arrays go through ufunc plans (``arrayopt.backends.plan``); tests turn
+# it off to reach the scratch evaluation, which serves the rules a plan cannot express.
+_ufunc_plans = True
+
+
 def _apply(rule: Rule, args: "list[Any] | tuple[Any, ...]", flags: dict[str, Any]) -> None:
     # The single place a rule is called on NumPy data; tests wrap it to check that
     # rules stay within the dialect cupy.fuse can compile. args[0] is the parameter.
@@ -44,12 +49,18 @@ class NumPyBackend(Backend):
 
     With numba (see :func:`set_numba`), contiguous float32 and float64 operands
     (complex ones viewed as interleaved reals, like ``torch.view_as_real``) are updated
-    by the rule compiled into one loop (``arrayopt.backends.jit``). Otherwise, and for
-    rules that cannot be compiled exactly, contiguous operands are flattened and
-    processed in chunks of ``CHUNK_BYTES`` per operand, with large temporaries taken
-    from preallocated scratch buffers; non-contiguous operands are processed whole,
-    complex ones through their ``.real`` and ``.imag`` views. Python-float scalars are
-    weak under NEP 50, so float32 arrays stay float32. Every path gives the same bits.
+    by the rule compiled into one loop (``arrayopt.backends.jit``). Otherwise operands
+    of ``SCRATCH_BYTES`` and more run through a ufunc plan
+    (``arrayopt.backends.plan``): the traced rule as one ufunc call per operation,
+    over cache-sized chunks, with results written into their operands and large arrays
+    split over threads (``plan.set_num_threads``). Rules a plan cannot express (an
+    ``exp``, NumPy-scalar arguments, dtypes beyond float16/32/64 and their complex
+    forms) run the rule itself: contiguous operands flattened and processed in chunks
+    of ``CHUNK_BYTES`` per operand, with large temporaries taken from preallocated
+    scratch buffers; non-contiguous operands whole, complex ones through their
+    ``.real`` and ``.imag`` views. Small arrays run the rule itself too. Python-float
+    scalars are weak under NEP 50, so float32 arrays stay float32. Every path gives
+    the same bits.
     """
 
     name = "numpy"
@@ -59,6 +70,8 @@ class NumPyBackend(Backend):
         ndarray = numpy.ndarray
         # (dtype, type of each argument) -> (numba kernel, array positions, complex) or None
         compiled: dict[tuple[Any, ...], Any] = {}
+        # the same key -> (ufunc plan, array positions, complex) or None, for the NumPy path
+        plans: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
             if _numba is True or (_numba is None and numba_enabled()):
@@ -68,7 +81,7 @@ class NumPyBackend(Backend):
                     plan = compiled[key] = _jit_plan(rule, flags, key)
                 if plan is not None:
                     kernel, positions, complex_ = plan
-                    values = _jit_operands(args, positions, complex_)
+                    values = _flat_operands(args, positions, complex_)
                     if values is not None:
                         try:
                             kernel(*values)
@@ -81,6 +94,17 @@ class NumPyBackend(Backend):
                                 stacklevel=2,
                             )
             first = args[0]
+            if first.nbytes >= SCRATCH_BYTES and _ufunc_plans:
+                key = (first.dtype, *map(type, args))
+                plan = plans.get(key, _MISSING)
+                if plan is _MISSING:
+                    plan = plans[key] = _ufunc_plan(rule, flags, key)
+                if plan is not None:
+                    ufunc_plan, positions, complex_ = plan
+                    values = _flat_operands(args, positions, complex_)
+                    if values is not None:
+                        ufunc_plan(*values)
+                        return
             if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
                 # One chunk and real: any layout works as it is (elementwise rule).
                 _apply(rule, args, flags)
@@ -93,6 +117,7 @@ class NumPyBackend(Backend):
                     _apply(rule, values, flags)
 
         run.compiled = compiled  # type: ignore[attr-defined]  # for tests and benchmarks
+        run.plans = plans  # type: ignore[attr-defined]
         return run
 
     def take_entries(self, array: Any, indices: Any) -> Any:
@@ -187,25 +212,47 @@ def set_numba(mode: "bool | str") -> bool:
     return True
 
 
+def set_num_threads(threads: int) -> int:
+    """Split large arrays over ``threads`` threads on the NumPy (ufunc) path; returns the previous setting.
+
+    The default is ``ARRAYOPT_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs
+    this process may use (see ``arrayopt.backends.plan``). numba kernels follow
+    numba's own setting (``numba.set_num_threads``).
+
+    Raises:
+        ValueError: ``threads`` is not a positive integer.
+    """
+    from arrayopt.backends import plan
+
+    return plan.set_num_threads(threads)
+
+
+def get_num_threads() -> int:
+    """How many threads the NumPy (ufunc) path splits a large array over (see :func:`set_num_threads`)."""
+    from arrayopt.backends import plan
+
+    return plan.get_num_threads()
+
+
 def _jit_errors() -> tuple[type[BaseException], ...]:
     import numba.core.errors
 
     return (numba.core.errors.NumbaError,)
 
 
-def _jit_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
-    """``(kernel, array positions, complex)`` for a dtype and argument types, or None.
+def _traced(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...], dtypes: tuple[Any, ...]) -> Any:
+    """``(program, real dtype, array positions, complex)`` for a dtype and argument types, or None.
 
-    None when the rule cannot be compiled exactly (see ``arrayopt.backends.trace``),
-    for dtypes other than float32, float64 and their complex counterparts, and for
-    scalar arguments other than Python numbers (NumPy scalars are not weak).
+    None when the rule cannot be traced exactly (see ``arrayopt.backends.trace``), for
+    real dtypes other than ``dtypes``, and for scalar arguments other than Python
+    numbers (NumPy scalars are not weak).
     """
-    from arrayopt.backends import jit, trace
+    from arrayopt.backends import trace
 
     dtype, *types = key
     complex_ = dtype.kind == "c"
     real = numpy.dtype(dtype.char.lower()) if complex_ else dtype
-    if real not in (numpy.float32, numpy.float64):
+    if real not in dtypes:
         return None
     kinds = []
     for t in types:
@@ -222,10 +269,35 @@ def _jit_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
     if not program.stores:
         return None
     positions = tuple(i for i, kind in enumerate(kinds) if kind == trace.ARRAY)
+    return program, real, positions, complex_
+
+
+def _ufunc_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
+    """``(plan, array positions, complex)`` for the chunked ufunc path, or None (see ``_traced``)."""
+    from arrayopt.backends import plan, trace
+
+    traced = _traced(rule, flags, key, tuple(map(numpy.dtype, (numpy.float16, numpy.float32, numpy.float64))))
+    if traced is None:
+        return None
+    program, real, positions, complex_ = traced
+    try:
+        return plan.UfuncPlan(program, real, rule.__name__), positions, complex_
+    except trace.NotCompilable:
+        return None
+
+
+def _jit_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
+    """``(kernel, array positions, complex)`` for numba, or None (see ``_traced``; float32 and float64 only)."""
+    from arrayopt.backends import jit
+
+    traced = _traced(rule, flags, key, (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)))
+    if traced is None:
+        return None
+    program, real, positions, complex_ = traced
     return jit.JitKernel(program, real, rule.__name__), positions, complex_
 
 
-def _jit_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
+def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
     """The arguments as numba kernels take them: every array 1-D, complex ones as real pairs.
 
     1-D real arrays pass as they are, strided or not (numba compiles for their

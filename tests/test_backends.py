@@ -70,6 +70,7 @@ def test_the_dialect_checker_catches_violations():
 
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "complex128"), CASES[::3]), ids=str)
 def test_numpy_chunking_changes_no_bit(case, dtype, monkeypatch, numpy_path):
+    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)  # the scratch path (plans: test_ufunc_plan.py)
     inputs = harness.make_inputs(dtype)
     whole = harness.run_arrayopt(case, np, inputs)
     monkeypatch.setattr(numpy_backend, "CHUNK_BYTES", 16)  # 2-4 elements per chunk
@@ -112,6 +113,7 @@ def test_mismatched_operands_are_refused():
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
 def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch, numpy_path):
     """Temporaries in preallocated buffers (ufunc out=) give the same bits as plain NumPy."""
+    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)  # the scratch path (plans: test_ufunc_plan.py)
     inputs = harness.make_inputs(dtype)
     monkeypatch.setattr(numpy_backend, "SCRATCH_BYTES", 1 << 62)
     plain = harness.run_arrayopt(case, np, inputs)
@@ -125,6 +127,7 @@ def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch, numpy_path)
 def test_scratch_buffers_are_reused_between_steps(numpy_path, monkeypatch):
     # A fresh thread scratch: earlier tests' rules (some need more live temporaries) leave buffers in it.
     monkeypatch.setattr(numpy_backend._local, "scratch", numpy_backend._Scratch())
+    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)
     p = arrayopt.Parameter(np.ones(3 * numpy_backend.CHUNK_BYTES // 8 + 5))
     p.grad = np.full(p.shape, 0.5)
     opt = arrayopt.Adam([p], amsgrad=True, weight_decay=0.1)

@@ -8,8 +8,11 @@ from hypothesis.extra import numpy as hnp
 
 import arrayopt
 import arrayopt.backends.numpy as numpy_backend
+from arrayopt.backends import plan
 
 from cases import CASES
+
+PLAN_SETTINGS = plan.CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS
 
 strict = pytest.importorskip("array_api_strict")
 
@@ -62,14 +65,24 @@ def test_chunk_size_never_changes_a_bit(case, size, chunk, dtype, seed):
     data = np.asarray(rng.standard_normal(size), dtype=dtype)
     grads = [np.asarray(rng.standard_normal(size), dtype=dtype) for _ in range(3)]
     whole = run(case, np, data, grads)  # compiled by numba when it is installed
-    saved = numpy_backend.CHUNK_BYTES, numpy_backend._numba
+    saved = numpy_backend.CHUNK_BYTES, numpy_backend._numba, numpy_backend.SCRATCH_BYTES
     numpy_backend.CHUNK_BYTES = chunk * np.dtype(dtype).itemsize
     numpy_backend._numba = False
     try:
         chunked = run(case, np, data, grads)
+        # The ufunc plans too, in chunks of the same size, over three threads.
+        numpy_backend.SCRATCH_BYTES = 0
+        threads = plan.set_num_threads(3)
+        plan.CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS = chunk * np.dtype(dtype).itemsize, 8
+        try:
+            planned = run(case, np, data, grads)
+        finally:
+            plan.set_num_threads(threads)
+            plan.CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS = PLAN_SETTINGS
     finally:
-        numpy_backend.CHUNK_BYTES, numpy_backend._numba = saved
+        numpy_backend.CHUNK_BYTES, numpy_backend._numba, numpy_backend.SCRATCH_BYTES = saved
     np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(planned, whole)
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,0 +1,201 @@
+"""The NumPy path's ufunc plans (``backends/plan.py``) give the bits of the rule run directly.
+
+The plan is what the NumPy backend runs for arrays of ``SCRATCH_BYTES`` and more when
+numba is off. Here the threshold is lowered to zero and the chunks and the threading
+threshold are made tiny, so that the small arrays of the case table go through
+chunks, short tails and several threads.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from special_values import WHICH, assert_same_bits, every_function, special_pairs
+
+import arrayopt
+import arrayopt.backends.numpy as numpy_backend
+from arrayopt.backends import get_backend, plan, trace
+from arrayopt.optimizers.adam import adam_update
+
+import harness
+from cases import by_dtype
+
+
+def run_case(case, inputs, *, planned):
+    saved = numpy_backend._numba, numpy_backend.SCRATCH_BYTES
+    numpy_backend._numba = False
+    # Direct: every array below the threshold runs the rule itself on NumPy.
+    numpy_backend.SCRATCH_BYTES = 0 if planned else 1 << 62
+    try:
+        return harness.run_arrayopt(case, np, inputs)
+    finally:
+        numpy_backend._numba, numpy_backend.SCRATCH_BYTES = saved
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(plan, "CHUNK_BYTES", 40)  # 10 float32 or 5 float64 elements per chunk
+    monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 12)
+    previous = plan.set_num_threads(3)
+    yield
+    plan.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
+def test_plan_equals_the_rule_bitwise(case, dtype, small_chunks):
+    """Every case of the table: parameters and state after every step."""
+    inputs = harness.make_inputs(dtype)
+    assert_same_bits(run_case(case, inputs, planned=True), run_case(case, inputs, planned=False))
+
+
+def test_the_cases_really_run_planned(monkeypatch):
+    monkeypatch.setattr(numpy_backend, "_numba", False)
+    p = arrayopt.Parameter(np.ones(1 << 16, np.float32))  # 256 KiB: above SCRATCH_BYTES
+    p.grad = np.ones(1 << 16, np.float32)
+    arrayopt.Adam([p], amsgrad=True).step()
+    kernel = get_backend(p.data).kernel(adam_update, maximize=False, decay="none", amsgrad=True)
+    plans = [entry[0] for entry in kernel.plans.values() if entry is not None]
+    assert any(isinstance(x, plan.UfuncPlan) and x.dtype == np.float32 for x in plans)
+
+
+def test_adam_needs_one_temporary():
+    """The storage planner writes results into their operands and reuses one buffer."""
+    kinds = ("array",) * 4 + ("scalar",) * 9
+    flags = {"maximize": False, "decay": "decoupled", "amsgrad": False}
+    adam = plan.UfuncPlan(trace.trace(adam_update, flags, kinds), np.float32)
+    assert (adam.value_temps, adam.bool_temps) == (1, 0)
+    assert "copyto" not in adam.source  # every result computed where it is stored
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("which", WHICH)
+def test_element_operations_on_special_values(which, dtype, small_chunks):
+    a, b = special_pairs(dtype)
+    program = trace.trace(every_function, {"which": which}, ("array", "array", "array", "scalar"))
+    expected = np.full_like(a, 7.0)
+    with np.errstate(all="ignore"):
+        every_function(np, expected, a, b, 0.3, which=which)
+    out = np.full_like(a, 7.0)
+    with np.errstate(all="ignore"):
+        plan.UfuncPlan(program, dtype)(out, a, b, 0.3)
+    assert out.tobytes() == expected.tobytes()
+
+
+def aliasing_rule(xp, x, y, z, s):
+    # Old values read after new ones are computed, a value stored twice, an old value
+    # stored elsewhere, a where over an operand it overwrites.
+    t = x * s
+    x[...] = y + t
+    y[...] = xp.where(y > 0, x, y - t)
+    z[...] = t
+
+
+def test_storage_planning_keeps_old_values():
+    rng = np.random.default_rng(3)
+    x, y, z = (rng.standard_normal(1000) for _ in range(3))
+    expected = [a.copy() for a in (x, y, z)]
+    aliasing_rule(np, *expected, 0.7)
+    program = trace.trace(aliasing_rule, {}, ("array", "array", "array", "scalar"))
+    plan.UfuncPlan(program, np.float64)(x, y, z, 0.7)
+    for got, want in zip((x, y, z), expected, strict=True):
+        assert got.tobytes() == want.tobytes()
+
+
+def copy_then_overwrite(xp, a, b):
+    b[...] = a  # b is stored the old a, while a gets a computed value
+    a[...] = b * 2.0
+
+
+def test_an_old_value_is_copied_before_it_is_overwritten():
+    a, b = np.arange(4.0), np.zeros(4)
+    program = trace.trace(copy_then_overwrite, {}, ("array", "array"))
+    plan.UfuncPlan(program, np.float64)(a, b)
+    np.testing.assert_array_equal(b, np.arange(4.0))
+    np.testing.assert_array_equal(a, 2 * np.arange(4.0))
+
+
+def test_old_values_copied_into_each_other_are_refused():
+    """Tracing cannot express a swap, but a hand-made program can; no copy order is right."""
+    program = trace.Program(("array", "array"))
+    program.nodes += [trace.Node("array", "value", (), 0), trace.Node("array", "value", (), 1)]
+    program.stores.update({0: 1, 1: 0})
+    with pytest.raises(trace.NotCompilable, match="copied into each other"):
+        plan.UfuncPlan(program, np.float64)
+
+
+def test_errstate_reaches_the_worker_threads(small_chunks):
+    def divide(xp, p, g):
+        p /= g
+
+    program = trace.trace(divide, {}, ("array", "array"))
+    p, g = np.ones(100), np.ones(100)
+    g[-1] = 0.0  # in the last thread's block
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+        plan.UfuncPlan(program, np.float64)(p, g)
+    with np.errstate(divide="ignore"):
+        plan.UfuncPlan(program, np.float64)(p, g)
+    assert np.isinf(p[-1])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_threads_and_chunks_give_the_same_bits(threads, monkeypatch):
+    monkeypatch.setattr(plan, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 100)
+    previous = plan.set_num_threads(threads)
+    try:
+        flags = {"maximize": False, "decay": "l2", "amsgrad": True}
+        kinds = ("array",) * 5 + ("scalar",) * 8
+        adam = plan.UfuncPlan(trace.trace(adam_update, flags, kinds), np.float32)
+        rng = np.random.default_rng(1)
+        param = rng.standard_normal(1001).astype(np.float32)
+        direct = [param.copy(), *(np.zeros_like(param) for _ in range(3))]
+        planned = [param.copy(), *(np.zeros_like(param) for _ in range(3))]
+        for t in range(1, 4):
+            g = rng.standard_normal(1001).astype(np.float32)
+            scalars = (0.1, 0.99, 0.1, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+            adam_update(np, direct[0], g, *direct[1:], *scalars, **flags)
+            adam(planned[0], g, *planned[1:], *scalars)
+        for x, y in zip(direct, planned, strict=True):
+            assert x.tobytes() == y.tobytes()
+    finally:
+        plan.set_num_threads(previous)
+
+
+def test_set_num_threads_checks_its_argument():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            plan.set_num_threads(bad)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ARRAYOPT_NUM_THREADS": "3", "OMP_NUM_THREADS": "2"}, "3"),
+        ({"OMP_NUM_THREADS": "2"}, "2"),
+        ({"ARRAYOPT_NUM_THREADS": "0"}, "ValueError: ARRAYOPT_NUM_THREADS must be a positive integer, got '0'"),
+        ({"OMP_NUM_THREADS": "many"}, "ValueError: OMP_NUM_THREADS must be a positive integer, got 'many'"),
+        ({}, str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())),
+    ],
+)
+def test_thread_count_from_the_environment(env, expected):
+    code = (
+        "from arrayopt.backends import plan\n"
+        "try:\n    print(plan.get_num_threads())\n"
+        "except ValueError as e:\n    print('ValueError:', e)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("ARRAYOPT_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == expected
+
+
+def test_the_backend_module_sets_the_plan_threads():
+    previous = numpy_backend.set_num_threads(4)
+    try:
+        assert plan.get_num_threads() == numpy_backend.get_num_threads() == 4
+    finally:
+        numpy_backend.set_num_threads(previous)
