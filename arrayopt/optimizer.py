@@ -19,7 +19,8 @@ import functools
 import math
 import operator
 import warnings
-from collections import OrderedDict, defaultdict
+import weakref
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from copy import deepcopy
 from itertools import chain, repeat
@@ -531,13 +532,15 @@ _MISSING = object()
 class _Run:
     """Members ``lo .. hi-1`` of one FlatBuffer, consecutive and in order in one param group."""
 
-    __slots__ = ("buffer", "hi", "lo", "params")
+    __slots__ = ("buffer", "caches", "hi", "lo", "params")
 
     def __init__(self, buffer: FlatBuffer, lo: int, first: Parameter) -> None:
         self.buffer = buffer
         self.lo = lo
         self.hi = lo + 1
         self.params = [first]
+        #: (lo, hi) of a stretch with a gradient -> its state, known to merge (see _SpanCache)
+        self.caches: dict[tuple[int, int], _SpanCache] = {}
 
     def spans_with_grad(self) -> list[tuple[int, int]]:
         """The maximal stretches ``(lo, hi)`` of members that have a gradient."""
@@ -556,6 +559,183 @@ class _Run:
         return spans
 
 
+class _FlatState(dict[str, Any]):
+    """The state dict of a flat Parameter: a dict that tells its cached stretch when it changes.
+
+    The optimizer creates these for the members of flat buffers (and converts loaded
+    ones). Every mutating method first marks the :class:`_SpanCache` holding the dict
+    (if any) as stale, so a later step can reuse a stretch's merged state without
+    checking every value again. Copies and pickles are plain dicts.
+    """
+
+    __slots__ = ("_span",)
+    # Weak: the cache holds its dicts, and a cycle would keep their state arrays
+    # alive past the optimizer until the garbage collector runs.
+    _span: "weakref.ref[_SpanCache] | None"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._changed()
+        dict.__init__(self, *args, **kwargs)
+
+    def _changed(self) -> None:
+        span = getattr(self, "_span", None)
+        self._span = None
+        cache = None if span is None else span()
+        if cache is not None:
+            cache.valid = False
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._changed()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._changed()
+        dict.__delitem__(self, key)
+
+    def __ior__(self, other: Any) -> "_FlatState":  # type: ignore[override,misc]
+        self._changed()
+        return dict.__ior__(self, other)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changed()
+        dict.update(self, *args, **kwargs)
+
+    def setdefault(self, *args: Any) -> Any:
+        self._changed()
+        return dict.setdefault(self, *args)
+
+    def pop(self, *args: Any) -> Any:
+        self._changed()
+        return dict.pop(self, *args)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._changed()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self._changed()
+        dict.clear(self)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
+class _StateView:
+    """Attribute access to one ``_FlatState`` dict (its ``__dict__``), for the optimizer's own writes.
+
+    ``setattr(view, "step", t)`` stores into the dict through CPython's
+    ``PyDict_SetItem``, which does not call ``_FlatState.__setitem__``: the cache
+    stays valid, and a pass ``map(setattr, views, ...)`` over the members runs in C at
+    about half the cost of calling ``dict.__setitem__`` on each.
+    """
+
+    __slots__ = ("__dict__",)
+
+
+class _StateMap(defaultdict[Any, Any]):
+    """``optimizer.state`` of an optimizer with flat runs: a defaultdict that counts its changes.
+
+    ``version`` grows whenever an entry is set, added (also by a lookup of a missing
+    key) or removed, so a step knows without a pass over the members that they still
+    map to the dicts it cached. It copies and pickles as itself; its repr is a
+    defaultdict's.
+    """
+
+    __slots__ = ("version",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.version = getattr(self, "version", 0) + 1
+        defaultdict.__init__(self, *args, **kwargs)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.version += 1
+        defaultdict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.version += 1
+        defaultdict.__delitem__(self, key)
+
+    def __ior__(self, other: Any) -> "_StateMap":  # type: ignore[misc]
+        self.version += 1
+        return defaultdict.__ior__(self, other)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.version += 1
+        defaultdict.update(self, *args, **kwargs)
+
+    def setdefault(self, *args: Any) -> Any:
+        self.version += 1
+        return defaultdict.setdefault(self, *args)
+
+    def pop(self, *args: Any) -> Any:
+        self.version += 1
+        return defaultdict.pop(self, *args)
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.version += 1
+        return defaultdict.popitem(self)
+
+    def clear(self) -> None:
+        self.version += 1
+        defaultdict.clear(self)
+
+    def __repr__(self) -> str:
+        return repr(defaultdict(self.default_factory, self))
+
+
+class _SpanCache:
+    """What one stretch of members (``params``) needs to step again without ``_merge``.
+
+    ``dicts``: the members' ``_FlatState`` dicts, which ``_merge`` accepted, and
+    ``views`` onto them; ``merged``: the stretch's state (flat slices and scalars) as
+    the last step left it. Or ``dicts`` None: no member has state. ``valid`` turns
+    False when one of the dicts changes (or joins another cache); ``mapping`` and
+    ``version`` are the ``optimizer.state`` (and its version) last seen to map the
+    members to ``dicts``.
+    """
+
+    __slots__ = ("__weakref__", "dicts", "mapping", "merged", "params", "valid", "version", "views")
+
+    def __init__(self, params: list[Parameter], dicts: list[Any] | None, merged: dict[str, Any]) -> None:
+        self.params, self.dicts, self.merged = params, dicts, merged
+        self.views: list[_StateView] = []
+        self.valid = True
+        self.mapping: Any = None
+        self.version = -1
+
+    def still_mapped(self, mapping: Any) -> bool:
+        """Whether ``mapping`` (``optimizer.state``) gives the members ``dicts`` (or no state)."""
+        if mapping is self.mapping and type(mapping) is _StateMap and mapping.version == self.version:
+            return True
+        current = map(mapping.get, self.params)
+        if self.dicts is None:
+            same = not any(current)
+        else:
+            same = all(map(operator.is_, current, self.dicts))
+        if same:
+            self.mapping = mapping
+            self.version = mapping.version if type(mapping) is _StateMap else -1
+        return same
+
+
+def _views_write_quietly() -> bool:
+    """Whether ``setattr`` on a ``_StateView`` bypasses ``_FlatState.__setitem__`` (CPython does)."""
+    probe = _FlatState(step=0.0)
+    cache = _SpanCache([], [probe], {})
+    probe._span = weakref.ref(cache)
+    view = _StateView()
+    view.__dict__ = probe
+    try:
+        view.step = 1.0  # type: ignore[attr-defined]
+    except Exception:  # an interpreter that refuses a dict subclass as __dict__
+        return False
+    return cache.valid and dict.get(probe, "step") == 1.0 and list(probe) == ["step"]
+
+
+_QUIET_VIEWS = _views_write_quietly()
+_span_of = operator.attrgetter("_span")
+
+
 class _StateLayout:
     """One state entry (``exp_avg``, ...) of every member of a FlatBuffer, in one flat array."""
 
@@ -569,7 +749,7 @@ class _StateLayout:
 class _RunUpdate:
     """A prepared update of members ``lo .. hi-1`` of a buffer by one kernel call."""
 
-    __slots__ = ("before", "buffer", "dicts", "hi", "hyper", "lo", "operands", "params", "slices", "state")
+    __slots__ = ("before", "buffer", "cache", "dicts", "hi", "hyper", "lo", "operands", "params", "slices", "state")
 
     def __init__(
         self,
@@ -582,11 +762,12 @@ class _RunUpdate:
         slices: dict[str, Any],
         operands: tuple[Any, ...],
         hyper: dict[str, Any],
+        cache: _SpanCache | None,
     ) -> None:
         self.buffer, self.lo, self.hi, self.params = buffer, lo, hi, params
         self.dicts, self.state, self.slices = dicts, state, slices
         self.before = dict(state) if state is not None else {}
-        self.operands, self.hyper = operands, hyper
+        self.operands, self.hyper, self.cache = operands, hyper, cache
 
 
 class ElementwiseOptimizer(Optimizer):
@@ -632,6 +813,17 @@ class ElementwiseOptimizer(Optimizer):
     Arrays that are not the optimizer's own (a user's Parameters, arrays assigned into
     ``state``) are never moved.
 
+    Checking that a stretch may still run as one call would cost a pass over every
+    member's state each step, so a stretch that did keeps its merged state for the
+    next: ``optimizer.state`` is then a ``defaultdict`` subclass and the state of a
+    flat Parameter a ``dict`` subclass, which note every change made through their
+    methods (``state[p] = ...``, ``del state[p]``, ``state[p]["step"] = ...``,
+    ``update``, ``pop``, ...), and a step that finds nothing changed reuses the merged
+    state; the optimizer writes each new ``step`` into the members' dicts in one pass
+    in C. Changes made by calling ``dict``'s own methods on them
+    (``dict.__setitem__(state[p], ...)``) go unnoticed. ``state_dict()`` is unchanged;
+    the state dicts copy and pickle as plain dicts.
+
     Args:
         params: as :class:`Optimizer`'s.
         defaults: as :class:`Optimizer`'s.
@@ -669,9 +861,11 @@ class ElementwiseOptimizer(Optimizer):
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._flat_reset()
         super().__init__(params, defaults)
+        self._count_state_changes()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._count_state_changes()
         if self._float_steps:
             # Counters are host floats here; a loaded one may be a number or a 0-d array
             # (torch's tensor).
@@ -781,6 +975,11 @@ class ElementwiseOptimizer(Optimizer):
 
     # -- runs of flat parameters ------------------------------------------------------------
 
+    def _count_state_changes(self) -> None:
+        """With flat runs, make a plain ``state`` defaultdict (not yet shared: new or loaded) a ``_StateMap``."""
+        if self._flat_runs and type(self.state) is defaultdict:
+            self.state = _StateMap(self.state.default_factory, self.state)
+
     def _flat_reset(self) -> None:
         # (group, its params when planned, plan) per id(group); FlatBuffer -> key -> layout
         self._flat_plans: dict[int, tuple[dict[str, Any], list[Parameter], list[Any] | None]] = {}
@@ -842,13 +1041,19 @@ class ElementwiseOptimizer(Optimizer):
         return entry
 
     def _lay_out_state(self) -> None:
-        """Move loaded state arrays of flat Parameters into flat layouts (they are the optimizer's copies)."""
+        """Move loaded state arrays of flat Parameters into flat layouts (they are the optimizer's copies).
+
+        Their plain state dicts become ``_FlatState`` dicts, so the stretches they form
+        can be cached (nothing else refers to a dict that was just loaded).
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 flat = p._flat
                 state = self.state.get(p)
                 if flat is None or not state:
                     continue
+                if type(state) is dict:
+                    state = self.state[p] = _FlatState(state)
                 buffer, index = flat
                 for key, value in state.items():
                     if _fits(buffer, value, p.shape):
@@ -867,19 +1072,70 @@ class ElementwiseOptimizer(Optimizer):
         pending: dict[Parameter, Any],
         updates: list[Any],
     ) -> None:
-        """Prepare members ``lo .. hi-1`` of ``run`` (all with a gradient), in as few kernel calls as allowed."""
+        """Prepare members ``lo .. hi-1`` of ``run`` (all with a gradient), in as few kernel calls as allowed.
+
+        A stretch whose state merged on an earlier step and has not changed since (its
+        ``_FlatState`` dicts say so, and ``optimizer.state`` still maps the members to
+        them) reuses that merged state instead of checking every value again.
+        """
+        cache = run.caches.get((lo, hi))
+        if cache is not None and cache.valid and cache.still_mapped(self.state):
+            if cache.dicts is not None:
+                state = dict(cache.merged)  # the rule's _update rebinds scalars in it
+                self._prepare_run(run.buffer, lo, hi, cache.params, cache.dicts, state, group, hyper, updates, cache)
+                return
+            if self._prepare_run(run.buffer, lo, hi, cache.params, None, None, group, hyper, updates):
+                return
         params = run.params[lo - run.lo : hi - run.lo]
         states: list[Any] = list(map(self.state.get, params))
-        for a, b, kind, merged in self._segments(run.buffer, lo, hi, states):
+        segments = self._segments(run.buffer, lo, hi, states)
+        cache = None
+        if len(segments) == 1 and segments[0][2] is _FRESH:
+            self._cache_span(run, lo, hi, params, None, {})
+        elif len(segments) == 1 and segments[0][2] is _LAID and set(map(type, states)) == {_FlatState}:
+            cache = self._cache_span(run, lo, hi, params, states, segments[0][3])
+        else:
+            run.caches.pop((lo, hi), None)
+        for a, b, kind, merged in segments:
             members = params[a - lo : b - lo]
             if kind is _PLAIN:
                 for p in members:
                     self._prepare_one(p, group, hyper, pending, updates)
             else:
                 dicts: list[dict[str, Any]] | None = None if kind is _FRESH else states[a - lo : b - lo]
-                if not self._prepare_run(run.buffer, a, b, members, dicts, merged, group, hyper, updates):
+                if cache is not None:  # the one segment, all of the span
+                    dicts = cache.dicts
+                if not self._prepare_run(run.buffer, a, b, members, dicts, merged, group, hyper, updates, cache):
                     for p in members:
                         self._prepare_one(p, group, hyper, pending, updates)
+
+    def _cache_span(
+        self, run: _Run, lo: int, hi: int, params: list[Parameter], states: list[Any] | None, merged: Any
+    ) -> _SpanCache:
+        """Remember the merged state of members ``lo .. hi-1``: their ``_FlatState`` dicts, or None for none.
+
+        A dict belongs to one cache at a time: the cache it leaves becomes stale, so
+        the optimizer's quiet writes (which skip ``_FlatState``'s notice) only ever
+        reach dicts of the valid cache being stepped.
+        """
+        cache = _SpanCache(params, states, dict(merged))
+        if states is not None:
+            spans = list(map(_span_of, states))
+            for old in dict(zip(map(id, spans), spans, strict=True)).values():  # by id: a dead weakref has no hash
+                left = None if old is None else old()
+                if left is not None:
+                    left.valid = False
+            deque(map(setattr, states, repeat("_span"), repeat(weakref.ref(cache))), maxlen=0)
+            if _QUIET_VIEWS:
+                cache.views = [_StateView() for _ in states]
+                deque(map(setattr, cache.views, repeat("__dict__"), states), maxlen=0)
+        cache.still_mapped(self.state)
+        # Keep the caches of the stretches this step may still meet: valid, and apart.
+        for key, known in list(run.caches.items()):
+            if not known.valid or (key[0] < hi and lo < key[1]):
+                del run.caches[key]
+        run.caches[(lo, hi)] = cache
+        return cache
 
     def _segments(
         self, buffer: FlatBuffer, lo: int, hi: int, states: list[Any]
@@ -974,8 +1230,12 @@ class ElementwiseOptimizer(Optimizer):
         group: dict[str, Any],
         hyper: dict[str, Any],
         updates: list[Any],
+        cache: _SpanCache | None = None,
     ) -> bool:
-        """Prepare one kernel call for members ``lo .. hi-1``; False if fresh state cannot be laid out flat."""
+        """Prepare one kernel call for members ``lo .. hi-1``; False if fresh state cannot be laid out flat.
+
+        ``cache``: the members' cached stretch, when ``dicts`` are its dicts.
+        """
         start, stop = buffer.offsets[lo], buffer.offsets[hi]
         stand_in = Parameter._unchecked(buffer.data[start:stop], buffer.raw_grad[start:stop])
         slices: dict[str, Any] = {}
@@ -997,7 +1257,9 @@ class ElementwiseOptimizer(Optimizer):
             buffer.backend.check_operands(operands)
         except ValueError as exc:
             raise ValueError(f"{params[0]._label()}: {exc}") from None
-        updates.append(_RunUpdate(buffer, lo, hi, params, dicts, state, slices, operands, hyper))
+        if dicts is None or cache is None or cache.dicts is not dicts:
+            cache = None
+        updates.append(_RunUpdate(buffer, lo, hi, params, dicts, state, slices, operands, hyper, cache))
         return True
 
     def _commit_run(self, u: _RunUpdate, new_states: dict[Parameter, Any]) -> None:
@@ -1007,21 +1269,32 @@ class ElementwiseOptimizer(Optimizer):
         if state is None:  # the optimizer keeps no state for these parameters
             return
         fresh = u.dicts is None
-        dicts = [{} for _ in u.params] if u.dicts is None else u.dicts
-        before = u.before
+        dicts = [_FlatState() for _ in u.params] if u.dicts is None else u.dicts
+        before, cache = u.before, u.cache
         for key, value in state.items():
             if not fresh and before.get(key, _MISSING) is value:
                 continue
-            if type(value) in _SCALAR_TYPES:
-                for d in dicts:
-                    d[key] = value
+            scalar = type(value) in _SCALAR_TYPES
+            values = repeat(value) if scalar else self._member_values(u, key, value)
+            if fresh:  # new dicts: one pass in C
+                deque(map(dict.__setitem__, dicts, repeat(key), values), maxlen=0)
                 continue
-            for d, member_value in zip(dicts, self._member_values(u, key, value), strict=True):
+            if scalar and key in before and cache is not None and cache.valid:
+                # A new value for a key every dict of the valid cache has: written
+                # quietly, so the cache stays valid (and right).
+                if cache.views and type(key) is str and not hasattr(_StateView, key):
+                    deque(map(setattr, cache.views, repeat(key), values), maxlen=0)
+                else:
+                    deque(map(dict.__setitem__, dicts, repeat(key), values), maxlen=0)
+                continue
+            for d, member_value in zip(dicts, values, strict=not scalar):
                 d[key] = member_value
         for key in before:
             if key not in state:
                 for d in dicts:
                     del d[key]
+        if cache is not None and cache.valid:
+            cache.merged = dict(state)
         if fresh:
             new_states.update(zip(u.params, dicts, strict=True))
 

@@ -11,6 +11,7 @@ import copy
 import doctest
 import pickle
 import warnings
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -706,3 +707,252 @@ def test_a_subclass_following_the_protocol_runs_flat_or_falls_back(xp, monkeypat
             assert ours == value if key == "step" else to_numpy(ours).tobytes() == to_numpy(value).tobytes()
     arrays_in_state = [s["last_step_size"] for s in opt.state.values() if "last_step_size" in s]
     assert len({id(a) for a in arrays_in_state}) == len(arrays_in_state)  # never shared between parameters
+
+
+# -- steady state: cached stretches, and edits between steps -----------------------------
+#
+# After a step a stretch of members keeps its merged state; a later step reuses it as
+# long as neither optimizer.state nor any member's state dict has changed. Whatever a
+# user does to either between steps must give exactly what it gives Parameters made
+# one by one (which never take that path), errors included.
+
+EDIT_SHAPES = [(3,), (2, 2), (), (4,), (1,), (2, 3), (5,), (2,)]  # the last two join by add_param_group
+
+
+def _array_key(state, rng):
+    keys = [k for k, v in state.items() if arrayopt.backends.is_array(v)]
+    return keys[rng.integers(len(keys))] if keys else None
+
+
+def _edit(kind, opt, params, k, rng, xp):
+    """Apply edit ``kind`` to member ``k`` of ``opt``; the same calls for both layouts."""
+    state = opt.state.get(params[k])
+    key = None if not state else _array_key(state, rng)
+    if kind == "foreign" and key is not None:
+        state[key] = xp.asarray(to_numpy(state[key]))
+    elif kind == "view" and key is not None:
+        state[key] = state[key][...]
+    elif kind == "step" and state and "step" in state:
+        state["step"] = state["step"] + 3.0
+    elif kind == "same step" and state and "step" in state:
+        state.update(step=state["step"])  # changes nothing, but it is a write
+    elif kind == "ior" and state and "step" in state:
+        state |= {"step": state["step"] + 1.0}
+    elif kind == "setdefault" and state is not None:
+        state.setdefault("note", "kept")
+    elif kind == "pop and put back" and key is not None:
+        state[key] = state.pop(key)  # the key moves to the end
+    elif kind == "plain dict" and state is not None:
+        opt.state[params[k]] = dict(state)
+    elif kind == "delete state" and state is not None:
+        del opt.state[params[k]]
+    elif kind == "clear" and state is not None:
+        state.clear()
+    elif kind == "state mapping":
+        opt.state = type(opt.state)(dict, opt.state) if rng.integers(2) else defaultdict(dict, opt.state)
+    elif kind == "move group":
+        groups = opt.param_groups
+        source = next((g for g in groups if params[k] in g["params"]), None)
+        if source is not None and len(source["params"]) > 1:
+            source["params"].remove(params[k])
+            groups[(groups.index(source) + 1) % len(groups)]["params"].append(params[k])
+    elif kind == "reload":
+        try:
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        except ValueError as exc:  # a key the optimizer does not keep ("note"): refused, nothing changed
+            return str(exc)
+    return None
+
+
+EDITS = [
+    "foreign",
+    "view",
+    "step",
+    "same step",
+    "ior",
+    "setdefault",
+    "pop and put back",
+    "plain dict",
+    "delete state",
+    "clear",
+    "state mapping",
+    "move group",
+    "reload",
+]
+BREAKING_EDITS = ["delete key", "popitem"]  # may make the next step fail: the value is put back after
+
+
+def _same_state(ours, ref):
+    a, b = ours.state_dict()["state"], ref.state_dict()["state"]
+    assert list(a) == list(b)
+    for index in b:
+        assert list(a[index]) == list(b[index]), index
+        for key, value in b[index].items():
+            mine = a[index][key]
+            if arrayopt.backends.is_array(value):
+                assert to_numpy(mine).tobytes() == to_numpy(value).tobytes(), (index, key)
+            else:
+                assert type(mine) is type(value) and mine == value, (index, key)
+
+
+def _pair(case, xp, rng):
+    """(flat optimizer, its params) and (optimizer, params made one by one): equal, in two groups."""
+    cls = getattr(arrayopt, case.optimizer)
+    kwargs = harness._hyper(case, lambda x: xp.asarray(x, dtype=xp.float64))
+    arrays = [rng.standard_normal(s) for s in EDIT_SHAPES]
+    plist = ParameterList([xp.asarray(a) for a in arrays])
+    sides = []
+    for params in (list(plist), [Parameter(xp.asarray(a.copy())) for a in arrays]):
+        opt = cls([{"params": params[:3]}, {"params": params[3:6], "lr": 0.02}], **kwargs)
+        sides.append((opt, params))
+    return sides
+
+
+def _edit_both(sides, kind, k, seed, xp):
+    """Apply edit ``kind`` to member ``k`` on both sides; what to put back after the next step."""
+    put_back, edited = [], []
+    for opt, params in sides:
+        if kind == "add group":
+            opt.add_param_group({"params": params[6:]})
+        elif kind in BREAKING_EDITS:
+            state = opt.state.get(params[k])
+            if state:
+                key = _array_key(state, np.random.default_rng(seed)) if kind == "delete key" else None
+                put_back.append((state, *(state.popitem() if key is None else (key, state.pop(key)))))
+        elif kind is not None:
+            edited.append(_edit(kind, opt, params, k, np.random.default_rng(seed), xp))
+    assert edited[:1] == edited[1:]
+    return put_back
+
+
+def _step_both(sides, rng, xp, missing=None, nonfinite=None):
+    """One step of both sides with the same gradients; asserts the same outcome, parameters and state."""
+    grads = [rng.standard_normal(s) for s in EDIT_SHAPES]
+    if nonfinite is not None:
+        grads[nonfinite].reshape(-1)[:1] = np.nan
+    outcomes = []
+    for opt, params in sides:
+        opt.skip_nonfinite = nonfinite is not None
+        for i, p in enumerate(params):
+            p.grad = None if i == missing else xp.asarray(grads[i])
+        try:
+            opt.step()
+            outcomes.append(None)
+        except Exception as exc:
+            outcomes.append((type(exc), str(exc)))
+    assert outcomes[0] == outcomes[1]
+    for p, q in zip(*(params for _, params in sides), strict=True):
+        assert to_numpy(p.data).tobytes() == to_numpy(q.data).tobytes()
+    _same_state(sides[0][0], sides[1][0])
+    assert sides[0][0].skipped_steps == sides[1][0].skipped_steps
+
+
+def count_merges(monkeypatch):
+    calls = []
+    merge = arrayopt.optimizer.ElementwiseOptimizer._merge
+
+    def counted(self, *args):
+        calls.append(args[1:3])
+        return merge(self, *args)
+
+    monkeypatch.setattr(arrayopt.optimizer.ElementwiseOptimizer, "_merge", counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", FLAT_CASES, ids=str)
+def test_each_edit_meets_a_cached_stretch_and_gives_what_separate_parameters_give(case, xp, monkeypatch):
+    merges = count_merges(monkeypatch)
+    for kind in [*EDITS, *BREAKING_EDITS, "no grad", "not finite", "add group"]:
+        rng = np.random.default_rng(len(kind))
+        sides = _pair(case, xp, rng)
+        for _ in range(3):
+            merges.clear()
+            _step_both(sides, rng, xp)
+        assert merges == []  # the third step reused every stretch: nothing was merged again
+        k = int(rng.integers(6))
+        put_back = _edit_both(sides, kind, k, int(rng.integers(1 << 30)), xp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Adagrad with a state that lost its "step", say
+            _step_both(
+                sides, rng, xp, missing=k if kind == "no grad" else None, nonfinite=k if kind == "not finite" else None
+            )
+        for state, key, value in put_back:
+            state[key] = value
+        for _ in range(3):
+            _step_both(sides, rng, xp)
+
+
+@pytest.mark.parametrize("case", FLAT_CASES, ids=str)
+def test_edits_at_random_between_steps_give_what_separate_parameters_give(case, xp):
+    rng = np.random.default_rng(7)
+    sides = _pair(case, xp, rng)
+    kinds = EDITS + BREAKING_EDITS
+    schedule = [None] * 3 + [str(rng.choice(kinds)) if rng.random() < 0.4 else None for _ in range(20)]
+    schedule += ["add group"] + [str(rng.choice(kinds)) if rng.random() < 0.4 else None for _ in range(20)]
+    for step, kind in enumerate(schedule):
+        k = int(rng.integers(6))
+        put_back = _edit_both(sides, kind, k, int(rng.integers(1 << 30)), xp)
+        missing = int(rng.integers(len(EDIT_SHAPES))) if rng.random() < 0.2 else None
+        _step_both(sides, rng, xp, missing=missing, nonfinite=k if step % 11 == 10 else None)
+        for state, key, value in put_back:
+            state[key] = value
+
+
+def test_loaded_and_copied_state_reaches_the_cached_steady_state(monkeypatch):
+    merges = count_merges(monkeypatch)
+    plist = ParameterList([np.ones(3), np.ones((2, 2)), np.ones(1)])
+    opt = arrayopt.AdamW(plist, lr=0.1)
+    for _ in range(2):
+        plist.flat_grad = np.linspace(-1.0, 1.0, 8)
+        opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    clones = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]
+    opt.load_state_dict(saved)
+    for target in [opt, *clones]:
+        params = target.param_groups[0]["params"]
+        for _ in range(2):
+            for p in params:
+                p.grad = np.full(p.shape, 0.5)
+            merges.clear()
+            target.step()
+        assert merges == []  # merged once after the load or copy, then reused
+    for p, q, r in zip(plist, *(c.param_groups[0]["params"] for c in clones), strict=True):
+        assert to_numpy(p.data).tobytes() == to_numpy(q.data).tobytes() == to_numpy(r.data).tobytes()
+
+
+def test_state_stays_a_dict_that_copies_and_pickles_as_one():
+    plist = ParameterList([np.ones(3), np.ones(2)])
+    opt = arrayopt.Adam(plist, lr=0.1)
+    for _ in range(3):
+        plist.flat_grad = np.ones(5)
+        opt.step()
+    state = opt.state[plist[0]]
+    assert isinstance(state, dict) and isinstance(opt.state, defaultdict)
+    assert list(state) == ["step", "exp_avg", "exp_avg_sq"] and state["step"] == 3.0
+    assert repr(opt.state).startswith("defaultdict(<class 'dict'>, {")
+    saved = opt.state_dict()
+    assert b"_FlatState" not in pickle.dumps(saved)  # loads without arrayopt's private classes
+    for twin in (copy.deepcopy(saved), pickle.loads(pickle.dumps(saved)), copy.copy(saved["state"][0])):
+        entries = [twin] if "step" in twin else list(twin["state"].values())
+        assert all(type(entry) is dict for entry in entries)
+    assert type(copy.copy(state)) is dict and type(state.copy()) is dict
+    state_copy = copy.deepcopy(opt.state)
+    assert isinstance(state_copy, defaultdict) and all(type(s) is dict for s in state_copy.values())
+
+
+def test_the_optimizer_frees_its_state_without_the_garbage_collector():
+    import gc
+    import weakref
+
+    plist = ParameterList([np.ones(3), np.ones(2)])
+    opt = arrayopt.Adam(plist, lr=0.1)
+    for _ in range(3):
+        plist.flat_grad = np.ones(5)
+        opt.step()
+    flat = weakref.ref(opt.state[plist[0]]["exp_avg"].base)
+    gc.disable()
+    try:
+        del opt
+        assert flat() is None  # no reference cycle holds the state arrays
+    finally:
+        gc.enable()
