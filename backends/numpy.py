@@ -75,36 +75,24 @@ class NumPyBackend(Backend):
 
         def run(*args: Any) -> None:
             if _numba is True or (_numba is None and numba_enabled()):
-                key = (args[0].dtype, *map(type, args))
-                plan = compiled.get(key, _MISSING)
-                if plan is _MISSING:
-                    plan = compiled[key] = _jit_plan(rule, flags, key)
-                if plan is not None:
-                    kernel, positions, complex_ = plan
-                    values = _flat_operands(args, positions, complex_)
-                    if values is not None:
-                        try:
-                            kernel(*values)
-                            return
-                        except _jit_errors() as exc:  # raised while compiling, before any write
-                            compiled[key] = None
-                            warnings.warn(
-                                f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
-                                RuntimeWarning,
-                                stacklevel=2,
-                            )
+                key, kernel, values = _prepare(compiled, _jit_plan, rule, flags, args)
+                if values is not None:
+                    try:
+                        kernel(*values)
+                        return
+                    except _jit_errors() as exc:  # raised while compiling, before any write
+                        compiled[key] = None
+                        warnings.warn(
+                            f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
             first = args[0]
             if first.nbytes >= SCRATCH_BYTES and _ufunc_plans:
-                key = (first.dtype, *map(type, args))
-                plan = plans.get(key, _MISSING)
-                if plan is _MISSING:
-                    plan = plans[key] = _ufunc_plan(rule, flags, key)
-                if plan is not None:
-                    ufunc_plan, positions, complex_ = plan
-                    values = _flat_operands(args, positions, complex_)
-                    if values is not None:
-                        ufunc_plan(*values)
-                        return
+                _, ufunc_plan, values = _prepare(plans, _ufunc_plan, rule, flags, args)
+                if values is not None:
+                    ufunc_plan(*values)
+                    return
             if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
                 # One chunk and real: any layout works as it is (elementwise rule).
                 _apply(rule, args, flags)
@@ -295,6 +283,23 @@ def _jit_plan(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...]) -> Any:
         return None
     program, real, positions, complex_ = traced
     return jit.JitKernel(program, real, rule.__name__), positions, complex_
+
+
+def _prepare(cache: dict[tuple[Any, ...], Any], make: Any, rule: Rule, flags: dict[str, Any], args: Any) -> Any:
+    """``(key, runner, operands)`` from a per-kernel cache of numba kernels or ufunc plans.
+
+    ``make(rule, flags, key)`` builds the ``(runner, array positions, complex)`` entry
+    for the arguments' dtype and types, or None; ``operands`` is None when there is no
+    runner or the arrays cannot be flattened.
+    """
+    key = (args[0].dtype, *map(type, args))
+    entry = cache.get(key, _MISSING)
+    if entry is _MISSING:
+        entry = cache[key] = make(rule, flags, key)
+    if entry is None:
+        return key, None, None
+    runner, positions, complex_ = entry
+    return key, runner, _flat_operands(args, positions, complex_)
 
 
 def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
