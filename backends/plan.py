@@ -134,6 +134,7 @@ _threads: int | None = None
 _pool_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
+_executor_pid = 0
 
 
 def get_num_threads() -> int:
@@ -178,12 +179,14 @@ def set_num_threads(threads: int) -> int:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    global _executor, _executor_size
+    global _executor, _executor_size, _executor_pid
     with _pool_lock:
-        if _executor is None or _executor_size < workers:
-            old = _executor
+        # A forked child inherits the pool object but not its threads (and could wait
+        # forever on a thread it believes idle): it starts its own pool.
+        if _executor is None or _executor_size < workers or _executor_pid != os.getpid():
+            old = _executor if _executor_pid == os.getpid() else None
             _executor = ThreadPoolExecutor(workers, thread_name_prefix="arrayopt")
-            _executor_size = workers
+            _executor_size, _executor_pid = workers, os.getpid()
             if old is not None:
                 old.shutdown(wait=False)
         return _executor

@@ -7,6 +7,8 @@ chunks, short tails and several threads.
 """
 
 import os
+import select
+import signal
 import subprocess
 import sys
 
@@ -199,3 +201,36 @@ def test_the_backend_module_sets_the_plan_threads():
         assert plan.get_num_threads() == numpy_backend.get_num_threads() == 4
     finally:
         numpy_backend.set_num_threads(previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_threads(small_chunks):
+    """A child inherits the pool object but not its threads; a task given to a thread it
+    believes idle would never run (as ThreadPoolExecutor works), so it starts a new pool."""
+
+    def add_one(xp, p):
+        p += 1.0
+
+    program = trace.trace(add_one, {}, ("array",))
+    plan.UfuncPlan(program, np.float64)(np.zeros(100))  # the parent's pool now exists
+    inherited = plan._pool(2)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new pool, and one step over three threads
+        try:
+            p = np.zeros(100)
+            plan.UfuncPlan(program, np.float64)(p)
+            fresh = plan._pool(2) is not inherited
+            os.write(write, b"ok" if fresh and (p == 1.0).all() else b"wrong")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 30)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        assert ready, "the forked child hung"
+        assert os.read(read, 16) == b"ok"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(read)
