@@ -24,8 +24,6 @@ per thread (``numba.prange``) when numba has more than one (``numba.set_num_thre
 
 import hashlib
 import importlib.util
-import itertools
-import linecache
 import os
 import sys
 import tempfile
@@ -37,7 +35,7 @@ from typing import Any
 import numba
 import numpy
 
-from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program, host_code
+from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program, host_code, number_literal, register_source
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 
@@ -46,7 +44,6 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 #: loop over chunks inside ``prange`` was measured 5x slower: it was not vectorized).
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
-_counter = itertools.count()
 _compile_lock = threading.Lock()
 
 
@@ -82,7 +79,7 @@ class JitKernel:
         self._serial: Any = None
         self._parallel: Any = None
         namespace: dict[str, Any] = {"_run": self._run}
-        exec(compile(self.launcher_source, _register(self.launcher_source, f"{name}-launch"), "exec"), namespace)
+        exec(compile(self.launcher_source, register_source(self.launcher_source, f"{name}-launch"), "exec"), namespace)
         self._launch: Callable[..., None] = namespace["launch"]
 
     def __call__(self, *args: Any) -> None:
@@ -103,13 +100,6 @@ class JitKernel:
             return self.compile(parallel=True) if parallel is None else parallel
         serial = self._serial
         return self.compile() if serial is None else serial
-
-
-def _register(source: str, name: str) -> str:
-    """A unique file name for generated ``source``, known to linecache (for tracebacks)."""
-    filename = f"<arrayopt-{name}-{next(_counter)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    return filename
 
 
 def _load(source: str, name: str) -> ModuleType:
@@ -138,14 +128,8 @@ def _load(source: str, name: str) -> ModuleType:
         except OSError:
             pass  # a read-only or full disk: compile in memory
     module = ModuleType(module_name)
-    exec(compile(source, _register(source, name), "exec"), module.__dict__)
+    exec(compile(source, register_source(source, name), "exec"), module.__dict__)
     return module
-
-
-def _float_literal(value: Any) -> str:
-    if isinstance(value, float):
-        return f"float.fromhex({value.hex()!r})"  # exact, and inf and nan too
-    return repr(int(value))
 
 
 def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
@@ -177,7 +161,7 @@ def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
             source = nodes[node.args[0]]
             if source.op == "const":
                 names[index] = f"K{index}"
-                constants.append(f"K{index} = T({_float_literal(source.value)})")
+                constants.append(f"K{index} = T({number_literal(source.value)})")
             else:
                 names[index] = f"c{node.args[0]}"
         else:

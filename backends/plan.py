@@ -24,8 +24,6 @@ needs one temporary; a result meant for an operand is written into it directly.
 """
 
 import contextvars
-import itertools
-import linecache
 import os
 import threading
 from collections.abc import Callable
@@ -34,7 +32,7 @@ from typing import Any
 
 import numpy
 
-from arrayopt.backends.trace import BOOL, HOST, NotCompilable, Program, host_code
+from arrayopt.backends.trace import BOOL, HOST, NotCompilable, Program, host_code, number_literal, register_source
 
 __all__ = ["CHUNK_BYTES", "PARALLEL_MIN_ELEMENTS", "UfuncPlan", "get_num_threads", "set_num_threads"]
 
@@ -66,8 +64,6 @@ _UFUNCS = {
     "minimum": "minimum",
 }
 
-_counter = itertools.count()
-
 
 class UfuncPlan:
     """A traced rule as ufunc calls for one real dtype: ``plan(*args)`` updates in place.
@@ -81,9 +77,9 @@ class UfuncPlan:
         self.dtype = numpy.dtype(dtype)
         self.name = name
         self.source, self.value_temps, self.bool_temps = _source(program, name)
-        namespace: dict[str, Any] = {name: getattr(numpy, name) for name in set(_UFUNCS.values())}
+        namespace: dict[str, Any] = {ufunc: getattr(numpy, ufunc) for ufunc in set(_UFUNCS.values())}
         namespace.update(copyto=numpy.copyto, T=self.dtype.type, _run=self._run)
-        exec(compile(self.source, _register(self.source, name), "exec"), namespace)
+        exec(compile(self.source, register_source(self.source, f"plan-{name}"), "exec"), namespace)
         self._body: Callable[..., None] = namespace["body"]
         self._launch: Callable[..., None] = namespace["launch"]
 
@@ -215,20 +211,8 @@ def _temporaries(dtype: Any, values: int, bools: int, size: int) -> list[Any]:
 # -- code generation --------------------------------------------------------------------------
 
 
-def _register(source: str, name: str) -> str:
-    filename = f"<arrayopt-plan-{name}-{next(_counter)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    return filename
-
-
 def _tuple(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-
-
-def _float_literal(value: Any) -> str:
-    if isinstance(value, float):
-        return f"float.fromhex({value.hex()!r})"
-    return repr(value)
 
 
 def _source(program: Program, name: str) -> tuple[str, int, int]:
@@ -279,7 +263,7 @@ def _source(program: Program, name: str) -> tuple[str, int, int]:
             source = nodes[node.args[0]]
             if source.op == "const":
                 location[i] = f"K{i}"
-                constants.append(f"K{i} = T({_float_literal(source.value)})")
+                constants.append(f"K{i} = T({number_literal(source.value)})")
             else:
                 location[i] = f"c{node.args[0]}"
             continue

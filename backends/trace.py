@@ -24,13 +24,25 @@ a compiled program gives NumPy's bits:
   :class:`NotCompilable` and keeps running through NumPy.
 """
 
+import itertools
+import linecache
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Rule
 
-__all__ = ["ARRAY", "SCALAR", "Node", "NotCompilable", "Program", "host_code", "trace"]
+__all__ = [
+    "ARRAY",
+    "SCALAR",
+    "Node",
+    "NotCompilable",
+    "Program",
+    "host_code",
+    "number_literal",
+    "register_source",
+    "trace",
+]
 
 #: argument kinds
 ARRAY = "array"
@@ -129,6 +141,23 @@ def host_code(program: Program) -> tuple[list[str], list[str]]:
             statements.append(f"h{h} = {expression(h)}")
             values.append(f"h{h}")
     return statements, values
+
+
+def number_literal(value: Any) -> str:
+    """Python source for a literal of a traced program, exact (``inf`` and ``nan`` too)."""
+    if isinstance(value, float):
+        return f"float.fromhex({value.hex()!r})"
+    return repr(int(value))
+
+
+_sources = itertools.count()
+
+
+def register_source(source: str, name: str) -> str:
+    """A unique file name for generated ``source``, known to linecache (for tracebacks)."""
+    filename = f"<arrayopt-{name}-{next(_sources)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return filename
 
 
 def trace(rule: Rule, flags: dict[str, Any], kinds: tuple[str, ...]) -> Program:
