@@ -8,6 +8,8 @@ cached kernel per flag set) still runs here, with a stand-in ``cupy``: its
 proxies over NumPy arrays.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ import cpu_elementwise
 import harness
 from cases import by_dtype
 from conftest import load_namespace
+from make_golden import load_golden
 
 
 def install_stand_in(monkeypatch, elementwise):
@@ -106,3 +109,22 @@ def test_fused_gpu_kernels_equal_numpy(case, dtype):
     harness.assert_same_keys(gpu, cpu)
     for key, value in cpu.items():
         assert np.asarray(gpu[key]).tobytes() == np.asarray(value).tobytes(), key
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(), ids=str)
+def test_cupy_fuse_fallback_matches_torch(case, dtype, monkeypatch):
+    """The ``cupy.fuse`` path (taken by rules the tracer refuses), forced for every case on a GPU.
+
+    NVRTC may contract multiply-adds there, so it is held to the torch tolerance of the
+    golden trajectories (4 ulp in float32, 1e-12 in float64), not to the bits.
+    """
+    cupy = load_namespace("cupy")
+    module = importlib.import_module("arrayopt.backends.cupy")
+    monkeypatch.setattr(module, "_elementwise_launcher", lambda *args: None)
+    backend = module.CuPyBackend()
+    monkeypatch.setitem(arrayopt.backends._BY_TYPE, cupy.ndarray, backend)
+    golden = load_golden(case.id, dtype)
+    ours = harness.run_arrayopt(case, cupy, golden)
+    assert backend._kernels, "the CuPy backend was not used"
+    harness.assert_matches(ours, golden, dtype, case.ulps)
