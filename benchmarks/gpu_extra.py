@@ -8,6 +8,10 @@ Everything runs in this one process on the current CUDA device, arrayopt (CuPy) 
 torch (CUDA) side by side on the same data, timed by ``arrayopt.bench.time_candidates``
 (interleaved rounds, medians, the device synchronised around each batch).
 
+* **Where the loads go**: Adam's generated kernel on 256M float32 elements, as printed
+  by ``backends/cuda_source.py`` and with a compiler barrier after its loads, against
+  torch's fused Adam: whether the compiler sinking a load past the square root and the
+  division costs bandwidth.
 * **Half precision**: Adam and SGD (momentum 0.9) on one array of 256M float16 (and
   bfloat16 where CuPy has the type) against torch's fused CUDA kernels; also the largest
   difference from torch after 10 steps from the same start, in units of the dtype's
@@ -16,7 +20,8 @@ torch (CUDA) side by side on the same data, timed by ``arrayopt.bench.time_candi
   kernel per step) and as 10,000 separate Parameters (one kernel per array): the time of
   ``opt.step()`` against replaying one captured step as a CUDA graph. A replay repeats
   the captured per-step scalars, so it is not a correct step; it is the lower bound that
-  capture could reach, which is what decides whether implementing capture pays.
+  capture could reach. Also the host time per step spent inside the kernel calls, the
+  only part a graph replaces while the per-step scalars and counters stay on the host.
 * **LBFGS at n = 1e7**: the extended Rosenbrock function (independent pairs, float64,
   from (-1.2, 1, ...)), strong-Wolfe line search, history 10, to a largest gradient
   entry of 1e-5, objective and gradient written once for CuPy and once for torch; time,
@@ -33,6 +38,7 @@ from typing import Any
 import numpy as np
 
 import arrayopt
+import arrayopt.backends
 from arrayopt.bench import time_candidates
 
 #: the array library and torch device under test: CuPy and "cuda", or NumPy and "cpu" (--cpu, a dry run)
@@ -154,6 +160,7 @@ def graphs(count: int, size: int, rounds: int, batch: float) -> list[dict[str, A
         row["ms"] = {k: 1e3 * v for k, v in times.items()}
         if "graph replay" in times:
             row["saving"] = 1.0 - times["graph replay"] / times["opt.step()"]
+        row["launch_ms_per_step"] = 1e3 * _launch_seconds(params[0].data, step, 20, sync)
         # device time of one step alone: the kernels queued by one step, timed by events
         start, end = xp.cuda.Event(), xp.cuda.Event()
         with stream:
@@ -173,6 +180,82 @@ def graphs(count: int, size: int, rounds: int, batch: float) -> list[dict[str, A
     times = time_candidates({"torch fused": topt.step}, rounds, batch, _sync)
     rows.append({"type": "graph", "layout": "torch fused", "ms": {k: 1e3 * v for k, v in times.items()}})
     return rows
+
+
+def _launch_seconds(array: Any, step: Any, steps: int, sync: Any) -> float:
+    """Host seconds per step spent inside the backend's kernel calls (all that a CUDA graph replaces).
+
+    The rest of ``opt.step()`` (per-step scalars, counters, hooks) is Python that runs
+    before the launches, with or without a graph.
+    """
+    backend = arrayopt.backends.get_backend(array)
+    spent = [0.0]
+    saved = dict(backend._by_call)
+
+    def timed(run: Any) -> Any:
+        def call(*args: Any) -> None:
+            start = time.perf_counter()
+            run(*args)
+            spent[0] += time.perf_counter() - start
+
+        return call
+
+    backend._by_call.update({key: timed(run) for key, run in saved.items()})
+    try:
+        sync()
+        for _ in range(steps):
+            step()
+        sync()
+    finally:
+        backend._by_call.clear()
+        backend._by_call.update(saved)
+    return spent[0] / steps
+
+
+# -- where the loads go: Adam's generated kernel with and without a compiler barrier -----------
+
+
+def loads(size: int, rounds: int, batch: float) -> list[dict[str, Any]]:
+    """Adam's generated elementwise kernel as the backend prints it, against the same text with a
+    compiler barrier after the loads (``asm volatile("" ::: "memory")``), so that the compiler
+    cannot sink a load past the square root and the division; and torch's fused Adam."""
+    import torch
+
+    from arrayopt.backends import cuda_source, trace
+    from arrayopt.optimizers.adam import adam_update
+
+    xp = XP
+    if DEVICE != "cuda":
+        return [{"type": "note", "text": "loads: CUDA only, not run"}]
+    kinds = (trace.ARRAY,) * 5 + (trace.SCALAR,) * 8
+    program = trace.trace(adam_update, {"maximize": False, "decay": "none", "amsgrad": False}, kinds)
+    parts = cuda_source.elementwise_parts(program, np.dtype(np.float32))
+    lines = parts.operation.splitlines()
+    last_load = max(i for i, line in enumerate(lines) if line.startswith("const float x"))
+    barrier = "\n".join([*lines[: last_load + 1], 'asm volatile("" ::: "memory");', *lines[last_load + 1 :]])
+    rng = np.random.default_rng(0)
+    host = [rng.standard_normal(size, dtype=np.float32) for _ in range(2)]
+    scalars = (0.0, 1.0, 0.1, 0.999, 0.001, 1e-3 / 0.1, 0.0316, 1e-8)
+    candidates: dict[str, Any] = {}
+    for name, operation in (("generated", parts.operation), ("generated + barrier", barrier)):
+        kernel = xp.ElementwiseKernel(
+            parts.in_params, parts.out_params, operation, "arrayopt_adam_probe", options=cuda_source.NVRTC_OPTIONS
+        )
+        p, g = xp.asarray(host[0]), xp.asarray(host[1])
+        m, v = xp.zeros_like(p), xp.zeros_like(p)
+        namespace: dict[str, Any] = {"_kernel": kernel}
+        exec(compile(parts.launcher_source, "<probe>", "exec"), namespace)
+        launch = namespace["launch"]
+        candidates[name] = lambda launch=launch, p=p, g=g, m=m, v=v: launch(p, g, m, v, None, *scalars)
+    t = torch.nn.Parameter(torch.from_numpy(host[0]).cuda())
+    t.grad = torch.from_numpy(host[1]).cuda()
+    topt = torch.optim.Adam([t], lr=1e-3, fused=True)
+    candidates["torch fused"] = topt.step
+    times = time_candidates(candidates, rounds, batch, _sync)
+    row = {"type": "loads", "elements": size, "ms": {k: 1e3 * v for k, v in times.items()}}
+    row["gbs"] = {k: 28 * size / v / 1e9 for k, v in times.items()}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return [row]
 
 
 # -- LBFGS at n = 1e7 ------------------------------------------------------------------------
@@ -269,7 +352,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="", help="write the rows here as well")
     parser.add_argument("--quick", action="store_true", help="small sizes: a dry run of the logic")
-    parser.add_argument("--only", default="half,graphs,lbfgs", help="comma-separated parts to run")
+    parser.add_argument("--only", default="loads,half,graphs,lbfgs", help="comma-separated parts to run")
     parser.add_argument("--cpu", action="store_true", help="NumPy and torch on the CPU: a dry run without a GPU")
     args = parser.parse_args()
     global XP, DEVICE
@@ -297,6 +380,7 @@ def main() -> int:
         }
     ]
     for part, run in (
+        ("loads", lambda: loads(1 << 20 if args.quick else 1 << 28, rounds, batch)),
         ("half", lambda: half_precision(1 << 20 if args.quick else 1 << 28, rounds, batch)),
         ("graphs", lambda: graphs(100 if args.quick else 10_000, 1_600, rounds, batch)),
         ("lbfgs", lambda: lbfgs(10_000 if args.quick else 10_000_000, 1 if args.quick else 3)),

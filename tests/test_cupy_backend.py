@@ -97,6 +97,12 @@ def test_stand_in_casts_scalars_and_flattens(monkeypatch):
     assert stand_in_cupy_backend.kernel(rule, maximize=False) is kernel
 
 
+#: optimizers whose step also reduces over an array (Adafactor's row and column means and
+#: RMS norms): CuPy's reduction kernels sum in another order than NumPy, so these agree with
+#: the NumPy path to the torch tolerance (4 ulp float32, 1e-12 float64), not to the bit.
+REDUCING = {"Adafactor"}
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "float32", "complex64")), ids=str)
 def test_fused_gpu_kernels_equal_numpy(case, dtype):
@@ -104,9 +110,12 @@ def test_fused_gpu_kernels_equal_numpy(case, dtype):
     inputs = harness.make_inputs(dtype)
     gpu = harness.run_arrayopt(case, cupy, inputs)
     cpu = harness.run_arrayopt(case, np, inputs)
+    harness.assert_same_keys(gpu, cpu)
+    if case.optimizer in REDUCING:
+        harness.assert_matches(gpu, cpu, dtype, case.ulps)
+        return
     # Generated kernels are compiled with --fmad=false and IEEE division and square
     # root: the GPU rounds every operation as NumPy does.
-    harness.assert_same_keys(gpu, cpu)
     for key, value in cpu.items():
         assert np.asarray(gpu[key]).tobytes() == np.asarray(value).tobytes(), key
 
