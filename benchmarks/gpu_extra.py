@@ -215,10 +215,42 @@ def _launch_seconds(array: Any, step: Any, steps: int, sync: Any) -> float:
 # -- where the loads go: Adam's generated kernel with and without a compiler barrier -----------
 
 
+def _float4_source(parts: Any, operation: str) -> tuple[str, list[str], list[str]]:
+    """A raw CUDA kernel moving four float32 elements per thread as float4, calling ``operation``
+    (an ElementwiseKernel body) once per element; its array and host parameter names."""
+    ins = [x.split() for x in parts.in_params.split(", ")]
+    outs = [x.split() for x in parts.out_params.split(", ")]
+    names = sorted({n for _, n in ins + outs if n.startswith("a")}, key=lambda n: int(n[1:]))
+    hosts = [n for _, n in ins if n.startswith("h")]
+    signature = [f"float& {n}" for _, n in outs] + [
+        f"const {'float' if t == 'float32' else 'double'} {n}" for t, n in ins
+    ]
+    order = [n for _, n in outs] + [n for _, n in ins]
+    lanes = ["arrayopt_op(" + ", ".join(f"v{n}.{c}" if n.startswith("a") else n for n in order) + ");" for c in "xyzw"]
+    source = "\n".join(
+        [
+            f"__device__ __forceinline__ void arrayopt_op({', '.join(signature)}) {{",
+            operation,
+            "}",
+            'extern "C" __global__ void arrayopt_adam_v4('
+            + ", ".join([f"float* p{n}" for n in names] + [f"const double {h}" for h in hosts] + ["long long n4"])
+            + ") {",
+            "  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n4;"
+            " i += (long long)gridDim.x * blockDim.x) {",
+            *[f"    float4 v{n} = reinterpret_cast<float4*>(p{n})[i];" for n in names],
+            *[f"    {lane}" for lane in lanes],
+            *[f"    reinterpret_cast<float4*>(p{n})[i] = v{n};" for _, n in outs],
+            "  }",
+            "}",
+        ]
+    )
+    return source, names, hosts
+
+
 def loads(size: int, rounds: int, batch: float) -> list[dict[str, Any]]:
-    """Adam's generated elementwise kernel as the backend prints it, against the same text with a
-    compiler barrier after the loads (``asm volatile("" ::: "memory")``), so that the compiler
-    cannot sink a load past the square root and the division; and torch's fused Adam."""
+    """Adam's generated elementwise kernel (``backends/cuda_source.py``), with and without the
+    compiler barrier it prints after its loads, the same per-element text in a raw kernel that
+    moves four elements per thread as float4, and torch's fused Adam, on 256M float32 elements."""
     import torch
 
     from arrayopt.backends import cuda_source, trace
@@ -230,29 +262,53 @@ def loads(size: int, rounds: int, batch: float) -> list[dict[str, Any]]:
     kinds = (trace.ARRAY,) * 5 + (trace.SCALAR,) * 8
     program = trace.trace(adam_update, {"maximize": False, "decay": "none", "amsgrad": False}, kinds)
     parts = cuda_source.elementwise_parts(program, np.dtype(np.float32))
-    lines = parts.operation.splitlines()
-    last_load = max(i for i, line in enumerate(lines) if line.startswith("const float x"))
-    barrier = "\n".join([*lines[: last_load + 1], 'asm volatile("" ::: "memory");', *lines[last_load + 1 :]])
+    plain = "\n".join(line for line in parts.operation.splitlines() if line != cuda_source.LOAD_BARRIER)
     rng = np.random.default_rng(0)
     host = [rng.standard_normal(size, dtype=np.float32) for _ in range(2)]
+    # weight_decay, decay_factor, 1 - beta1, beta2, 1 - beta2, step_size, sqrt(1 - beta2^t), eps
     scalars = (0.0, 1.0, 0.1, 0.999, 0.001, 1e-3 / 0.1, 0.0316, 1e-8)
     candidates: dict[str, Any] = {}
-    for name, operation in (("generated", parts.operation), ("generated + barrier", barrier)):
+    arrays: dict[str, list[Any]] = {}
+    for name, operation in (("generated (barrier after the loads)", parts.operation), ("without the barrier", plain)):
         kernel = xp.ElementwiseKernel(
             parts.in_params, parts.out_params, operation, "arrayopt_adam_probe", options=cuda_source.NVRTC_OPTIONS
         )
         p, g = xp.asarray(host[0]), xp.asarray(host[1])
         m, v = xp.zeros_like(p), xp.zeros_like(p)
+        arrays[name] = [p, g, m, v]
         namespace: dict[str, Any] = {"_kernel": kernel}
         exec(compile(parts.launcher_source, "<probe>", "exec"), namespace)
         launch = namespace["launch"]
         candidates[name] = lambda launch=launch, p=p, g=g, m=m, v=v: launch(p, g, m, v, None, *scalars)
+    # four elements per thread, the same per-element text in a device function
+    source, names, hosts = _float4_source(parts, plain)
+    try:
+        raw = xp.RawKernel(source, "arrayopt_adam_v4", options=cuda_source.NVRTC_OPTIONS)
+        p, g = xp.asarray(host[0]), xp.asarray(host[1])
+        m, v = xp.zeros_like(p), xp.zeros_like(p)
+        by_name = {"a0": p, "a1": g, "a2": m, "a3": v}
+        host_values = tuple(np.float64(scalars[int(h[1:]) - 5]) for h in hosts)
+        args = (*(by_name[n] for n in names), *host_values, np.int64(size // 4))
+        blocks = min(size // 4 // 256, 132 * 32)
+        raw((blocks,), (256,), args)  # compiles here
+        p[...], m[...], v[...] = xp.asarray(host[0]), 0, 0
+        candidates["float4, 4 per thread"] = lambda: raw((blocks,), (256,), args)
+        arrays["float4, 4 per thread"] = [p, g, m, v]
+    except Exception as exc:
+        print(json.dumps({"type": "note", "text": f"float4 kernel: {exc}"}), file=sys.stderr, flush=True)
     t = torch.nn.Parameter(torch.from_numpy(host[0]).cuda())
     t.grad = torch.from_numpy(host[1]).cuda()
     topt = torch.optim.Adam([t], lr=1e-3, fused=True)
     candidates["torch fused"] = topt.step
+    for run in candidates.values():  # the same number of steps on every copy, then compare bits
+        run()
+    _sync()
+    reference = [_host(a) for a in arrays["without the barrier"]]
+    same = {
+        k: all(np.array_equal(_host(a), r) for a, r in zip(arrs, reference, strict=True)) for k, arrs in arrays.items()
+    }
     times = time_candidates(candidates, rounds, batch, _sync)
-    row = {"type": "loads", "elements": size, "ms": {k: 1e3 * v for k, v in times.items()}}
+    row = {"type": "loads", "elements": size, "ms": {k: 1e3 * v for k, v in times.items()}, "same_bits_after_1": same}
     row["gbs"] = {k: 28 * size / v / 1e9 for k, v in times.items()}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return [row]
