@@ -8,12 +8,12 @@ every parameter and the ``func_evals`` / ``n_iter`` counters, and at the end eve
 state entry. Both libraries' closures compute the loss with NumPy-backed array code,
 so at equal parameters they return bit-identical losses and gradients.
 
-``aligned=True`` runs torch's own LBFGS code with three tensor methods replaced so
-that they round as NumPy does: ``add_(x, alpha=a)`` as ``self + x * a`` (torch's CPU
-kernel fuses it into one FMA), ``dot`` and ``sum`` through NumPy (MKL and torch's
-reductions sum in other orders) and ``sqrt`` through ``numpy.sqrt`` (torch's CPU
-kernel, MKL's, is not correctly rounded). With the arithmetic aligned, any remaining
-difference would be a difference of algorithm.
+``aligned=True`` runs torch's own LBFGS code with four tensor methods replaced so
+that they round as arrayopt does: ``add_(x, alpha=a)`` as ``self + x * a`` (torch's CPU
+kernel fuses it into one FMA), ``dot`` as arrayopt's fixed-order ``Backend.dot`` and
+``sum`` through NumPy (MKL and torch's reductions sum in other orders) and ``sqrt``
+through ``numpy.sqrt`` (torch's CPU kernel, MKL's, is not correctly rounded). With the
+arithmetic aligned, any remaining difference would be a difference of algorithm.
 """
 
 import contextlib
@@ -31,7 +31,7 @@ from lbfgs_problems import PROBLEMS, Problem
 Trajectory = dict[str, Any]
 
 # Largest error against real torch, relative to the entry's largest magnitude over the
-# run. torch's FMA, MKL dot and MKL sqrt round differently from NumPy; LBFGS feeds
+# run. torch's FMA, MKL dot and MKL sqrt round differently from arrayopt; LBFGS feeds
 # those last-bit differences back, so the scenarios below keep budgets over which the
 # runs measured here stay within 1e-11 (float64) and 5e-6 (float32) of torch.
 TOLERANCE = {"float64": 1e-9, "complex128": 1e-9, "float32": 1e-4, "complex64": 1e-4}
@@ -230,7 +230,8 @@ def aligned_torch(enabled: bool = True) -> Iterator[None]:
         return self.copy_(self + other * alpha)
 
     def dot(self: Any, other: Any) -> Any:
-        return torch.from_numpy(np.asarray(np.dot(self.detach().numpy(), other.detach().numpy())))
+        a, b = self.detach().numpy(), other.detach().numpy()
+        return torch.from_numpy(np.asarray(arrayopt.backends.get_backend(a).dot(a, b)))
 
     def sqrt(self: Any) -> Any:
         return torch.from_numpy(np.asarray(np.sqrt(self.detach().numpy())))
