@@ -52,9 +52,7 @@ def test_matches_torch(scenario, xp, maybe_torch):
     ref = _reference(scenario, maybe_torch)
     ours = {k: v for k, v in ours.items() if not k.startswith("state/")}
     ref = {k: v for k, v in ref.items() if not k.startswith(("state/", "input/"))}
-    worst, mismatched = lp.compare(ours, ref, state=False)
-    assert not mismatched, mismatched[:5]
-    assert worst <= lp.TOLERANCE[scenario.dtype], f"max relative error {worst:.3e}"
+    lp.assert_same_run(scenario, ours, ref)
 
 
 @pytest.mark.ref
@@ -64,8 +62,7 @@ def test_golden_file_is_current(scenario, torch):
     for i, a in enumerate(PROBLEMS[scenario.problem].init(scenario.dtype)):
         np.testing.assert_array_equal(stored[f"input/param{i}"], a, err_msg="run tests/make_lbfgs_golden.py")
     fresh = {k: v for k, v in lp.run_torch(scenario).items() if not k.startswith("state/")}
-    worst, mismatched = lp.compare({k: v for k, v in stored.items() if not k.startswith("input/")}, fresh, state=False)
-    assert not mismatched and worst <= lp.TOLERANCE[scenario.dtype], "run tests/make_lbfgs_golden.py"
+    lp.assert_same_run(scenario, {k: v for k, v in stored.items() if not k.startswith("input/")}, fresh)
 
 
 @pytest.mark.ref
