@@ -48,20 +48,35 @@ def counted(fun):
     return wrapper, calls
 
 
-@pytest.mark.parametrize("name", ["rosenbrock-2", "rosenbrock-10", "rosenbrock-1000", "quadratic-20", "classify-8"])
-def test_reaches_scipys_answer(name, xp):
+def reference_minimum(name):
+    """``(x, f)`` at the minimum: the closed form for the quadratic, else SciPy's L-BFGS-B.
+
+    SciPy cannot converge on the quadratic to ``gtol=1e-10``: near its minimum the
+    objective changes by less than its rounding, SciPy's line search finds no decrease
+    and the run ends ``ABNORMAL`` (on some CPUs and BLAS kernels and not others).
+    """
     fun, x0 = objective(name, np)
+    if name.startswith("quadratic"):
+        data = PROBLEMS[name].data(np, np.float64)
+        x = np.linalg.solve(data["A"], data["b"])  # the gradient A x - b is zero
+        return x, float(fun(x)[0])
     reference = scipy_optimize.minimize(
         fun, x0, jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 0, "maxiter": 20000, "maxfun": 40000}
     )
-    assert reference.success
-    fun, _ = objective(name, xp)
+    assert reference.success, reference.message
+    return reference.x, reference.fun
+
+
+@pytest.mark.parametrize("name", ["rosenbrock-2", "rosenbrock-10", "rosenbrock-1000", "quadratic-20", "classify-8"])
+def test_reaches_the_reference_minimum(name, xp):
+    reference_x, reference_fun = reference_minimum(name)
+    fun, x0 = objective(name, xp)
     fun, calls = counted(fun)
     result = minimize(fun, xp.asarray(x0), jac=True, options=TIGHT)
     assert result.success and result.status == 0
     x = np.asarray(arrayopt.backends.get_backend(result.x).to_numpy(result.x))
-    np.testing.assert_allclose(x, reference.x, rtol=1e-6, atol=1e-9 * np.max(np.abs(reference.x)))
-    assert result.fun == pytest.approx(reference.fun, rel=1e-10, abs=1e-15)
+    np.testing.assert_allclose(x, reference_x, rtol=1e-6, atol=1e-9 * np.max(np.abs(reference_x)))
+    assert result.fun == pytest.approx(reference_fun, rel=1e-10, abs=1e-15)
     assert result.nfev == result.njev == len(calls)
     assert result.nit > 0
 
