@@ -390,3 +390,35 @@ def _optimality_gap(scenario: Scenario, ref: Trajectory) -> Any:
     )
     unit = float(np.finfo(np.float32).eps) * max(abs(best.fun), float(np.finfo(np.float64).tiny))
     return lambda run, k: (loss_and_grad(params(run, k))[0] - best.fun) / unit
+
+
+#: Runs whose every bit ``fingerprint`` covers: float32 trajectories to convergence and
+#: past it (where a last-bit difference in a dot product changes the counters) and one
+#: over 1000 parameters (long dot products, the kernels' blocking).
+FINGERPRINT_SCENARIOS = [
+    Scenario("quadratic-20", "float32", {"lr": 0.5, "max_iter": 4}, 8),
+    Scenario("classify-8", "float32", {"line_search_fn": SW, "max_iter": 4}, 8),
+    Scenario("complexls-6", "complex64", {"lr": 0.2, "history_size": 2, "max_iter": 5}, 8),
+    Scenario("rosenbrock-1000", "float64", {"line_search_fn": SW, "history_size": 3, "max_iter": 6}, 4),
+]
+
+
+def fingerprint() -> str:
+    """A hash of ``Backend.dot`` on long vectors and of every bit of a few LBFGS runs (NumPy).
+
+    Computed in processes with different BLAS kernels, NumPy CPU dispatch and thread
+    counts, it must come out the same (``tests/test_lbfgs.py``).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    rng = np.random.default_rng(5)
+    backend = arrayopt.backends.get_backend(np.zeros(1))
+    for dtype in ("float32", "float64"):
+        for n in (100, 1000, 12345, 100003):
+            a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+            digest.update(np.asarray(backend.dot(a, b)).tobytes())
+    for scenario in FINGERPRINT_SCENARIOS:
+        for key, value in sorted(run_arrayopt(scenario, np).items()):
+            digest.update(key.encode() + np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
