@@ -1,5 +1,7 @@
 """The backend layer: dispatch, kernel caching, chunking, layouts, and the fuse dialect."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -167,14 +169,19 @@ def _pairwise_sum(values):
     return _pairwise_sum(values[:half]) + _pairwise_sum(values[half:])
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["backend", "base-class"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_dot_sums_the_products_in_one_fixed_order(xp, dtype):
-    """Backend.dot is the pairwise sum of the rounded products, not BLAS's (kernel-dependent) dot."""
+def test_dot_sums_the_products_in_one_fixed_order(xp, dtype, generic):
+    """Backend.dot is the pairwise sum of the rounded products, not BLAS's (kernel-dependent) dot.
+
+    ``base-class``: the generic ``xp.sum(a * b)`` that the NumPy backend shortcuts.
+    """
     backend = get_backend(xp.zeros(1))
+    dot = functools.partial(arrayopt.backends.Backend.dot, backend) if generic else backend.dot
     rng = np.random.default_rng(11)
     for n in (1, 7, 8, 9, 127, 128, 129, 1000, 12345, 100003):
         a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
-        got = xp.asarray(backend.dot(xp.asarray(a), xp.asarray(b)))
+        got = xp.asarray(dot(xp.asarray(a), xp.asarray(b)))
         assert got.shape == () and got.dtype == getattr(xp, dtype)
         expected = np.asarray(_pairwise_sum(a * b))
         got = np.asarray(backend.to_numpy(got))
