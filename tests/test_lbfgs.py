@@ -499,11 +499,15 @@ def _machine_variants():
     """
     import platform
 
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    try:  # NumPy's record of its CPU dispatch (a private module)
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:
+        __cpu_dispatch__, __cpu_features__ = [], {}
 
     threads = {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     variants = {"threads=2": threads, "threads=1": {k: "1" for k in threads}}
-    variants["numpy-baseline-only"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__)}
+    if __cpu_dispatch__:
+        variants["numpy-baseline-only"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__)}
     if platform.machine().lower() in ("x86_64", "amd64"):
         variants["openblas=Prescott"] = {"OPENBLAS_CORETYPE": "Prescott", **threads}
         if __cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"):
