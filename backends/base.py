@@ -138,13 +138,15 @@ class Backend:
 
         The products are formed elementwise (each rounded once, never fused into a
         multiply-add) and summed by the library's own ``sum``, never by BLAS, whose
-        result depends on the kernel the CPU selects (OpenBLAS's Haswell, SkylakeX
-        and Zen kernels give different last bits) and on the thread count. On NumPy
-        and array-api-strict that sum is NumPy's pairwise summation, written in plain
-        C with a fixed order (eight interleaved partial sums per block of at most 128
-        elements, blocks halved recursively), so the same inputs give the same bits on
-        every CPU, BLAS build and thread count. On CuPy it is CuPy's device reduction:
-        on the device, and reproducible on one GPU model, but not equal to NumPy's bits.
+        result depends on the kernel chosen for the CPU (OpenBLAS's SkylakeX kernel
+        rounds otherwise than its Haswell and Zen ones, Prescott and Sandybridge
+        otherwise again) and on the thread count. On NumPy and array-api-strict that
+        sum is NumPy's pairwise summation, plain C in a fixed order (eight interleaved
+        partial sums per block of at most 128 elements, longer runs halved
+        recursively), so the same inputs give the same bits on every CPU, BLAS build
+        and thread count. On CuPy it is CuPy's device reduction: it stays on the
+        device and repeats its bits run to run on one GPU, but not across GPU models,
+        and they are not NumPy's.
 
         Args:
             a, b: 1-D arrays of this library with one real floating dtype and length.
