@@ -131,6 +131,37 @@ class Backend:
         """
         raise NotImplementedError
 
+    # -- reductions -----------------------------------------------------------------
+
+    def dot(self, a: Any, b: Any) -> Any:
+        r"""The dot product :math:`\sum_i a_i b_i` of two 1-D real arrays, summed in a fixed order.
+
+        The products are formed elementwise (each rounded once, never fused into a
+        multiply-add) and summed by the library's own ``sum``, never by BLAS, whose
+        result depends on the kernel chosen for the CPU (OpenBLAS's SkylakeX kernel
+        rounds otherwise than its Haswell and Zen ones, Prescott and Sandybridge
+        otherwise again) and on the thread count. On NumPy and array-api-strict that
+        sum is NumPy's pairwise summation, plain C in a fixed order (eight interleaved
+        partial sums per block of at most 128 elements, longer runs halved
+        recursively), so the same inputs give the same bits on every CPU, BLAS build
+        and thread count. On CuPy it is CuPy's device reduction: it stays on the
+        device and repeats its bits run to run on one GPU, but not across GPU models,
+        and they are not NumPy's.
+
+        Args:
+            a, b: 1-D arrays of this library with one real floating dtype and length.
+
+        Returns:
+            The sum as a 0-d array or scalar of that dtype, on the arrays' device.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> get_backend(np.zeros(1)).dot(np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0]))
+            np.float64(32.0)
+        """
+        return self.xp.sum(a * b)
+
     # -- arrays ---------------------------------------------------------------------
 
     def is_floating(self, array: Any) -> bool:

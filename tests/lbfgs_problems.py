@@ -3,8 +3,16 @@
 Each problem computes its loss and gradients with the namespace of the arrays it is
 given, so the same numbers come out for NumPy, array-api-strict and CuPy, and for
 torch (whose closure converts to NumPy and back): a parity test then compares the
-optimizers, not two implementations of the loss. Reductions are sums in a fixed
-order (``xp.sum``), so both sides see bit-identical losses at identical parameters.
+optimizers, not two implementations of the loss.
+
+The losses and gradients give the same bits on every CPU, BLAS kernel and thread
+count, so that a trajectory recorded on one machine (the golden file) is the
+trajectory on every other: they use only correctly rounded elementwise operations
+(``+ - * /``, ``sqrt``, each rounded once: products and sums are separate operations,
+complex products are spelled out in real arithmetic) and sums in a fixed order
+(``xp.sum``, NumPy's pairwise summation). Never ``@`` (BLAS: the result depends on the
+kernel OpenBLAS picks for the CPU) and never ``exp`` or ``log`` (NumPy's AVX-512 and
+AVX2 versions differ in the last bit).
 
 A problem is ``init(dtype) -> list of NumPy arrays`` (the starting parameters) and
 ``loss_and_grad(xp, arrays) -> (loss 0-d array, list of gradient arrays)``.
@@ -45,19 +53,19 @@ class Problem:
         if self.name.startswith("quadratic"):
             n = self.sizes[0][0]
             q = rng.standard_normal((n, n))
-            a = q.T @ q / n + 0.1 * np.eye(n)
+            a = _gram(q) / n + 0.1 * np.eye(n)
             return {"A": xp.asarray(a, dtype=dtype), "b": xp.asarray(rng.standard_normal(n), dtype=dtype)}
-        if self.name.startswith("logistic"):
+        if self.name.startswith("classify"):
             (features,) = self.sizes[0]
             samples = 200
             x = rng.standard_normal((samples, features))
             w_true = rng.standard_normal(features)
-            labels = np.where(x @ w_true + 0.3 * rng.standard_normal(samples) > 0, 1.0, -1.0)
+            labels = np.where(_matvec(np, x, w_true) + 0.3 * rng.standard_normal(samples) > 0, 1.0, -1.0)
             return {"X": xp.asarray(x, dtype=dtype), "y": xp.asarray(labels, dtype=dtype)}
         if self.name.startswith("splitquad"):
             n = sum(int(np.prod(shape)) for shape in self.sizes[:-1])
             q = rng.standard_normal((n, n))
-            a = q.T @ q / n + 0.2 * np.eye(n)
+            a = _gram(q) / n + 0.2 * np.eye(n)
             return {"A": xp.asarray(a, dtype=dtype), "b": xp.asarray(rng.standard_normal(n), dtype=dtype)}
         if self.name.startswith("complexls"):
             n = self.sizes[0][0]
@@ -65,6 +73,11 @@ class Problem:
             c = rng.standard_normal(2 * n) + 1j * rng.standard_normal(2 * n)
             return {"A": a, "c": c}
         return {}
+
+
+def _gram(q: np.ndarray) -> np.ndarray:
+    """``q.T @ q``, summed over the rows of ``q`` in order, not by BLAS."""
+    return np.sum(q[:, :, None] * q[:, None, :], axis=0)
 
 
 def _seed(name: str) -> int:
@@ -82,26 +95,37 @@ def _rosenbrock(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list
     return loss, [grad]
 
 
+def _matvec(xp: Any, a: Any, x: Any) -> Any:
+    """``a @ x`` for a matrix ``a`` and a vector ``x``: each row's products summed by ``xp.sum``, not BLAS."""
+    return xp.sum(a * x, axis=1)
+
+
+def _vecmat(xp: Any, x: Any, a: Any) -> Any:
+    """``x @ a`` for a vector ``x`` and a matrix ``a``, summed row after row by ``xp.sum``, not BLAS."""
+    return xp.sum(x[:, None] * a, axis=0)
+
+
 def _quadratic(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[Any]]:
     (x,) = arrays
     data = problem.data(xp, x.dtype)
-    ax = data["A"] @ x
+    ax = _matvec(xp, data["A"], x)
     loss = 0.5 * xp.sum(x * ax) - xp.sum(data["b"] * x)
     return loss, [ax - data["b"]]
 
 
-def _logistic(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[Any]]:
-    # L2-regularised logistic regression with a weight vector and a 0-d bias
+def _classify(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[Any]]:
+    # an L2-regularised linear classifier (a weight vector and a 0-d bias) with the
+    # smooth, convex margin loss sqrt(1 + m^2) - m (about -2m for m << 0, 0 for m >> 0):
+    # logistic regression's shape, with a square root where it needs exp and log
     w, bias = arrays
     data = problem.data(xp, w.dtype)
     x, y = data["X"], data["y"]
-    margin = y * (x @ w + bias)
+    margin = y * (_matvec(xp, x, w) + bias)
     samples = x.shape[0]
-    # log(1 + exp(-m)) without overflow
-    loss = xp.sum(xp.log1p(xp.exp(-xp.abs(margin))) + xp.maximum(-margin, 0.0)) / samples + 0.05 * xp.sum(w * w)
-    sigma = 1.0 / (1.0 + xp.exp(margin))  # d loss / d margin = -sigma
-    coef = -(y * sigma) / samples
-    grad_w = coef @ x + 0.1 * w
+    root = xp.sqrt(1.0 + margin * margin)
+    loss = xp.sum(root - margin) / samples + 0.05 * xp.sum(w * w)
+    coef = y * (margin / root - 1.0) / samples  # d loss / d (x w + b)
+    grad_w = _vecmat(xp, coef, x) + 0.1 * w
     grad_b = xp.sum(coef)
     return loss, [grad_w, grad_b]
 
@@ -112,7 +136,7 @@ def _split_quadratic(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any,
     used = arrays[:-1]
     x = xp.concat([xp.reshape(a, (-1,)) for a in used])
     data = problem.data(xp, x.dtype)
-    ax = data["A"] @ x
+    ax = _matvec(xp, data["A"], x)
     loss = 0.5 * xp.sum(x * ax) - xp.sum(data["b"] * x)
     flat = ax - data["b"]
     grads: list[Any] = []
@@ -125,21 +149,28 @@ def _split_quadratic(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any,
 
 
 def _complex_least_squares(problem: Problem, xp: Any, arrays: list[Any]) -> tuple[Any, list[Any]]:
-    # |A z - c|^2 over complex z; torch's gradient convention: d/dRe + i d/dIm
+    # |A z - c|^2 over complex z; torch's gradient convention: d/dRe + i d/dIm, that is
+    # 2 conj(A)^T (A z - c), in real arithmetic (NumPy's complex product may fuse a
+    # multiply-add on one CPU and not on another)
     (z,) = arrays
     data = problem.data(xp, None)
-    a = xp.asarray(data["A"], dtype=z.dtype)
-    c = xp.asarray(data["c"], dtype=z.dtype)
-    r = a @ z - c
-    loss = xp.sum(xp.real(r) * xp.real(r) + xp.imag(r) * xp.imag(r))
-    grad = 2.0 * (xp.conj(a).T @ r)
+    real = xp.real(z).dtype
+    ar, ai = xp.asarray(data["A"].real, dtype=real), xp.asarray(data["A"].imag, dtype=real)
+    cr, ci = xp.asarray(data["c"].real, dtype=real), xp.asarray(data["c"].imag, dtype=real)
+    zr, zi = xp.real(z), xp.imag(z)
+    rr = _matvec(xp, ar, zr) - _matvec(xp, ai, zi) - cr
+    ri = _matvec(xp, ar, zi) + _matvec(xp, ai, zr) - ci
+    loss = xp.sum(rr * rr + ri * ri)
+    grad_r = 2.0 * (_vecmat(xp, rr, ar) + _vecmat(xp, ri, ai))
+    grad_i = 2.0 * (_vecmat(xp, ri, ar) - _vecmat(xp, rr, ai))
+    grad = xp.astype(grad_r, z.dtype) + xp.astype(grad_i, z.dtype) * 1j
     return loss, [grad]
 
 
 _LOSSES = {
     "rosenbrock": _rosenbrock,
     "quadratic": _quadratic,
-    "logistic": _logistic,
+    "classify": _classify,
     "splitquad": _split_quadratic,
     "complexls": _complex_least_squares,
 }
@@ -151,7 +182,7 @@ PROBLEMS = {
         Problem("rosenbrock-10", ((10,),)),
         Problem("rosenbrock-1000", ((1000,),)),
         Problem("quadratic-20", ((20,),)),
-        Problem("logistic-8", ((8,), ())),
+        Problem("classify-8", ((8,), ())),
         Problem("splitquad-18", ((3, 4), (5,), (), (2, 0), (3,))),
         Problem("complexls-6", ((6,),)),
     ]

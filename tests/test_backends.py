@@ -1,5 +1,7 @@
 """The backend layer: dispatch, kernel caching, chunking, layouts, and the fuse dialect."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,51 @@ def test_scratch_buffers_are_reused_between_steps(numpy_path, monkeypatch):
     for _ in range(3):
         opt.step()
     assert {dtype: len(buffers) for dtype, buffers in scratch._free.items()} == held
+
+
+def _pairwise_sum(values):
+    """NumPy's pairwise summation order, in Python: 8 interleaved partial sums per block
+    of at most 128 entries, longer runs halved (rounded down to a multiple of 8)."""
+    n = len(values)
+    if n < 8:
+        total = values.dtype.type(-0.0)
+        for v in values:
+            total = total + v
+        return total
+    if n <= 128:
+        partial = list(values[:8])
+        whole = n - n % 8
+        for i in range(8, whole, 8):
+            for j in range(8):
+                partial[j] = partial[j] + values[i + j]
+        total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + (
+            (partial[4] + partial[5]) + (partial[6] + partial[7])
+        )
+        for v in values[whole:]:
+            total = total + v
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(values[:half]) + _pairwise_sum(values[half:])
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["backend", "base-class"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dot_sums_the_products_in_one_fixed_order(xp, dtype, generic):
+    """Backend.dot is the pairwise sum of the rounded products, not BLAS's (kernel-dependent) dot.
+
+    ``base-class``: the generic ``xp.sum(a * b)`` that the NumPy backend shortcuts.
+    """
+    backend = get_backend(xp.zeros(1))
+    dot = functools.partial(arrayopt.backends.Backend.dot, backend) if generic else backend.dot
+    rng = np.random.default_rng(11)
+    for n in (1, 7, 8, 9, 127, 128, 129, 1000, 12345, 100003):
+        a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+        got = xp.asarray(dot(xp.asarray(a), xp.asarray(b)))
+        assert got.shape == () and got.dtype == getattr(xp, dtype)
+        expected = np.asarray(_pairwise_sum(a * b))
+        got = np.asarray(backend.to_numpy(got))
+        if backend.name == "cupy":  # CuPy's own reduction order: on the device, not NumPy's bits
+            np.testing.assert_allclose(got, expected, rtol=n * np.finfo(dtype).eps)
+        else:
+            assert got.tobytes() == expected.tobytes(), n

@@ -52,9 +52,7 @@ def test_matches_torch(scenario, xp, maybe_torch):
     ref = _reference(scenario, maybe_torch)
     ours = {k: v for k, v in ours.items() if not k.startswith("state/")}
     ref = {k: v for k, v in ref.items() if not k.startswith(("state/", "input/"))}
-    worst, mismatched = lp.compare(ours, ref, state=False)
-    assert not mismatched, mismatched[:5]
-    assert worst <= lp.TOLERANCE[scenario.dtype], f"max relative error {worst:.3e}"
+    lp.assert_same_run(scenario, ours, ref)
 
 
 @pytest.mark.ref
@@ -64,8 +62,7 @@ def test_golden_file_is_current(scenario, torch):
     for i, a in enumerate(PROBLEMS[scenario.problem].init(scenario.dtype)):
         np.testing.assert_array_equal(stored[f"input/param{i}"], a, err_msg="run tests/make_lbfgs_golden.py")
     fresh = {k: v for k, v in lp.run_torch(scenario).items() if not k.startswith("state/")}
-    worst, mismatched = lp.compare({k: v for k, v in stored.items() if not k.startswith("input/")}, fresh, state=False)
-    assert not mismatched and worst <= lp.TOLERANCE[scenario.dtype], "run tests/make_lbfgs_golden.py"
+    lp.assert_same_run(scenario, {k: v for k, v in stored.items() if not k.startswith("input/")}, fresh)
 
 
 @pytest.mark.ref
@@ -491,3 +488,52 @@ def test_cupy_backend_code_path_on_a_stand_in(monkeypatch):
     for _ in range(3):
         opt.step(closure)
     assert shapes and set(shapes) == {()}
+
+
+def _machine_variants():
+    """Environments that change how this machine computes, for a child process.
+
+    OpenBLAS kernels the CPU can run (OpenBLAS does not check a forced kernel against
+    the CPU: SkylakeX needs AVX-512, Haswell AVX2 and FMA, Prescott runs on any
+    x86-64), NumPy with its dispatched CPU features switched off, and thread counts.
+    """
+    import platform
+
+    try:  # NumPy's record of its CPU dispatch (a private module)
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:
+        __cpu_dispatch__, __cpu_features__ = [], {}
+
+    threads = {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    variants = {"threads=2": threads, "threads=1": {k: "1" for k in threads}}
+    if __cpu_dispatch__:
+        variants["numpy-baseline-only"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__)}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        variants["openblas=Prescott"] = {"OPENBLAS_CORETYPE": "Prescott", **threads}
+        if __cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"):
+            variants["openblas=Haswell"] = {"OPENBLAS_CORETYPE": "Haswell"}
+        if __cpu_features__.get("AVX512F"):
+            variants["openblas=SkylakeX"] = {"OPENBLAS_CORETYPE": "SkylakeX"}
+    return variants
+
+
+def test_same_bits_on_every_blas_kernel_cpu_dispatch_and_thread_count():
+    """LBFGS and its dot products give the same bits whatever BLAS kernel, NumPy CPU
+    dispatch and thread count the process has (each variant runs in a child process)."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    expected = [arrayopt.__file__, lp.fingerprint()]
+    code = "import arrayopt, lbfgs_parity; print(arrayopt.__file__); print(lbfgs_parity.fingerprint())"
+    for name, settings in _machine_variants().items():
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env.update(settings)
+        env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
+        # run from tests/, so that the child imports the arrayopt this process tests
+        child = subprocess.run(
+            [sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert child.returncode == 0, f"{name}: {child.stderr[-2000:]}"
+        assert child.stdout.split()[-2:] == expected, f"{name}: different bits"

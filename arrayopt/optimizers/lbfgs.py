@@ -29,6 +29,12 @@ branches on cross to the host: the loss, :math:`g^\top d`, :math:`y^\top s` and 
 max-norms compared with the tolerances. The curvature scalars (:math:`\rho`,
 :math:`H_0` and the two-loop coefficients) stay 0-d arrays, as torch keeps them
 0-d tensors.
+
+Every dot product is :meth:`Backend.dot <arrayopt.backends.Backend.dot>`: elementwise
+products summed in a fixed order, never by BLAS. With a closure that is itself
+deterministic, the same inputs give the same iterates, bit for bit, on every CPU,
+BLAS kernel and thread count (NumPy and array-api-strict); torch and SciPy, whose
+dot products go to MKL or OpenBLAS, do not promise that.
 """
 
 import math
@@ -218,13 +224,14 @@ class LBFGS(Optimizer):
             p.data[...] = value
 
     def _line(
-        self, closure: Callable[[], Any], xp: Any, host: Callable[[Any], Any], d: Any
+        self, closure: Callable[[], Any], backend: Backend, host: Callable[[Any], Any], d: Any
     ) -> Callable[[float], tuple[float, Any, Any]]:
         """``phi(t)``: loss, slope and flat gradient at the parameters moved by ``t d``.
 
         Each call moves the parameters, runs the closure and puts them back as they
         were (copied once, here), as torch's ``_directional_evaluate`` does.
         """
+        xp = backend.xp
         x_init = self._clone_params(xp)
 
         def phi(step: float) -> tuple[float, Any, Any]:
@@ -234,7 +241,7 @@ class LBFGS(Optimizer):
                 grad = self._gather_flat_grad(xp)
             finally:
                 self._set_params(x_init)
-            return value, host(grad @ d), grad
+            return value, host(backend.dot(grad, d)), grad
 
         return phi
 
@@ -268,6 +275,7 @@ class LBFGS(Optimizer):
             raise ValueError(f"max_eval must be at least 1 with line_search_fn='strong_wolfe', got {max_eval}")
         backend = self._check_params()
         xp = backend.xp
+        dot = backend.dot  # fixed-order, BLAS-free: the same bits on every CPU and thread count
 
         def host(x: Any) -> Any:
             # a 0-d result as a host scalar of its own dtype (np.float32 for float32),
@@ -314,7 +322,7 @@ class LBFGS(Optimizer):
             else:
                 y = flat_grad - prev_flat_grad
                 s = d * float(t)
-                ys = y @ s
+                ys = dot(y, s)
                 if host(ys) > 1e-10:
                     if len(old_dirs) == history_size:
                         old_dirs.pop(0)
@@ -323,7 +331,7 @@ class LBFGS(Optimizer):
                     old_dirs.append(y)
                     old_stps.append(s)
                     ro.append(xp.asarray(1.0 / ys))
-                    H_diag = xp.asarray(ys / (y @ y))
+                    H_diag = xp.asarray(ys / dot(y, y))
                 num_old = len(old_dirs)
                 if "al" not in state:
                     state["al"] = [None] * history_size
@@ -332,11 +340,11 @@ class LBFGS(Optimizer):
                 # H_diag, then back oldest first; r (the new d) is updated in place
                 q = -flat_grad
                 for i in range(num_old - 1, -1, -1):
-                    al[i] = xp.asarray((old_stps[i] @ q) * ro[i])
+                    al[i] = xp.asarray(dot(old_stps[i], q) * ro[i])
                     q -= al[i] * old_dirs[i]
                 d = r = q * H_diag
                 for i in range(num_old):
-                    be_i = (old_dirs[i] @ r) * ro[i]
+                    be_i = dot(old_dirs[i], r) * ro[i]
                     r += (al[i] - be_i) * old_stps[i]
 
             if prev_flat_grad is None:
@@ -352,7 +360,7 @@ class LBFGS(Optimizer):
             else:
                 t = lr
 
-            gtd = host(flat_grad @ d)
+            gtd = host(dot(flat_grad, d))
             if gtd > -tolerance_change:
                 self._stop_reason = "not a descent direction"
                 break
@@ -360,7 +368,7 @@ class LBFGS(Optimizer):
             ls_func_evals = 0
             if line_search_fn is not None:
                 found = strong_wolfe(
-                    self._line(closure, xp, host, d),
+                    self._line(closure, backend, host, d),
                     t,
                     loss,
                     gtd,
