@@ -94,7 +94,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from arrayopt.backends import Backend, get_backend
+from arrayopt.backends import Backend, get_backend, host_array, is_array
 from arrayopt.line_search import more_thuente
 
 __all__ = [
@@ -224,6 +224,90 @@ class Box:
         self.boxed = counts[1] == n
         self.all_fixed = counts[2] == n
 
+    @classmethod
+    def from_bounds(cls, bounds: Any, x: Any) -> "Box":
+        """The box that SciPy-style ``bounds`` put on the entries of ``x`` (flattened).
+
+        Args:
+            bounds: a sequence of ``(min, max)`` pairs, one per entry of ``x`` (None
+                or an infinity for no bound), an array of shape ``(x.size, 2)``, or an
+                object with attributes ``lb`` and ``ub`` (like ``scipy.optimize.Bounds``)
+                holding numbers or arrays that broadcast to ``x.shape``.
+            x: the array the bounds are for (any shape; its library, device and
+                dtype are the box's). With a dtype narrower than float64 the bounds
+                are rounded inwards, so a value in the box satisfies the bounds as
+                given.
+
+        Raises:
+            ValueError: for a number of bounds that does not fit ``x``, a NaN bound,
+                a lower bound above its upper bound (or +inf, or an upper bound of
+                -inf), naming the element.
+            TypeError: for a pair that is not two numbers or None.
+
+        Example:
+            >>> import numpy as np
+            >>> box = Box.from_bounds([(0, None), (None, 2.5)], np.zeros(2, dtype=np.float32))
+            >>> box.lower, box.upper
+            (array([  0., -inf], dtype=float32), array([inf, 2.5], dtype=float32))
+            >>> Box.from_bounds([(1, 0), (0, 1)], np.zeros(2))
+            Traceback (most recent call last):
+            ...
+            ValueError: bounds: element 0 has lower bound 1.0 above its upper bound 0.0 (An upper bound is ...)
+        """
+        backend = get_backend(x)
+        shape = tuple(x.shape)
+        size = math.prod(shape)
+        lower, upper = _host_bounds(bounds, shape, size)
+        hxp = get_backend(lower).xp
+        lower = hxp.reshape(lower, (size,))
+        upper = hxp.reshape(upper, (size,))
+
+        def element(i: int) -> str:
+            if len(shape) <= 1:
+                return f"element {i}"
+            index = []
+            for extent in reversed(shape):
+                i, r = divmod(i, extent)
+                index.append(r)
+            return f"element {tuple(reversed(index))}"
+
+        for name, values in (("lower", lower), ("upper", upper)):
+            bad = hxp.isnan(values)
+            if bool(hxp.any(bad)):
+                raise ValueError(f"bounds: the {name} bound of {element(int(hxp.argmax(bad)))} is NaN")
+        inverted = lower > upper
+        if bool(hxp.any(inverted)):
+            i = int(hxp.argmax(inverted))
+            raise ValueError(
+                f"bounds: {element(i)} has lower bound {float(lower[i])!r} above its upper bound {float(upper[i])!r}"
+                " (An upper bound is less than the corresponding lower bound.)"
+            )
+        for name, values, infinity in (("lower", lower, hxp.inf), ("upper", upper, -hxp.inf)):
+            bad = values == infinity
+            if bool(hxp.any(bad)):
+                where = element(int(hxp.argmax(bad)))
+                raise ValueError(f"bounds: the {name} bound of {where} is {float(infinity)}: no value satisfies it")
+        dtype = backend.to_numpy(x[:0] if len(shape) else x).dtype
+        if dtype != lower.dtype:
+            narrow_lower = hxp.astype(lower, dtype)
+            narrow_upper = hxp.astype(upper, dtype)
+            # round inwards: the nearest values of the dtype inside the bounds
+            inf = hxp.asarray(hxp.inf, dtype=dtype)
+            up = hxp.astype(narrow_lower, hxp.float64) < lower
+            narrow_lower = hxp.where(up, hxp.nextafter(narrow_lower, inf), narrow_lower)
+            down = hxp.astype(narrow_upper, hxp.float64) > upper
+            narrow_upper = hxp.where(down, hxp.nextafter(narrow_upper, -inf), narrow_upper)
+            empty = narrow_lower > narrow_upper
+            if bool(hxp.any(empty)):
+                i = int(hxp.argmax(empty))
+                raise ValueError(
+                    f"bounds: no {dtype} value lies between the lower bound {float(lower[i])!r} and the upper bound "
+                    f"{float(upper[i])!r} of {element(i)}"
+                )
+            lower, upper = narrow_lower, narrow_upper
+        flat = backend.xp.reshape(x, (size,))
+        return cls(backend.from_numpy(lower, flat), backend.from_numpy(upper, flat))
+
     def project(self, x: Any) -> Any:
         """``x`` clipped to the box (a new array)."""
         xp = self.backend.xp
@@ -242,6 +326,57 @@ class Box:
         safe = xp.where(d == 0, xp.ones_like(d), d)
         ratio = xp.where(d == 0, xp.full_like(d, xp.inf), toward / safe)
         return min(1e10, max(0.0, _to_host(self.backend, xp.min(ratio))))
+
+
+def _host_bounds(bounds: Any, shape: tuple[int, ...], size: int) -> tuple[Any, Any]:
+    """SciPy's forms of bounds as two float64 NumPy arrays (not yet checked), shaped like ``x`` or flat."""
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
+        sides = []
+        for name, value, default in (("lb", bounds.lb, -math.inf), ("ub", bounds.ub, math.inf)):
+            host = host_array(default if value is None else value)
+            hxp = get_backend(host).xp
+            host = hxp.astype(host, hxp.float64)
+            if math.prod(host.shape) == size and len(host.shape) == 1 and len(shape) != 1:
+                host = hxp.reshape(host, shape)
+            try:
+                host = hxp.broadcast_to(host, shape)
+            except ValueError:
+                raise ValueError(
+                    f"bounds: {name} has shape {tuple(host.shape)}, which does not broadcast to x0's shape {shape} "
+                    "(The number of bounds is not compatible with the length of `x0`.)"
+                ) from None
+            sides.append(host)
+        return sides[0], sides[1]
+    if is_array(bounds):
+        host = host_array(bounds)
+        hxp = get_backend(host).xp
+        if tuple(host.shape) != (size, 2):
+            raise ValueError(
+                f"bounds: an array of bounds must have shape ({size}, 2) for x0 of shape {shape}, got "
+                f"{tuple(host.shape)} (The number of bounds is not compatible with the length of `x0`.)"
+            )
+        host = hxp.astype(host, hxp.float64)
+        return host[:, 0], host[:, 1]
+    try:
+        pairs = list(bounds)
+    except TypeError:
+        raise TypeError(
+            f"bounds must be a sequence of (min, max) pairs or an object with lb and ub, got {type(bounds).__name__}"
+        ) from None
+    if len(pairs) != size:
+        raise ValueError(
+            f"bounds: {len(pairs)} (min, max) pairs for x0 with {size} entries "
+            "(The number of bounds is not compatible with the length of `x0`.)"
+        )
+    lows, highs = [], []
+    for i, pair in enumerate(pairs):
+        try:
+            low, high = pair
+            lows.append(-math.inf if low is None else float(low))
+            highs.append(math.inf if high is None else float(high))
+        except (TypeError, ValueError):
+            raise TypeError(f"bounds: element {i} must be a (min, max) pair of numbers or None, got {pair!r}") from None
+    return host_array(lows), host_array(highs)
 
 
 # -- the limited memory --------------------------------------------------------------------
