@@ -446,7 +446,7 @@ class LbfgsbMemory:
         """``Y v`` and ``S v`` for each row ``v`` of ``vectors`` (k, n): two (filled, k) host lists, by slot."""
         xp = self.backend.xp
         f = self.filled
-        both = _products(xp, xp.concat([self.Y[:f], self.S[:f]]), vectors)
+        both = _products(xp, xp.concat([self.Y[:f, ...], self.S[:f, ...]]), vectors)
         values = _to_host(self.backend, both)
         return values[:f], values[f:]
 
@@ -465,13 +465,13 @@ class LbfgsbMemory:
             cy[j] = coefficients[i]
             cs[j] = self.theta * coefficients[col + i]
         a = xp.asarray(cy + cs, dtype=self.S.dtype, device=self.backend.device(self.S))
-        return a @ xp.concat([self.Y[:f], self.S[:f]])
+        return a @ xp.concat([self.Y[:f, ...], self.S[:f, ...]])
 
     def gather(self, indices: Any) -> list[list[float]]:
         """The (2m, 2m) Gram matrix of ``[Y; S]``'s columns ``indices``, in the slot layout."""
         xp = self.backend.xp
         f = self.filled
-        rows = xp.take(xp.concat([self.Y[:f], self.S[:f]]), indices, axis=1)
+        rows = xp.take(xp.concat([self.Y[:f, ...], self.S[:f, ...]]), indices, axis=1)
         gram = _to_host(self.backend, _products(xp, rows, rows))
         return self._spread(gram)
 
@@ -701,7 +701,7 @@ class LbfgsbMemory:
             index = xp.asarray(self.order, device=self.backend.device(self.S))
             s, y = xp.take(self.S, index, axis=0), xp.take(self.Y, index, axis=0)
         else:
-            s, y = self.S[:0], self.Y[:0]
+            s, y = self.S[:0, ...], self.Y[:0, ...]
         return LbfgsInvHessProduct(s, y, 1.0 / self.theta)
 
 
@@ -936,7 +936,7 @@ def _segments(
     d2_j = d2 - xp.cumulative_sum(d_b * d_b)
     if col:
         f = memory.filled
-        rows = xp.take(xp.concat([memory.Y[:f], memory.S[:f]]), sel, axis=1)  # (2 filled, k)
+        rows = xp.take(xp.concat([memory.Y[:f, ...], memory.S[:f, ...]]), sel, axis=1)  # (2 filled, k)
         order = memory.order
         pick = xp.asarray(order + [f + j for j in order], device=backend.device(rows))
         w_b = xp.take(rows, pick, axis=0)  # (2 col, k), chronological, S not yet scaled
@@ -1096,6 +1096,9 @@ class LbfgsInvHessProduct:
         >>> H.shape, H.dtype
         ((2, 2), dtype('float64'))
     """
+
+    # NumPy arrays on the left of ``@`` defer to __rmatmul__
+    __array_ufunc__ = None
 
     def __init__(self, sk: Any, yk: Any, h0: float = 1.0) -> None:
         if sk.shape != yk.shape or len(sk.shape) != 2:
