@@ -317,7 +317,7 @@ class Box:
         r"""The largest entry of :math:`|P(x - g) - x|`, the first-order optimality measure."""
         xp = self.backend.xp
         pg = xp.where(g < 0, xp.maximum(x - self.upper, g), xp.minimum(x - self.lower, g))
-        return _to_host(self.backend, xp.max(xp.abs(pg)))
+        return float(_to_host(self.backend, xp.max(xp.abs(pg))))
 
     def max_step(self, x: Any, d: Any) -> float:
         """The largest ``t >= 0`` with ``x + t d`` in the box (0 if ``d`` leaves it at once; at most 1e10)."""
@@ -325,7 +325,7 @@ class Box:
         toward = xp.where(d < 0, self.lower - x, self.upper - x)
         safe = xp.where(d == 0, xp.ones_like(d), d)
         ratio = xp.where(d == 0, xp.full_like(d, xp.inf), toward / safe)
-        return min(1e10, max(0.0, _to_host(self.backend, xp.min(ratio))))
+        return min(1e10, max(0.0, float(_to_host(self.backend, xp.min(ratio)))))
 
 
 def _host_bounds(bounds: Any, shape: tuple[int, ...], size: int) -> tuple[Any, Any]:
@@ -793,7 +793,7 @@ def cauchy_point(
     box: Box,
     memory: LbfgsbMemory,
     direction: tuple[Any, Any, Any] | None = None,
-    wd: tuple[list[float], list[float]] | None = None,
+    wd: tuple[list[list[float]], list[list[float]]] | None = None,
 ) -> CauchyPoint:
     r"""The generalized Cauchy point: the first local minimiser of the model along the projected gradient path.
 

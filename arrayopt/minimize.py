@@ -460,7 +460,7 @@ def _run_lbfgsb(
         message,
         njev=objective.njev,
     )
-    result.hess_inv = out["hess_inv"]
+    result["hess_inv"] = out["hess_inv"]
     return result
 
 
@@ -551,7 +551,7 @@ def _run_lbfgs(
     status, message = _MESSAGES[reason]
     result = _result(param.data, value, grad, moves["nit"], objective.nfev, status, message, njev=objective.njev)
     if not backend.is_complex(x):
-        result.hess_inv = _lbfgs_inverse_hessian(optimizer, param, backend)
+        result["hess_inv"] = _lbfgs_inverse_hessian(optimizer, param, backend)
     return result
 
 
