@@ -108,6 +108,134 @@ __all__ = [
 ]
 
 
+# -- the elementwise rules (one pass each: numba on NumPy, one kernel on CuPy) -------------
+
+
+def box_projection(xp: Any, out: Any, x: Any, lower: Any, upper: Any) -> None:
+    r""":math:`P(x) = \min(\max(x, l), u)`, the projection onto the box.
+
+    Args:
+        xp: the array namespace.
+        out: where the projection goes.
+        x: the point.
+        lower: the lower bounds (``-inf`` for none).
+        upper: the upper bounds (``+inf`` for none).
+
+    Example:
+        >>> import numpy as np
+        >>> out = np.empty(3)
+        >>> box_projection(np, out, np.array([-2.0, 0.5, 9.0]), np.zeros(3), np.ones(3))
+        >>> out
+        array([0. , 0.5, 1. ])
+    """
+    out[...] = xp.minimum(xp.maximum(x, lower), upper)
+
+
+def box_step(xp: Any, out: Any, x: Any, d: Any, lower: Any, upper: Any, t: float) -> None:
+    r""":math:`P(x + t d)`: a trial point of the line search, projected so that rounding never leaves the box.
+
+    Args:
+        xp: the array namespace.
+        out: where the point goes.
+        x: the iterate.
+        d: the search direction.
+        lower: the lower bounds.
+        upper: the upper bounds.
+        t: the step (a host float).
+
+    Example:
+        >>> import numpy as np
+        >>> out = np.empty(2)
+        >>> box_step(np, out, np.array([0.5, 0.5]), np.array([1.0, -1.0]), np.zeros(2), np.ones(2), 0.75)
+        >>> out
+        array([1., 0.])
+    """
+    out[...] = xp.minimum(xp.maximum(x + t * d, lower), upper)
+
+
+def projected_gradient(xp: Any, out: Any, x: Any, g: Any, lower: Any, upper: Any) -> None:
+    r""":math:`|P(x - g) - x|` entry by entry: the gradient, cut where a bound stops the variable.
+
+    Args:
+        xp: the array namespace.
+        out: where the magnitudes go.
+        x: the point (in the box).
+        g: the gradient there.
+        lower: the lower bounds.
+        upper: the upper bounds.
+
+    Example:
+        >>> import numpy as np
+        >>> out = np.empty(3)
+        >>> projected_gradient(np, out, np.array([0.0, 0.5, 1.0]), np.array([2.0, 2.0, -3.0]), np.zeros(3), np.ones(3))
+        >>> out  # at a bound with the gradient pointing out: 0
+        array([0. , 0.5, 0. ])
+    """
+    out[...] = xp.abs(xp.where(g < 0, xp.maximum(x - upper, g), xp.minimum(x - lower, g)))
+
+
+def step_to_bound(xp: Any, out: Any, x: Any, d: Any, lower: Any, upper: Any) -> None:
+    r"""The step :math:`t_i` at which :math:`x_i + t d_i` meets its bound (``inf`` if never; :math:`\le 0` if at once).
+
+    Args:
+        xp: the array namespace.
+        out: where the steps go.
+        x: the point.
+        d: the direction.
+        lower: the lower bounds.
+        upper: the upper bounds.
+
+    Example:
+        >>> import numpy as np
+        >>> out = np.empty(3)
+        >>> step_to_bound(np, out, np.array([0.5, 0.5, 0.5]), np.array([2.0, -0.25, 0.0]), np.zeros(3), np.ones(3))
+        >>> out
+        array([0.25, 2.  ,  inf])
+    """
+    distance = xp.where(d < 0, lower - x, upper - x)
+    out[...] = xp.where(d == 0, math.inf, distance / xp.where(d == 0, 1.0, d))
+
+
+def cauchy_breakpoints(xp: Any, d: Any, t: Any, pinned: Any, x: Any, g: Any, lower: Any, upper: Any) -> None:
+    r"""The projected steepest-descent direction and each variable's breakpoint along it.
+
+    A variable is *pinned* (``pinned = 1``, ``d = 0``, ``t = inf``) when it is fixed
+    (:math:`l = u`) or sits at a bound with :math:`g` pointing out of the box; the
+    others move along :math:`d = -g` and reach their bound at
+    :math:`t = (x - l)/g` (:math:`g > 0`) or :math:`(u - x)/(-g)` (:math:`g < 0`),
+    ``inf`` when there is none (or :math:`g = 0`). This is SciPy's ``cauchy`` set-up.
+
+    Args:
+        xp: the array namespace.
+        d: where the direction goes.
+        t: where the breakpoints go.
+        pinned: where 1.0 (pinned) or 0.0 goes.
+        x: the point (in the box).
+        g: the gradient there.
+        lower: the lower bounds.
+        upper: the upper bounds.
+
+    Example:
+        >>> import numpy as np
+        >>> d, t, pinned = np.empty(3), np.empty(3), np.empty(3)
+        >>> x, g = np.array([0.0, 0.5, 3.0]), np.array([2.0, -1.0, 1.0])
+        >>> lower, upper = np.array([0.0, 0.0, -np.inf]), np.array([1.0, 1.0, np.inf])
+        >>> cauchy_breakpoints(np, d, t, pinned, x, g, lower, upper)
+        >>> d, t, pinned
+        (array([ 0.,  1., -1.]), array([inf, 0.5, inf]), array([1., 0., 0.]))
+    """
+    at_lower = x - lower <= 0
+    at_upper = upper - x <= 0
+    zero = x - x  # (x is finite)
+    outward = xp.where(at_lower, xp.where(g >= 0, 1.0, zero), xp.where(at_upper, xp.where(g <= 0, 1.0, zero), zero))
+    held = xp.where(lower == upper, 1.0, outward)
+    pinned[...] = held
+    d[...] = xp.where(held > 0, 0.0, -g)
+    distance = xp.where(g > 0, x - lower, upper - x)
+    moving = xp.where(g == 0, math.inf, distance / xp.where(g == 0, 1.0, xp.abs(g)))
+    t[...] = xp.where(held > 0, math.inf, moving)
+
+
 # -- reductions (one place, so that a fixed-order reduction can replace them) ---------------
 
 
@@ -310,22 +438,27 @@ class Box:
 
     def project(self, x: Any) -> Any:
         """``x`` clipped to the box (a new array)."""
-        xp = self.backend.xp
-        return xp.minimum(xp.maximum(x, self.lower), self.upper)
+        out = self.backend.xp.empty_like(x)
+        self.backend.kernel(box_projection)(out, x, self.lower, self.upper)
+        return out
+
+    def step(self, x: Any, d: Any, t: float) -> Any:
+        """:math:`P(x + t d)` (a new array)."""
+        out = self.backend.xp.empty_like(x)
+        self.backend.kernel(box_step)(out, x, d, self.lower, self.upper, float(t))
+        return out
 
     def projected_gradient_norm(self, x: Any, g: Any) -> float:
         r"""The largest entry of :math:`|P(x - g) - x|`, the first-order optimality measure."""
-        xp = self.backend.xp
-        pg = xp.where(g < 0, xp.maximum(x - self.upper, g), xp.minimum(x - self.lower, g))
-        return float(_to_host(self.backend, xp.max(xp.abs(pg))))
+        out = self.backend.xp.empty_like(x)
+        self.backend.kernel(projected_gradient)(out, x, g, self.lower, self.upper)
+        return float(_to_host(self.backend, self.backend.xp.max(out)))
 
     def max_step(self, x: Any, d: Any) -> float:
         """The largest ``t >= 0`` with ``x + t d`` in the box (0 if ``d`` leaves it at once; at most 1e10)."""
-        xp = self.backend.xp
-        toward = xp.where(d < 0, self.lower - x, self.upper - x)
-        safe = xp.where(d == 0, xp.ones_like(d), d)
-        ratio = xp.where(d == 0, xp.full_like(d, xp.inf), toward / safe)
-        return min(1e10, max(0.0, float(_to_host(self.backend, xp.min(ratio)))))
+        out = self.backend.xp.empty_like(x)
+        self.backend.kernel(step_to_bound)(out, x, d, self.lower, self.upper)
+        return min(1e10, max(0.0, float(_to_host(self.backend, self.backend.xp.min(out)))))
 
 
 def _host_bounds(bounds: Any, shape: tuple[int, ...], size: int) -> tuple[Any, Any]:
@@ -385,8 +518,10 @@ def _host_bounds(bounds: Any, shape: tuple[int, ...], size: int) -> tuple[Any, A
 class LbfgsbMemory:
     r"""The last ``m`` correction pairs and the small matrices of the compact representation.
 
-    On the device: ``S`` and ``Y``, each ``(m, n)``, one pair per row ("slot"), reused
-    in turn. On the host (Python floats, indexed by slot): :math:`S^\top S`,
+    On the device: ``pairs``, an ``(m, 2, n)`` array holding :math:`(y_j, s_j)` in slot
+    :math:`j`, the slots reused in turn (``Y`` and ``S`` are its two ``(m, n)`` views);
+    the filled slots read as one contiguous ``(2 filled, n)`` matrix, so each product
+    with the memory is one pass over it. On the host (Python floats, indexed by slot): :math:`S^\top S`,
     :math:`S^\top Y`, and the Gram matrices of :math:`[Y; S]` restricted to the free
     and to the active variables, kept up to date as pairs arrive and variables enter
     or leave the free set. From them, in the pairs' chronological order, come the
@@ -414,8 +549,7 @@ class LbfgsbMemory:
         xp = self.backend.xp
         n = like.shape[0]
         self.m = m
-        self.S = xp.zeros((m, n), dtype=like.dtype, device=self.backend.device(like))
-        self.Y = xp.zeros((m, n), dtype=like.dtype, device=self.backend.device(like))
+        self.pairs = xp.zeros((m, 2, n), dtype=like.dtype, device=self.backend.device(like))
         self.filled = 0  # rows ever written: the products use rows [:filled]
         self.eps = float(xp.finfo(like.dtype).eps)
         self.reset()
@@ -440,15 +574,27 @@ class LbfgsbMemory:
         """The number of pairs held."""
         return len(self.order)
 
+    @property
+    def Y(self) -> Any:
+        """The gradient changes, one per slot: an ``(m, n)`` view."""
+        return self.pairs[:, 0, :]
+
+    @property
+    def S(self) -> Any:
+        """The steps, one per slot: an ``(m, n)`` view."""
+        return self.pairs[:, 1, :]
+
+    def _rows(self) -> Any:
+        """The filled slots as one ``(2 filled, n)`` matrix: rows ``y_0, s_0, y_1, s_1, ...``."""
+        f = self.filled
+        return self.backend.xp.reshape(self.pairs[:f, ...], (2 * f, self.pairs.shape[2]))
+
     # -- products with the device arrays ---------------------------------------------
 
     def products(self, vectors: Any) -> tuple[list[list[float]], list[list[float]]]:
         """``Y v`` and ``S v`` for each row ``v`` of ``vectors`` (k, n): two (filled, k) host lists, by slot."""
-        xp = self.backend.xp
-        f = self.filled
-        both = _products(xp, xp.concat([self.Y[:f, ...], self.S[:f, ...]]), vectors)
-        values = _to_host(self.backend, both)
-        return values[:f], values[f:]
+        values = _to_host(self.backend, _products(self.backend.xp, self._rows(), vectors))
+        return values[0::2], values[1::2]
 
     def chronological(self, by_slot_y: list[float], by_slot_s: list[float]) -> list[float]:
         """``W^T v`` in chronological order from ``Y v`` and ``S v`` by slot: ``[Y v; theta S v]``."""
@@ -457,28 +603,25 @@ class LbfgsbMemory:
     def combine(self, coefficients: list[float]) -> Any:
         """``W a`` for a chronological ``a`` of length ``2 col``: ``Y^T a_1 + theta S^T a_2`` (an n-vector)."""
         xp = self.backend.xp
-        f = self.filled
-        cy = [0.0] * f
-        cs = [0.0] * f
+        a = [0.0] * (2 * self.filled)
         col = self.col
         for i, j in enumerate(self.order):
-            cy[j] = coefficients[i]
-            cs[j] = self.theta * coefficients[col + i]
-        a = xp.asarray(cy + cs, dtype=self.S.dtype, device=self.backend.device(self.S))
-        return a @ xp.concat([self.Y[:f, ...], self.S[:f, ...]])
+            a[2 * j] = coefficients[i]
+            a[2 * j + 1] = self.theta * coefficients[col + i]
+        rows = self._rows()
+        return xp.asarray(a, dtype=rows.dtype, device=self.backend.device(rows)) @ rows
 
     def gather(self, indices: Any) -> list[list[float]]:
         """The (2m, 2m) Gram matrix of ``[Y; S]``'s columns ``indices``, in the slot layout."""
         xp = self.backend.xp
-        f = self.filled
-        rows = xp.take(xp.concat([self.Y[:f, ...], self.S[:f, ...]]), indices, axis=1)
+        rows = xp.take(self._rows(), indices, axis=1)
         gram = _to_host(self.backend, _products(xp, rows, rows))
         return self._spread(gram)
 
     def _spread(self, gram: list[list[float]]) -> list[list[float]]:
-        """A (2 filled)^2 Gram matrix laid out as (2m)^2: Y slot j at j, S slot j at m + j."""
+        """A (2 filled)^2 Gram matrix of interleaved rows laid out as (2m)^2: Y slot j at j, S slot j at m + j."""
         f, m = self.filled, self.m
-        where = list(range(f)) + [m + j for j in range(f)]
+        where = [k for j in range(f) for k in (j, m + j)]
         out = [[0.0] * (2 * m) for _ in range(2 * m)]
         for a, i in enumerate(where):
             for b, k in enumerate(where):
@@ -507,8 +650,8 @@ class LbfgsbMemory:
             slot = self.order.pop(0)
         else:
             slot = min(set(range(self.m)) - set(self.order))
-        self.S[slot, ...] = s
-        self.Y[slot, ...] = y
+        self.pairs[slot, 0, ...] = y
+        self.pairs[slot, 1, ...] = s
         self.filled = max(self.filled, slot + 1)
         self.order.append(slot)
         self.updates += 1
@@ -697,11 +840,10 @@ class LbfgsbMemory:
     def inverse_hessian(self, shape: tuple[int, ...] | None = None) -> "LbfgsInvHessProduct":
         """The inverse of the limited-memory BFGS matrix as a linear operator (see :class:`LbfgsInvHessProduct`)."""
         xp = self.backend.xp
-        if self.order:
-            index = xp.asarray(self.order, device=self.backend.device(self.S))
-            s, y = xp.take(self.S, index, axis=0), xp.take(self.Y, index, axis=0)
-        else:
-            s, y = self.S[:0, ...], self.Y[:0, ...]
+        rows = self._rows()
+        device = self.backend.device(rows)
+        s = xp.take(rows, xp.asarray([2 * j + 1 for j in self.order], dtype=xp.int64, device=device), axis=0)
+        y = xp.take(rows, xp.asarray([2 * j for j in self.order], dtype=xp.int64, device=device), axis=0)
         return LbfgsInvHessProduct(s, y, 1.0 / self.theta)
 
 
@@ -763,17 +905,11 @@ def cauchy_direction(x: Any, g: Any, box: Box) -> tuple[Any, Any, Any]:
         >>> cauchy_direction(np.array([0.0, 0.5, 3.0]), np.array([2.0, -1.0, 1.0]), box)
         (array([ 0.,  1., -1.]), array([inf, 0.5, inf]), array([ True, False, False]))
     """
-    xp = get_backend(x).xp
-    at_lower = box.has_lower & (x - box.lower <= 0)
-    at_upper = box.has_upper & (box.upper - x <= 0)
-    pinned = box.fixed | (at_lower & (g >= 0)) | (~at_lower & at_upper & (g <= 0))
-    zero = xp.zeros_like(g)
-    d = xp.where(pinned, zero, -g)
-    distance = xp.where(g > 0, x - box.lower, box.upper - x)
-    moving = ~pinned & (g != 0)
-    magnitude = xp.where(moving, xp.abs(g), xp.ones_like(g))
-    breakpoints = xp.where(moving, distance / magnitude, xp.full_like(g, xp.inf))
-    return d, breakpoints, pinned
+    backend = get_backend(x)
+    xp = backend.xp
+    d, breakpoints, pinned = xp.empty_like(x), xp.empty_like(x), xp.empty_like(x)
+    backend.kernel(cauchy_breakpoints)(d, breakpoints, pinned, x, g, box.lower, box.upper)
+    return d, breakpoints, pinned > 0
 
 
 def _smallest(xp: Any, values: Any, k: int) -> Any:
@@ -840,7 +976,6 @@ def cauchy_point(
     d, breakpoints, pinned = direction if direction is not None else cauchy_direction(x, g, box)
     theta, col = memory.theta, memory.col
     finite = breakpoints < xp.inf
-    moving = ~pinned & (g != 0)
     wide = xp.float64
     summary = _to_host(
         backend,
@@ -848,7 +983,7 @@ def cauchy_point(
             [
                 xp.astype(_dot(d, d), wide),
                 xp.astype(xp.sum(xp.astype(finite, xp.int64)), wide),
-                xp.astype(xp.sum(xp.astype(moving & ~finite, xp.int64)), wide),
+                xp.astype(xp.sum(xp.astype(~finite & (d != 0), xp.int64)), wide),
                 xp.astype(xp.sum(xp.astype(pinned, xp.int64)), wide),
                 xp.astype(xp.min(breakpoints), wide),
             ]
@@ -935,10 +1070,9 @@ def _segments(
     z_b = xp.take(xp.where(d > 0, box.upper, box.lower) - x, sel)
     d2_j = d2 - xp.cumulative_sum(d_b * d_b)
     if col:
-        f = memory.filled
-        rows = xp.take(xp.concat([memory.Y[:f, ...], memory.S[:f, ...]]), sel, axis=1)  # (2 filled, k)
+        rows = xp.take(memory._rows(), sel, axis=1)  # (2 filled, k)
         order = memory.order
-        pick = xp.asarray(order + [f + j for j in order], device=backend.device(rows))
+        pick = xp.asarray([2 * j for j in order] + [2 * j + 1 for j in order], device=backend.device(rows))
         w_b = xp.take(rows, pick, axis=0)  # (2 col, k), chronological, S not yet scaled
         scale = xp.asarray([1.0] * col + [theta] * col, dtype=d.dtype, device=backend.device(rows))
         w_b = w_b * scale[:, None]
@@ -1308,7 +1442,7 @@ def lbfgsb(
         if gdold < 0:
 
             def phi(t: float, x: Any = x, z: Any = z, d: Any = d) -> tuple[float, float, tuple[Any, Any]]:
-                trial = box.project(z if t == 1.0 else x + t * d)
+                trial = box.project(z) if t == 1.0 else box.step(x, d, t)
                 value, grad = evaluate(trial)
                 slope = _to_host(backend, _dot(grad, d)) if math.isfinite(value) else math.nan
                 return value, slope, (trial, grad)

@@ -969,15 +969,18 @@ def test_signature_matches_scipy_keywords():
 # -- the CuPy code path on the CPU stand-in -------------------------------------------------------
 
 
-def test_cupy_backend_code_path_on_a_stand_in(monkeypatch):
-    """backends/cupy.py running L-BFGS-B: NumPy's numbers, and only small arrays cross to the host."""
-    import importlib
-    import sys
+@pytest.mark.parametrize("elementwise", [True, False], ids=["elementwise", "fuse"])
+def test_cupy_backend_code_path_on_a_stand_in(monkeypatch, elementwise):
+    """backends/cupy.py running L-BFGS-B: NumPy's numbers, and only small arrays cross to the host.
 
-    import array_api_compat.numpy
+    The elementwise rules run as generated kernels (compiled as C++ for the CPU) or
+    through the ``cupy.fuse`` stand-in; every transfer to the host goes through the
+    stand-in's ``asnumpy``, whose sizes are recorded.
+    """
+    import cpu_elementwise
 
-    import fuse_dialect
-
+    if elementwise and cpu_elementwise.COMPILER is None:
+        pytest.skip("no C++ compiler to stand in for NVRTC")
     n, m = 300, 5
     rng = np.random.default_rng(11)
     lower, upper = np.full(n, -0.4), np.full(n, 0.7)
@@ -988,22 +991,18 @@ def test_cupy_backend_code_path_on_a_stand_in(monkeypatch):
         return float(np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)), optimize.rosen_der(x)
 
     reference = lbfgsb(fun, x0.copy(), Box(lower, upper), maxcor=m)
-    fake = fuse_dialect.fake_cupy_module()
+    backend = cpu_elementwise.install_cupy_stand_in(monkeypatch, elementwise)
+    module = __import__("arrayopt.backends.cupy", fromlist=["cupy"])
     sizes = []
 
     def asnumpy(array):
         sizes.append(np.size(array))
         return np.asarray(array)
 
-    fake.asnumpy = asnumpy
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", array_api_compat.numpy)
-    monkeypatch.delitem(sys.modules, "arrayopt.backends.cupy", raising=False)
-    monkeypatch.setattr(arrayopt.backends, "cupy", None, raising=False)
-    module = importlib.import_module("arrayopt.backends.cupy")
-    monkeypatch.setitem(arrayopt.backends._BY_TYPE, np.ndarray, module.CuPyBackend())
-    assert get_backend(x0).name == "cupy"
+    monkeypatch.setattr(module.cupy, "asnumpy", asnumpy)
+    assert get_backend(x0) is backend
     ours = lbfgsb(fun, x0.copy(), Box(lower, upper), maxcor=m)
+    assert backend._kernels, "the CuPy backend's kernels were not used"
     assert sizes, "the CuPy backend's transfers were not used"
     assert max(sizes) <= (2 * m) ** 2 < n  # scalars, 2m-vectors and 2m x 2m matrices only
     assert (ours["nit"], ours["nfev"], ours["message"]) == (reference["nit"], reference["nfev"], reference["message"])
