@@ -21,7 +21,6 @@ import warnings
 import numpy as np
 import pytest
 
-import arrayopt
 from arrayopt import OptimizeResult, minimize
 from arrayopt.backends import get_backend
 from arrayopt.lbfgsb import (
