@@ -236,6 +236,32 @@ def cauchy_breakpoints(xp: Any, d: Any, t: Any, pinned: Any, x: Any, g: Any, low
     t[...] = xp.where(held > 0, math.inf, moving)
 
 
+def split_by_set(xp: Any, zy: Any, zs: Any, ay: Any, as_: Any, y: Any, s: Any, free: Any) -> None:
+    r"""A new pair split by the free set: :math:`Z Z^\top y, Z Z^\top s, A A^\top y, A A^\top s`.
+
+    Args:
+        xp: the array namespace.
+        zy: where :math:`y` on the free variables (0 elsewhere) goes.
+        zs: likewise :math:`s`.
+        ay: where :math:`y` on the active variables goes.
+        as_: likewise :math:`s`.
+        y: the gradient change.
+        s: the step.
+        free: 1.0 on the free variables, 0.0 on the active ones.
+
+    Example:
+        >>> import numpy as np
+        >>> zy, zs, ay, as_ = (np.empty(2) for _ in range(4))
+        >>> split_by_set(np, zy, zs, ay, as_, np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([1.0, 0.0]))
+        >>> zy, ay
+        (array([1., 0.]), array([0., 2.]))
+    """
+    zy[...] = xp.where(free > 0, y, 0.0)
+    zs[...] = xp.where(free > 0, s, 0.0)
+    ay[...] = xp.where(free > 0, 0.0, y)
+    as_[...] = xp.where(free > 0, 0.0, s)
+
+
 # -- reductions (one place, so that a fixed-order reduction can replace them) ---------------
 
 
@@ -655,20 +681,18 @@ class LbfgsbMemory:
         self.filled = max(self.filled, slot + 1)
         self.order.append(slot)
         self.updates += 1
+        k = 2 if free is None else 4
+        extras = 0 if extra is None else extra.shape[0]
+        vectors = xp.empty((k + extras, s.shape[0]), dtype=s.dtype, device=self.backend.device(s))
         if free is None:
-            vectors = [y, s]
+            vectors[0, ...] = y
+            vectors[1, ...] = s
         else:
-            zero = xp.zeros_like(s)
-            vectors = [
-                xp.where(free, y, zero),
-                xp.where(free, s, zero),
-                xp.where(free, zero, y),
-                xp.where(free, zero, s),
-            ]
-        k = len(vectors)
-        if extra is not None:
-            vectors += [extra[i, ...] for i in range(extra.shape[0])]
-        py, ps = self.products(xp.stack(vectors))
+            rows = [vectors[i, ...] for i in range(4)]
+            self.backend.kernel(split_by_set)(*rows, y, s, xp.astype(free, s.dtype))
+        for i in range(extras):
+            vectors[k + i, ...] = extra[i, ...]
+        py, ps = self.products(vectors)
         m = self.m
         gz, ga = self.gram_free, self.gram_active
         for j in range(self.filled):
@@ -839,11 +863,11 @@ class LbfgsbMemory:
 
     def inverse_hessian(self, shape: tuple[int, ...] | None = None) -> "LbfgsInvHessProduct":
         """The inverse of the limited-memory BFGS matrix as a linear operator (see :class:`LbfgsInvHessProduct`)."""
-        xp = self.backend.xp
-        rows = self._rows()
-        device = self.backend.device(rows)
-        s = xp.take(rows, xp.asarray([2 * j + 1 for j in self.order], dtype=xp.int64, device=device), axis=0)
-        y = xp.take(rows, xp.asarray([2 * j for j in self.order], dtype=xp.int64, device=device), axis=0)
+        if not self.order:
+            return LbfgsInvHessProduct(self.pairs[:0, 1, :], self.pairs[:0, 0, :], 1.0)
+        # views of the pairs, oldest first: nothing is copied
+        s = [self.pairs[j, 1, ...] for j in self.order]
+        y = [self.pairs[j, 0, ...] for j in self.order]
         return LbfgsInvHessProduct(s, y, 1.0 / self.theta)
 
 
@@ -859,6 +883,9 @@ class CauchyPoint(NamedTuple):
         free: the variables free at :math:`x^c` (boolean n-vector).
         passed: how many breakpoints the path passed before its minimiser.
         n_free: how many variables are free at :math:`x^c`.
+        p: :math:`W^\top Z Z^\top d`, chronological (host floats): the memory's product
+            with the direction on the variables free at :math:`x^c`; None if unknown.
+        t: the path parameter of :math:`x^c`, so that :math:`Z^\top (x^c - x) = t Z^\top d`.
 
     Example:
         >>> import numpy as np
@@ -880,6 +907,10 @@ class CauchyPoint(NamedTuple):
     passed: int
     #: the number of free variables
     n_free: int
+    #: W^T Z Z^T d, chronological (host floats), or None
+    p: list[float] | None = None
+    #: the path parameter of the Cauchy point
+    t: float = 0.0
 
 
 def cauchy_direction(x: Any, g: Any, box: Box) -> tuple[Any, Any, Any]:
@@ -999,7 +1030,8 @@ def cauchy_point(
     n_free = x.shape[0] - n_pinned
     free_now = ~pinned
     if d2 == 0.0:
-        return CauchyPoint(xp.asarray(x, copy=True), [0.0] * (2 * col), free_now, 0, n_free)
+        zeros = [0.0] * (2 * col)
+        return CauchyPoint(xp.asarray(x, copy=True), zeros, free_now, 0, n_free, zeros, 0.0)
     if col:
         if wd is None:
             wd = memory.products(xp.stack([d]))
@@ -1015,7 +1047,7 @@ def cauchy_point(
     dtm = -f1 / f2
     if nbreak == 0 or dtm < tmin:
         tstar = max(dtm, 0.0)
-        return CauchyPoint(box.project(x + tstar * d), [tstar * v for v in p], free_now, 0, n_free)
+        return CauchyPoint(box.step(x, d, tstar), [tstar * v for v in p], free_now, 0, n_free, p, tstar)
 
     bounded = unbounded_moving == 0  # every moving variable has a breakpoint
     floor = memory.eps * f2_org
@@ -1026,12 +1058,12 @@ def cauchy_point(
         if found is not None:
             break
         k *= 4
-    j, t_j, dtm, c = found
+    j, t_j, dtm, c, p_j = found
     tstar = t_j + max(dtm, 0.0)
     passed = breakpoints <= t_j
     at_bound = xp.where(d > 0, box.upper, box.lower)
-    xcp = xp.where(passed, at_bound, box.project(x + tstar * d))
-    return CauchyPoint(xcp, c, free_now & ~passed, j, n_free - j)
+    xcp = xp.where(passed, at_bound, box.step(x, d, tstar))
+    return CauchyPoint(xcp, c, free_now & ~passed, j, n_free - j, p_j, tstar)
 
 
 def _segments(
@@ -1050,12 +1082,12 @@ def _segments(
     k: int,
     nbreak: int,
     bounded: bool,
-) -> tuple[int, float, float, list[float]] | None:
+) -> tuple[int, float, float, list[float], list[float]] | None:
     """The segment of the path, among those after the ``k`` smallest breakpoints, that holds the minimiser.
 
-    Returns ``(j, t_j, dtm, c)``: ``j`` breakpoints passed, the last at ``t_j``, the
-    minimiser ``dtm`` past it, and :math:`c = W^\top(x^c - x)`; or None if the
-    minimiser lies beyond the ``k``-th breakpoint (and more remain).
+    Returns ``(j, t_j, dtm, c, p)``: ``j`` breakpoints passed, the last at ``t_j``,
+    the minimiser ``dtm`` past it, :math:`c = W^\top(x^c - x)` and :math:`p = W^\top
+    d_j`; or None if the minimiser lies beyond the ``k``-th breakpoint (and more remain).
     """
     theta, col = memory.theta, memory.col
     index = _smallest(xp, breakpoints, min(k + 1, nbreak))
@@ -1103,9 +1135,11 @@ def _segments(
     j = int(head[1])
     values = xp.stack([t_sel[j], dtm_j[j]])
     if col:
-        values = xp.concat([values, c_j[:, j] + xp.maximum(dtm_j[j], xp.zeros_like(dtm_j[j])) * p_j[:, j]])
+        c_end = c_j[:, j] + xp.maximum(dtm_j[j], xp.zeros_like(dtm_j[j])) * p_j[:, j]
+        values = xp.concat([values, c_end, p_j[:, j]])
     host = _to_host(backend, values)
-    return j + 1, host[0], host[1], host[2:] if col else []
+    size = 2 * col
+    return j + 1, host[0], host[1], host[2 : 2 + size], host[2 + size :]
 
 
 # -- the subspace step ---------------------------------------------------------------------
@@ -1158,8 +1192,12 @@ def subspace_minimization(x: Any, g: Any, point: CauchyPoint, box: Box, memory: 
         return None
     zero = xp.zeros_like(x)
     r0 = xp.where(point.free, -theta * (point.x - x) - g, zero)
-    py, ps = memory.products(xp.stack([r0]))
-    wr0 = memory.chronological([row[0] for row in py], [row[0] for row in ps])
+    if point.p is not None:
+        # on the free variables x^c - x = t d and g = -d: W^T Z Z^T r0 = (1 - theta t) p, no pass needed
+        wr0 = [(1.0 - theta * point.t) * v for v in point.p]
+    else:
+        py, ps = memory.products(xp.reshape(r0, (1, r0.shape[0])))
+        wr0 = memory.chronological([row[0] for row in py], [row[0] for row in ps])
     mc = memory.middle_product(point.c)
     if mc is None:
         return None
@@ -1215,7 +1253,8 @@ class LbfgsInvHessProduct:
     ``H.matmat(X)`` accept a vector ``(n,)``, a column ``(n, 1)`` or a matrix ``(n, k)``.
 
     Args:
-        sk: the steps :math:`s_i`, oldest first, an array ``(k, n)``.
+        sk: the steps :math:`s_i`, oldest first: an array ``(k, n)`` or a sequence of
+            ``k`` vectors (kept as given, not copied).
         yk: the gradient changes :math:`y_i`, likewise.
         h0: :math:`\gamma` (a float). Default: 1.
 
@@ -1235,17 +1274,36 @@ class LbfgsInvHessProduct:
     __array_ufunc__ = None
 
     def __init__(self, sk: Any, yk: Any, h0: float = 1.0) -> None:
-        if sk.shape != yk.shape or len(sk.shape) != 2:
-            raise ValueError(f"sk and yk must have one shape (n_corrs, n), got {tuple(sk.shape)} and {tuple(yk.shape)}")
-        self._backend = get_backend(sk)
-        xp = self._backend.xp
-        self.sk = sk
-        self.yk = yk
+        arrays = is_array(sk) and is_array(yk)
+        steps = [sk[i, ...] for i in range(sk.shape[0])] if is_array(sk) else list(sk)
+        changes = [yk[i, ...] for i in range(yk.shape[0])] if is_array(yk) else list(yk)
+        shapes = {tuple(v.shape) for v in steps + changes}
+        if arrays:
+            shapes.add(tuple(sk.shape[1:]))
+            shapes.add(tuple(yk.shape[1:]))
+        if len(steps) != len(changes) or len(shapes) != 1 or any(len(shape) != 1 for shape in shapes):
+            raise ValueError(f"sk and yk must have one shape (n_corrs, n), got {_shape_of(sk)} and {_shape_of(yk)}")
+        first = sk if arrays else steps[0]
+        self._backend = get_backend(first)
+        self._device = self._backend.device(first)
+        self._s, self._y = steps, changes
         self.h0 = float(h0)
-        self.n_corrs, n = sk.shape
+        self.n_corrs = len(steps)
+        (n,) = shapes.pop()
         self.shape = (n, n)
-        self.dtype = sk.dtype
-        self.rho = 1.0 / xp.sum(sk * yk, axis=1)
+        self.dtype = first.dtype
+        #: :math:`1 / y_i^\top s_i` (0-d arrays)
+        self.rho = [1.0 / _dot(s, y) for s, y in zip(steps, changes, strict=True)]
+
+    @property
+    def sk(self) -> Any:
+        """The steps, an array ``(n_corrs, n)`` (stacked on each access)."""
+        return self._backend.xp.stack(self._s)
+
+    @property
+    def yk(self) -> Any:
+        """The gradient changes, an array ``(n_corrs, n)`` (stacked on each access)."""
+        return self._backend.xp.stack(self._y)
 
     def __repr__(self) -> str:
         return f"<{self.shape[0]}x{self.shape[1]} LbfgsInvHessProduct with dtype={self.dtype}>"
@@ -1253,18 +1311,18 @@ class LbfgsInvHessProduct:
     def matmat(self, X: Any) -> Any:
         """``H X`` for ``X`` of shape ``(n, k)``."""
         xp = self._backend.xp
-        s, y, rho = self.sk, self.yk, self.rho
+        s, y, rho = self._s, self._y, self.rho
         q = xp.asarray(X, dtype=self.dtype, copy=True)
         alpha = []
         for i in range(self.n_corrs - 1, -1, -1):
-            a = rho[i] * (s[i, ...] @ q)
+            a = rho[i] * (s[i] @ q)
             alpha.append(a)
-            q = q - y[i, ...][:, None] * a[None, :]
+            q = q - y[i][:, None] * a[None, :]
         alpha.reverse()
         r = q * self.h0
         for i in range(self.n_corrs):
-            beta = rho[i] * (y[i, ...] @ r)
-            r = r + s[i, ...][:, None] * (alpha[i] - beta)[None, :]
+            beta = rho[i] * (y[i] @ r)
+            r = r + s[i][:, None] * (alpha[i] - beta)[None, :]
         return r
 
     def matvec(self, x: Any) -> Any:
@@ -1302,7 +1360,11 @@ class LbfgsInvHessProduct:
     def todense(self) -> Any:
         """``H`` as a dense ``(n, n)`` array on the pairs' device."""
         xp = self._backend.xp
-        return self.matmat(xp.eye(self.shape[0], dtype=self.dtype, device=self._backend.device(self.sk)))
+        return self.matmat(xp.eye(self.shape[0], dtype=self.dtype, device=self._device))
+
+
+def _shape_of(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if is_array(value) else (len(value),)
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -1414,7 +1476,10 @@ def lbfgsb(
         # -- Cauchy point and subspace minimisation ------------------------------------------
         if not box.constrained and memory.col > 0:
             free_all = xp.ones(x.shape, dtype=xp.bool, device=backend.device(x))
-            point = CauchyPoint(x, [0.0] * (2 * memory.col), free_all, 0, x.shape[0])
+            if wd is None:
+                wd = memory.products(xp.reshape(-g, (1, x.shape[0])))
+            p = memory.chronological([row[0] for row in wd[0]], [row[0] for row in wd[1]])
+            point = CauchyPoint(x, [0.0] * (2 * memory.col), free_all, 0, x.shape[0], p, 0.0)
         else:
             point = cauchy_point(x, g, box, memory, direction, wd)
             memory.update_free_set(point.free)
@@ -1482,12 +1547,13 @@ def lbfgsb(
             continue  # skip the update: not enough curvature
         s = d if stp == 1.0 else stp * d
         y = g - g_old
-        extra = None
         if box.constrained:
             direction = cauchy_direction(x, g, box)
-            extra = xp.stack([direction[0]])
+            extra = xp.reshape(direction[0], (1, x.shape[0]))
+        else:
+            extra = xp.reshape(-g, (1, x.shape[0]))
         products = memory.add(s, y, dr, stp * stp * dtd, memory.free, extra)
         if products is False:
             direction = None
-        elif extra is not None and products is not True:
+        elif products is not True:
             wd = products

@@ -562,7 +562,7 @@ def _lbfgs_inverse_hessian(optimizer: LBFGS, param: Parameter, backend: Backend)
     steps, changes = state.get("old_stps") or [], state.get("old_dirs") or []
     n = math.prod(param.data.shape)
     if steps:
-        s, y = xp.stack(steps), xp.stack(changes)
+        s, y = list(steps), list(changes)
     else:
         s = y = xp.zeros((0, n), dtype=param.data.dtype, device=backend.device(param.data))
     h_diag = state.get("H_diag", 1)

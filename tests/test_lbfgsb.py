@@ -1022,3 +1022,20 @@ def test_warnings_are_not_raised_for_plain_runs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         minimize(optimize.rosen, np.zeros(4), jac=optimize.rosen_der, bounds=[(0, 0.5)] * 4)
+
+
+def test_subspace_step_from_the_cauchy_products_equals_the_direct_product():
+    # W^T Z Z^T r0 comes from the Cauchy point's p and t; computed directly it agrees
+    rng = np.random.default_rng(9)
+    n = 200
+    memory = _memory_with_pairs(rng, n, 5)
+    lower, upper = -rng.random(n) * 0.1, rng.random(n) * 0.1
+    box = Box(lower, upper)
+    x = rng.uniform(lower, upper)
+    g = rng.standard_normal(n)
+    point = cauchy_point(x, g, box, memory)
+    memory.update_free_set(point.free)
+    assert point.passed > 0 and point.p is not None
+    fast = subspace_minimization(x, g, point, box, memory)
+    direct = subspace_minimization(x, g, point._replace(p=None), box, memory)
+    np.testing.assert_allclose(fast, direct, rtol=1e-10, atol=1e-13)
