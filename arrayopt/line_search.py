@@ -332,6 +332,18 @@ def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
+def _cubic(fa: float, fb: float, sta: float, stb: float, da: float, db: float) -> tuple[float, float]:
+    """The cubic through two steps' values and slopes: MINPACK-2's ``theta`` and (unsigned) ``gamma``.
+
+    ``theta = 3 (fa - fb) / (stb - sta) + da + db`` and
+    ``gamma = s sqrt((theta/s)^2 - (da/s)(db/s))`` with ``s`` the largest magnitude of
+    the three, in MINPACK-2's order of operations (NaN when the root is imaginary).
+    """
+    theta = _div(3.0 * (fa - fb), stb - sta) + da + db
+    s = max(abs(theta), abs(da), abs(db))
+    return theta, s * _root(_div(theta, s) ** 2 - _div(da, s) * _div(db, s))
+
+
 def _more_thuente_step(
     stx: float,
     fx: float,
@@ -367,9 +379,7 @@ def _more_thuente_step(
     """
     sgnd = math.copysign(1.0, dp) * math.copysign(1.0, dx) if dp != 0 and dx != 0 else 0.0
     if fp > fx:
-        theta = _div(3.0 * (fx - fp), stp - stx) + dx + dp
-        s = max(abs(theta), abs(dx), abs(dp))
-        gamma = s * _root(_div(theta, s) ** 2 - _div(dx, s) * _div(dp, s))
+        theta, gamma = _cubic(fx, fp, stx, stp, dx, dp)
         if stp < stx:
             gamma = -gamma
         p = (gamma - dx) + theta
@@ -380,9 +390,7 @@ def _more_thuente_step(
         stpf = stpc if abs(stpc - stx) <= abs(stpq - stx) else stpc + (stpq - stpc) / 2.0
         brackt = True
     elif sgnd < 0.0:
-        theta = _div(3.0 * (fx - fp), stp - stx) + dx + dp
-        s = max(abs(theta), abs(dx), abs(dp))
-        gamma = s * _root(_div(theta, s) ** 2 - _div(dx, s) * _div(dp, s))
+        theta, gamma = _cubic(fx, fp, stx, stp, dx, dp)
         if stp > stx:
             gamma = -gamma
         p = (gamma - dp) + theta
@@ -421,9 +429,7 @@ def _more_thuente_step(
     elif brackt and not _finite(fy, dy):
         stpf = stp + 0.5 * (sty - stp)
     elif brackt:
-        theta = _div(3.0 * (fp - fy), sty - stp) + dy + dp
-        s = max(abs(theta), abs(dy), abs(dp))
-        gamma = s * _root(_div(theta, s) ** 2 - _div(dy, s) * _div(dp, s))
+        theta, gamma = _cubic(fp, fy, stp, sty, dy, dp)
         if stp > sty:
             gamma = -gamma
         p = (gamma - dp) + theta

@@ -30,40 +30,16 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from lbfgs import Timed, rosenbrock_numpy  # noqa: E402  (benchmarks/lbfgs.py: the same objective and timer)
 
 import arrayopt  # noqa: E402
 
 
-class Timed:
-    """Wraps an objective; counts calls and the seconds spent inside."""
-
-    def __init__(self, fun):
-        self.fun = fun
-        self.calls = 0
-        self.seconds = 0.0
-
-    def __call__(self, x):
-        start = time.perf_counter()
-        out = self.fun(x)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        return out
-
-
 def rosenbrock(n):
-    def fun(x):
-        a, b = x[0::2], x[1::2]
-        r = b - a * a
-        value = float(np.sum(100.0 * r * r + (1.0 - a) ** 2))
-        grad = np.empty_like(x)
-        grad[0::2] = -400.0 * a * r - 2.0 * (1.0 - a)
-        grad[1::2] = 200.0 * r
-        return value, grad
-
     x0 = np.tile([-1.2, 1.0], n // 2)
     lower = np.full(n, -1.5)
     upper = np.tile([0.8, 2.0], n // 2)
-    return fun, x0, lower, upper
+    return rosenbrock_numpy, x0, lower, upper
 
 
 def logistic(n, seed=0):
@@ -92,41 +68,32 @@ def logistic(n, seed=0):
 PROBLEMS = {"rosenbrock": rosenbrock, "logistic": logistic}
 
 
-def run_scipy(fun, x0, lower, upper):
+def run(library, fun, x0, lower, upper):
+    """One solve by ``library`` ("scipy" or "arrayopt"): the result, the wall time and the timed objective."""
     from scipy import optimize
 
+    minimize = optimize.minimize if library == "scipy" else arrayopt.minimize
     timed = Timed(fun)
     start = time.perf_counter()
-    result = optimize.minimize(timed, x0, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(lower, upper))
-    wall = time.perf_counter() - start
-    return result, wall, timed
+    result = minimize(timed, x0, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(lower, upper))
+    return result, time.perf_counter() - start, timed
 
 
-def run_arrayopt(fun, x0, lower, upper):
-    from scipy import optimize
-
-    timed = Timed(fun)
-    start = time.perf_counter()
-    result = arrayopt.minimize(timed, x0, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(lower, upper))
-    wall = time.perf_counter() - start
-    return result, wall, timed
-
-
-SOLVERS = {"SciPy L-BFGS-B": run_scipy, "arrayopt L-BFGS-B": run_arrayopt}
+SOLVERS = {"SciPy L-BFGS-B": "scipy", "arrayopt L-BFGS-B": "arrayopt"}
 
 
 def measure(problem, n, repeat):
     fun, x0, lower, upper = PROBLEMS[problem](n)
     # warm-up (numba compilation, page faults) on a small instance of the same problem
     small = PROBLEMS[problem](1000)
-    for solver in SOLVERS.values():
-        solver(*small)
+    for library in SOLVERS.values():
+        run(library, *small)
     rows = {name: {"wall": [], "objective": [], "solver": []} for name in SOLVERS}
     outcome = {}
     names = list(SOLVERS)
     for round_ in range(repeat):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            result, wall, timed = SOLVERS[name](fun, x0.copy(), lower, upper)
+            result, wall, timed = run(SOLVERS[name], fun, x0.copy(), lower, upper)
             rows[name]["wall"].append(wall)
             rows[name]["objective"].append(timed.seconds)
             rows[name]["solver"].append(wall - timed.seconds)
