@@ -343,3 +343,39 @@ def test_complex_x0():
     assert result.success and result.x.dtype == np.complex128 and result.jac.dtype == np.complex128
     np.testing.assert_allclose(result.x, np.linalg.lstsq(a, c, rcond=None)[0], rtol=1e-8)
     np.testing.assert_allclose(result.jac, fun(result.x)[1], atol=1e-8)
+
+
+@pytest.mark.parametrize("jac", [None, "2-point", "3-point"])
+@pytest.mark.parametrize("method", ["lbfgs", "l-bfgs-b"])
+def test_finite_differences_for_every_quasi_newton_method(method, jac, xp):
+    target = xp.asarray([1.0, -2.0, 0.5])
+
+    def value(x):
+        return float(xp.sum((x - target) ** 2) + xp.sum((x - target) ** 4))
+
+    calls = []
+
+    def counted(x):
+        calls.append(1)
+        return value(x)
+
+    result = minimize(counted, xp.zeros(3), jac=jac, method=method, options={"disp": False})
+    assert result.success, result.message
+    x = np.asarray(arrayopt.backends.get_backend(result.x).to_numpy(result.x))
+    np.testing.assert_allclose(x, [1.0, -2.0, 0.5], atol=1e-4)
+    assert result.nfev == len(calls) and result.njev < result.nfev
+
+
+def test_finite_differences_for_a_first_order_method():
+    result = minimize(lambda x: float(np.sum((x - 3.0) ** 2)), [0.0, 1.0], jac="3-point", method="adam",
+                      options={"lr": 0.1, "maxiter": 3000, "gtol": 1e-6, "disp": True})  # fmt: skip
+    assert result.success
+    np.testing.assert_allclose(result.x, [3.0, 3.0], atol=1e-5)
+
+
+def test_x0_as_list_tuple_or_number():
+    fun = lambda x: (float(np.sum((x - 1.0) ** 2)), 2 * (x - 1.0))  # noqa: E731
+    for x0, shape in (([0.0, 2.0], (2,)), ((0, 2, 3), (3,)), (5, (1,)), ([[0.0, 1.0], [2.0, 3.0]], (2, 2))):
+        result = minimize(fun, x0, jac=True)
+        assert result.x.shape == shape and result.x.dtype == np.float64
+        np.testing.assert_allclose(result.x, np.ones(shape), atol=1e-6)
