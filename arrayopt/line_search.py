@@ -19,8 +19,15 @@ parameter space, or ``max_ls`` evaluations are spent. This is torch 2.13's algor
 (``torch/optim/lbfgs.py``, itself after Mark Schmidt's minFunc) with the same
 arithmetic in the same order, so from the same numbers it picks the same steps.
 
-Everything here is scalars: :func:`strong_wolfe` calls ``phi(t)`` and never sees an
-array. Python floats in, Python floats out. Any other real scalar type closed under
+:func:`more_thuente` is the other classic: the Moré–Thuente search of MINPACK-2
+(``dcsrch``/``dcstep``), which L-BFGS-B uses. It keeps an interval of uncertainty that
+contains a step satisfying the same two conditions, chooses trial steps by cubic,
+quadratic and secant interpolation safeguarded towards bisection, and never tries a
+step outside ``[stpmin, stpmax]``, so that a caller moving inside a box can stop it at
+the box's edge.
+
+Everything here is scalars: :func:`strong_wolfe` and :func:`more_thuente` call
+``phi(t)`` and never see an array. Python floats in, Python floats out. Any other real scalar type closed under
 arithmetic works too and keeps its precision: :class:`arrayopt.LBFGS` passes slopes as
 NumPy scalars of its parameters' dtype, so that with float32 parameters the tests and
 the interpolation round in float32 exactly where torch computes with float32 0-d
@@ -30,13 +37,15 @@ calls the closure and returns the loss, the slope and the flat gradient, an opaq
 
 Reference:
     Nocedal and Wright, *Numerical Optimization* (2nd ed.), Algorithms 3.5 and 3.6.
+    Moré and Thuente, "Line search algorithms with guaranteed sufficient decrease",
+    ACM Transactions on Mathematical Software 20 (1994), 286-307.
 """
 
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["LineSearchResult", "cubic_interpolate", "strong_wolfe"]
+__all__ = ["LineSearchResult", "MoreThuenteResult", "cubic_interpolate", "more_thuente", "strong_wolfe"]
 
 
 class LineSearchResult(NamedTuple):
@@ -273,3 +282,332 @@ def strong_wolfe(
             steps[low], values[low], slopes[low], payloads[low] = t, f_new, g_new, p_new
 
     return LineSearchResult(steps[low], values[low], slopes[low], payloads[low], evals, done)
+
+
+class MoreThuenteResult(NamedTuple):
+    r"""What :func:`more_thuente` found: a named tuple.
+
+    Args:
+        t: the last step evaluated: the accepted one unless ``status`` is ``"failure"``.
+        f: :math:`\phi(t)`.
+        slope: :math:`\phi'(t)`.
+        payload: what ``phi`` returned with them at ``t``.
+        evals: how many times ``phi`` was called.
+        status: ``"convergence"`` (both conditions hold at ``t``), ``"warning"`` (the
+            search cannot make progress, ``t`` is the best it can do: MINPACK-2's
+            warnings) or ``"failure"`` (``max_evals`` spent, or only non-finite values
+            met; ``t`` is not to be taken).
+        message: MINPACK-2's task text, e.g. ``"CONVERGENCE"`` or
+            ``"WARNING: STP = STPMAX"``.
+
+    Example:
+        >>> def phi(t):  # (t - 2)^2 along the line
+        ...     return (t - 2.0) ** 2, 2.0 * (t - 2.0)
+        >>> more_thuente(phi, 1.0, *phi(0.0))
+        MoreThuenteResult(t=1.0, f=1.0, slope=-2.0, payload=None, evals=1, status='convergence', message='CONVERGENCE')
+    """
+
+    #: the last step evaluated
+    t: float
+    #: phi(t)
+    f: float
+    #: phi'(t)
+    slope: float
+    #: the payload ``phi`` returned with (f, slope) at ``t``
+    payload: Any
+    #: how many times ``phi`` was called
+    evals: int
+    #: "convergence", "warning" or "failure"
+    status: str
+    #: MINPACK-2's task text
+    message: str
+
+
+def _root(x: float) -> float:
+    """``sqrt(x)``, NaN for a negative ``x`` (as Fortran's and NumPy's sqrt give)."""
+    return math.sqrt(x) if x >= 0 else math.nan
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def _cubic(fa: float, fb: float, sta: float, stb: float, da: float, db: float) -> tuple[float, float]:
+    """The cubic through two steps' values and slopes: MINPACK-2's ``theta`` and (unsigned) ``gamma``.
+
+    ``theta = 3 (fa - fb) / (stb - sta) + da + db`` and
+    ``gamma = s sqrt((theta/s)^2 - (da/s)(db/s))`` with ``s`` the largest magnitude of
+    the three, in MINPACK-2's order of operations (NaN when the root is imaginary).
+    """
+    theta = _div(3.0 * (fa - fb), stb - sta) + da + db
+    s = max(abs(theta), abs(da), abs(db))
+    return theta, s * _root(_div(theta, s) ** 2 - _div(da, s) * _div(db, s))
+
+
+def _more_thuente_step(
+    stx: float,
+    fx: float,
+    dx: float,
+    sty: float,
+    fy: float,
+    dy: float,
+    stp: float,
+    fp: float,
+    dp: float,
+    brackt: bool,
+    stpmin: float,
+    stpmax: float,
+) -> tuple[float, float, float, float, float, float, float, bool]:
+    """One safeguarded step of the Moré–Thuente search (MINPACK-2's ``dcstep``).
+
+    ``stx`` is the best step so far (value ``fx``, slope ``dx``), ``sty`` the other end
+    of the interval of uncertainty, ``stp`` the step just evaluated. Returns the
+    updated ``(stx, fx, dx, sty, fy, dy)``, the next trial step and ``brackt``
+    (whether a minimiser is bracketed). Cases, by what was seen at ``stp``:
+
+    1. a higher value: bracketed; the cubic step if it is closer to ``stx`` than the
+       quadratic one, else their average;
+    2. a lower value, slope of the other sign: bracketed; the cubic or the secant step,
+       whichever is farther from ``stp``;
+    3. a lower value, same sign, smaller slope: the cubic step where it exists and
+       lies beyond ``stp``, else the secant, safeguarded;
+    4. a lower value, same sign, slope not smaller: the cubic through ``stp`` and
+       ``sty`` when bracketed, else the limit ``stpmax`` or ``stpmin``.
+
+    An end of the interval with a non-finite value (a trial step where the objective
+    was not finite) has no cubic: case 4 bisects towards it instead.
+    """
+    sgnd = math.copysign(1.0, dp) * math.copysign(1.0, dx) if dp != 0 and dx != 0 else 0.0
+    if fp > fx:
+        theta, gamma = _cubic(fx, fp, stx, stp, dx, dp)
+        if stp < stx:
+            gamma = -gamma
+        p = (gamma - dx) + theta
+        q = ((gamma - dx) + gamma) + dp
+        r = _div(p, q)
+        stpc = stx + r * (stp - stx)
+        stpq = stx + (_div(dx, _div(fx - fp, stp - stx) + dx) / 2.0) * (stp - stx)
+        stpf = stpc if abs(stpc - stx) <= abs(stpq - stx) else stpc + (stpq - stpc) / 2.0
+        brackt = True
+    elif sgnd < 0.0:
+        theta, gamma = _cubic(fx, fp, stx, stp, dx, dp)
+        if stp > stx:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = ((gamma - dp) + gamma) + dx
+        r = _div(p, q)
+        stpc = stp + r * (stx - stp)
+        stpq = stp + _div(dp, dp - dx) * (stx - stp)
+        stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
+        brackt = True
+    elif abs(dp) < abs(dx):
+        theta = _div(3.0 * (fx - fp), stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        # gamma = 0 only where the cubic does not tend to infinity in the step's direction
+        gamma = s * math.sqrt(max(0.0, _div(theta, s) ** 2 - _div(dx, s) * _div(dp, s)))
+        if stp > stx:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = (gamma + (dx - dp)) + gamma
+        r = _div(p, q)
+        if r < 0 and gamma != 0:
+            stpc = stp + r * (stx - stp)
+        elif stp > stx:
+            stpc = stpmax
+        else:
+            stpc = stpmin
+        stpq = stp + _div(dp, dp - dx) * (stx - stp)
+        if brackt:
+            stpf = stpc if abs(stpc - stp) < abs(stpq - stp) else stpq
+            if stp > stx:
+                stpf = min(stp + 0.66 * (sty - stp), stpf)
+            else:
+                stpf = max(stp + 0.66 * (sty - stp), stpf)
+        else:
+            stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
+            stpf = min(max(stpf, stpmin), stpmax)
+    elif brackt and not _finite(fy, dy):
+        stpf = stp + 0.5 * (sty - stp)
+    elif brackt:
+        theta, gamma = _cubic(fp, fy, stp, sty, dy, dp)
+        if stp > sty:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = ((gamma - dp) + gamma) + dy
+        r = _div(p, q)
+        stpf = stp + r * (sty - stp)
+    elif stp > stx:
+        stpf = stpmax
+    else:
+        stpf = stpmin
+
+    # the new interval of uncertainty
+    if fp > fx:
+        sty, fy, dy = stp, fp, dp
+    else:
+        if sgnd < 0:
+            sty, fy, dy = stx, fx, dx
+        stx, fx, dx = stp, fp, dp
+    return stx, fx, dx, sty, fy, dy, stpf, brackt
+
+
+def more_thuente(
+    phi: Callable[[float], tuple[Any, ...]],
+    t: float,
+    f: float,
+    g: float,
+    *,
+    ftol: float = 1e-3,
+    gtol: float = 0.9,
+    xtol: float = 0.1,
+    stpmin: float = 0.0,
+    stpmax: float = 1e10,
+    max_evals: int = 20,
+    payload: Any = None,
+) -> MoreThuenteResult:
+    r"""The Moré–Thuente line search (MINPACK-2's ``dcsrch``), as L-BFGS-B uses it.
+
+    Looks for a step :math:`t \in [\text{stpmin}, \text{stpmax}]` with
+
+    .. math::
+
+        \phi(t) \le \phi(0) + \text{ftol}\; t \phi'(0), \qquad
+        |\phi'(t)| \le \text{gtol}\; |\phi'(0)|.
+
+    While no step has both the sufficient decrease and a non-negative slope, the
+    search works on :math:`\psi(t) = \phi(t) - \phi(0) - \text{ftol}\, t\, \phi'(0)`
+    (stage 1), then on :math:`\phi` itself. Each trial step comes from
+    :func:`_more_thuente_step`; an interval that does not shrink by a factor 0.66 in two
+    steps is bisected, and before a minimiser is bracketed the step grows at most to
+    :math:`t + 4 (t - t_x)`. The arithmetic follows MINPACK-2 operation for operation,
+    so from the same numbers it tries the same steps as SciPy's L-BFGS-B.
+
+    One addition: a trial step where :math:`\phi` or :math:`\phi'` is not finite (NaN
+    or infinite) is treated as an infinitely high value: it closes the interval, and
+    the next step is halfway back towards the best step so far. Such a step is never
+    returned as accepted.
+
+    Args:
+        phi: ``phi(t)`` returns ``(phi(t), phi'(t))`` or ``(phi(t), phi'(t), payload)``.
+        t: the first step to try, in ``[stpmin, stpmax]``.
+        f: :math:`\phi(0)`.
+        g: :math:`\phi'(0)`, negative.
+        ftol: sufficient-decrease constant. Default: 1e-3 (L-BFGS-B's).
+        gtol: curvature constant. Default: 0.9.
+        xtol: relative width of the interval below which the search stops with a
+            warning. Default: 0.1.
+        stpmin: smallest step. Default: 0.
+        stpmax: largest step. Default: 1e10.
+        max_evals: the most calls of ``phi``. Default: 20.
+        payload: returned with a failure (the caller's data at ``t = 0``).
+
+    Returns:
+        A :class:`MoreThuenteResult`.
+
+    Raises:
+        ValueError: for a negative tolerance, ``stpmin`` above ``stpmax``, ``t``
+            outside ``[stpmin, stpmax]``, ``g >= 0`` or ``max_evals < 1``.
+
+    Example:
+        >>> import math
+        >>> def phi(t):  # a line with its minimum at t = 0.5 ... 1
+        ...     return math.exp(-4 * t) + t * t, -4 * math.exp(-4 * t) + 2 * t
+        >>> result = more_thuente(phi, 10.0, *phi(0.0), gtol=0.1)
+        >>> result.status, round(result.t, 4), result.evals
+        ('convergence', 0.4377, 3)
+        >>> more_thuente(phi, 0.1, *phi(0.0), gtol=0.1, stpmax=0.1).message  # stopped at the edge
+        'WARNING: STP = STPMAX'
+    """
+    for name, value in (("ftol", ftol), ("gtol", gtol), ("xtol", xtol), ("stpmin", stpmin)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be non-negative, got {value!r}")
+    if not stpmax >= stpmin:
+        raise ValueError(f"stpmax ({stpmax!r}) must be at least stpmin ({stpmin!r})")
+    if not stpmin <= t <= stpmax:
+        raise ValueError(f"the first step t={t!r} lies outside [stpmin, stpmax] = [{stpmin!r}, {stpmax!r}]")
+    if not g < 0:
+        raise ValueError(f"the slope at 0 must be negative (a descent direction), got g={g!r}")
+    if max_evals < 1:
+        raise ValueError(f"max_evals must be at least 1, got {max_evals!r}")
+
+    finit, ginit = f, g
+    gtest = ftol * ginit
+    width = stpmax - stpmin
+    width1 = width / 0.5
+    brackt = False
+    stage = 1
+    # (stx, fx, gx): the best step so far; (sty, fy, gy): the other end of the interval
+    stx, fx, gx = 0.0, finit, ginit
+    sty, fy, gy = 0.0, finit, ginit
+    stmin, stmax = 0.0, t + 4.0 * t
+    evals = 0
+    while True:
+        out = phi(t)
+        evals += 1
+        f, g = out[0], out[1]
+        here = out[2] if len(out) > 2 else None
+        if not _finite(f, g):
+            # as if phi(t) = +inf: the interval closes at t, the next step bisects back
+            brackt = True
+            sty, fy, gy = t, math.inf, math.nan
+            width1 = width
+            width = abs(sty - stx)
+            stmin, stmax = min(stx, sty), max(stx, sty)
+            t = stx + 0.5 * (sty - stx)
+            if evals >= max_evals or t == stx or t == sty:
+                return MoreThuenteResult(t, f, g, payload, evals, "failure", "FAILURE: NO FINITE VALUE FOUND")
+            continue
+        ftest = finit + t * gtest
+        if stage == 1 and f <= ftest and g >= 0:
+            stage = 2
+        message = ""
+        if brackt and (t <= stmin or t >= stmax):
+            message = "WARNING: ROUNDING ERRORS PREVENT PROGRESS"
+        if brackt and stmax - stmin <= xtol * stmax:
+            message = "WARNING: XTOL TEST SATISFIED"
+        if t == stpmax and f <= ftest and g <= gtest:
+            message = "WARNING: STP = STPMAX"
+        if t == stpmin and (f > ftest or g >= gtest):
+            message = "WARNING: STP = STPMIN"
+        if f <= ftest and abs(g) <= gtol * -ginit:
+            message = "CONVERGENCE"
+        if message:
+            status = "convergence" if message == "CONVERGENCE" else "warning"
+            return MoreThuenteResult(t, f, g, here, evals, status, message)
+        if evals >= max_evals:
+            return MoreThuenteResult(t, f, g, here, evals, "failure", "FAILURE: MAX_EVALS REACHED")
+
+        if stage == 1 and f <= fx and f > ftest:
+            # a lower value without sufficient decrease: step on the modified function psi
+            fm = f - t * gtest
+            fxm = fx - stx * gtest
+            fym = fy - sty * gtest
+            gm = g - gtest
+            gxm = gx - gtest
+            gym = gy - gtest
+            stx, fxm, gxm, sty, fym, gym, t, brackt = _more_thuente_step(
+                stx, fxm, gxm, sty, fym, gym, t, fm, gm, brackt, stmin, stmax
+            )
+            fx = fxm + stx * gtest
+            fy = fym + sty * gtest
+            gx = gxm + gtest
+            gy = gym + gtest
+        else:
+            stx, fx, gx, sty, fy, gy, t, brackt = _more_thuente_step(
+                stx, fx, gx, sty, fy, gy, t, f, g, brackt, stmin, stmax
+            )
+
+        if brackt:
+            # bisect an interval that did not shrink enough in two steps
+            if abs(sty - stx) >= 0.66 * width1:
+                t = stx + 0.5 * (sty - stx)
+            width1 = width
+            width = abs(sty - stx)
+            stmin, stmax = min(stx, sty), max(stx, sty)
+        else:
+            stmin = t + 1.1 * (t - stx)
+            stmax = t + 4.0 * (t - stx)
+        t = min(max(t, stpmin), stpmax)
+        if (brackt and (t <= stmin or t >= stmax)) or (brackt and stmax - stmin <= xtol * stmax):
+            # no further progress possible: try the best step so far
+            t = stx

@@ -44,7 +44,7 @@ import array_api_compat
 
 from arrayopt.backends.base import Backend
 
-__all__ = ["Backend", "get_backend", "is_array"]
+__all__ = ["Backend", "get_backend", "host_array", "is_array"]
 
 # type(array) -> Backend. Looking the namespace up through array-api-compat costs a
 # few microseconds; an optimizer step asks once per parameter.
@@ -107,3 +107,26 @@ def _backend_for_namespace(xp: Any) -> Backend:
     from arrayopt.backends.array_api import ArrayAPIBackend
 
     return ArrayAPIBackend(xp)
+
+
+def host_array(value: Any) -> Any:
+    """A NumPy array holding ``value``: a number, a (nested) list or tuple, or an array of any library.
+
+    For data that arrives as plain Python (``minimize``'s ``x0`` given as a list,
+    bounds given as pairs): NumPy decides the dtype, as ``numpy.asarray`` does. An
+    array of another library is copied to the host.
+
+    Args:
+        value: a number, sequence or array.
+
+    Example:
+        >>> host_array([1, 2.5])
+        array([1. , 2.5])
+        >>> get_backend(host_array(3)).name
+        'numpy'
+    """
+    import numpy
+
+    if is_array(value):
+        return numpy.asarray(get_backend(value).to_numpy(value))
+    return numpy.asarray(value)

@@ -29,6 +29,7 @@ def public_modules():
         "arrayopt.flat",
         "arrayopt.checkpoint",
         "arrayopt.line_search",
+        "arrayopt.lbfgsb",
         "arrayopt.minimize",
         "arrayopt.plotting",
         "arrayopt.swa_utils",

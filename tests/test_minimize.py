@@ -95,7 +95,7 @@ def test_result_fields_and_types(xp):
     x0 = xp.asarray(x0, dtype=xp.float32)
     result = minimize(fun, x0, jac=True)
     assert isinstance(result, OptimizeResult) and isinstance(result, dict)
-    assert set(result) == {"x", "fun", "jac", "nit", "nfev", "njev", "status", "success", "message"}
+    assert set(result) == {"x", "fun", "jac", "nit", "nfev", "njev", "status", "success", "message", "hess_inv"}
     assert result.x.dtype == xp.float32 and result.x.shape == (20,)
     assert arrayopt.backends.get_backend(result.x) is arrayopt.backends.get_backend(x0)
     assert result.jac.shape == (20,) and result.jac.dtype == xp.float32
@@ -103,8 +103,9 @@ def test_result_fields_and_types(xp):
     assert type(result.success) is bool and type(result.status) is int and isinstance(result.message, str)
     assert result["x"] is result.x
     assert "message" in repr(result) and "nfev" in dir(result)
+    assert isinstance(result.hess_inv, arrayopt.lbfgsb.LbfgsInvHessProduct) and result.hess_inv.shape == (20, 20)
     with pytest.raises(AttributeError):
-        result.hess_inv  # noqa: B018
+        result.hess  # noqa: B018
     # the gradient reported is the gradient at x
     np.testing.assert_allclose(
         np.asarray(arrayopt.backends.get_backend(x0).to_numpy(result.jac)),
@@ -245,6 +246,7 @@ def test_lbfgs_options_reach_the_optimizer():
             "tolerance_grad": 1e-3,
             "tolerance_change": 1e-6,
             "max_iter": 15000,
+            "max_eval": 15000,
             "line_search_fn": "strong_wolfe",
         }
     ]
@@ -300,10 +302,12 @@ def test_first_order_budget_and_callback():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"jac": None}, ValueError, "minimize needs the gradient"),
-        ({"jac": "2-point"}, ValueError, "minimize needs the gradient"),
-        ({"jac": True, "method": "L-BFGS-B"}, ValueError, "use method='lbfgs'"),
+        ({"jac": "cs"}, ValueError, "jac must be True, a callable, None, '2-point' or '3-point'"),
         ({"jac": True, "method": "nelder-mead"}, ValueError, "Unknown method 'nelder-mead'"),
+        ({"jac": True, "method": "adam", "bounds": [(0, 1)] * 3}, ValueError, "'Adam' cannot handle bounds"),
+        ({"jac": True, "method": "L-BFGS-B", "options": {"maxfev": 3}}, TypeError, "unknown option 'maxfev'"),
+        ({"jac": True, "method": "L-BFGS-B", "options": {"maxls": 0}}, ValueError, "maxls must be a positive"),
+        ({"jac": True, "method": "L-BFGS-B", "options": {"gtol": -1.0}}, ValueError, "gtol must be a non-negative"),
         ({"jac": True, "method": 3}, TypeError, "method must be a name or an arrayopt optimizer class"),
         ({"jac": True, "options": {"maxls": 3}}, TypeError, "unknown option 'maxls' for method 'lbfgs'"),
         ({"jac": True, "method": "adam", "options": {"maxls": 3}}, TypeError, "maxls"),
@@ -318,15 +322,17 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_bad_objectives():
     with pytest.raises(TypeError, match="x0 must be an array"):
-        minimize(lambda x: (0.0, x), [1.0, 2.0], jac=True)
+        minimize(lambda x: (0.0, x), "abc", jac=True)
     with pytest.raises(TypeError, match=r"with jac=True, fun must return \(value, gradient\)"):
         minimize(lambda x: float(np.sum(x**2)), np.ones(3), jac=True)
     with pytest.raises(ValueError, match=r"the gradient has shape \(2,\), but x has shape \(3,\)"):
         minimize(lambda x: (float(np.sum(x**2)), np.ones(2)), np.ones(3), jac=True)
     with pytest.raises(TypeError, match="the gradient must be a numpy array like x"):
         minimize(lambda x: (float(np.sum(x**2)), [1.0, 1.0, 1.0]), np.ones(3), jac=True)
-    with pytest.raises(ValueError, match="NaN"):
-        minimize(lambda x: (float("nan"), x), np.ones(3), jac=True)
+    # a NaN objective at x0 is a result, not an exception (SciPy's convention)
+    result = minimize(lambda x: (float("nan"), x), np.ones(3), jac=True)
+    assert (result.success, result.status, result.nfev) == (False, 2, 1)
+    assert "not finite" in result.message
 
 
 def test_docstring_examples():
@@ -351,3 +357,39 @@ def test_complex_x0():
     assert result.success and result.x.dtype == np.complex128 and result.jac.dtype == np.complex128
     np.testing.assert_allclose(result.x, np.linalg.lstsq(a, c, rcond=None)[0], rtol=1e-8)
     np.testing.assert_allclose(result.jac, fun(result.x)[1], atol=1e-8)
+
+
+@pytest.mark.parametrize("jac", [None, "2-point", "3-point"])
+@pytest.mark.parametrize("method", ["lbfgs", "l-bfgs-b"])
+def test_finite_differences_for_every_quasi_newton_method(method, jac, xp):
+    target = xp.asarray([1.0, -2.0, 0.5])
+
+    def value(x):
+        return float(xp.sum((x - target) ** 2) + xp.sum((x - target) ** 4))
+
+    calls = []
+
+    def counted(x):
+        calls.append(1)
+        return value(x)
+
+    result = minimize(counted, xp.zeros(3), jac=jac, method=method, options={"disp": False})
+    assert result.success, result.message
+    x = np.asarray(arrayopt.backends.get_backend(result.x).to_numpy(result.x))
+    np.testing.assert_allclose(x, [1.0, -2.0, 0.5], atol=1e-4)
+    assert result.nfev == len(calls) and result.njev < result.nfev
+
+
+def test_finite_differences_for_a_first_order_method():
+    result = minimize(lambda x: float(np.sum((x - 3.0) ** 2)), [0.0, 1.0], jac="3-point", method="adam",
+                      options={"lr": 0.1, "maxiter": 3000, "gtol": 1e-6, "disp": True})  # fmt: skip
+    assert result.success
+    np.testing.assert_allclose(result.x, [3.0, 3.0], atol=1e-5)
+
+
+def test_x0_as_list_tuple_or_number():
+    fun = lambda x: (float(np.sum((x - 1.0) ** 2)), 2 * (x - 1.0))  # noqa: E731
+    for x0, shape in (([0.0, 2.0], (2,)), ((0, 2, 3), (3,)), (5, (1,)), ([[0.0, 1.0], [2.0, 3.0]], (2, 2))):
+        result = minimize(fun, x0, jac=True)
+        assert result.x.shape == shape and result.x.dtype == np.float64
+        np.testing.assert_allclose(result.x, np.ones(shape), atol=1e-6)

@@ -456,8 +456,8 @@ def _flat_real(xp: Any, array: Any) -> Any:
     return xp.reshape(array, (-1,))
 
 
-def _loss_value(value: Any) -> float:
-    """The closure's loss as a Python float, with a clear error for anything else."""
+def _loss_value(value: Any, allow_nan: bool = False) -> float:
+    """The closure's loss as a Python float, with a clear error for anything else (NaN too, unless allowed)."""
     if is_array(value):
         size = math.prod(value.shape)
         if size != 1:
@@ -477,6 +477,6 @@ def _loss_value(value: Any) -> float:
         raise TypeError(
             f"the closure must return the loss as a number or a 1-element array, got {type(value).__name__}"
         ) from None
-    if math.isnan(loss):
+    if math.isnan(loss) and not allow_nan:
         raise ValueError("the closure returned a NaN loss")
     return loss
