@@ -1,6 +1,7 @@
 """Hyper-parameter checks shared by the optimizers, with torch.optim's messages."""
 
 import math
+import reprlib
 from typing import Any
 
 from arrayopt.backends import get_backend, is_array
@@ -22,6 +23,8 @@ def to_float(value: Any) -> float:
         return value
     if is_array(value):
         return float(get_backend(value).to_numpy(value).reshape(()))
+    if isinstance(value, (str, bytes)):  # float("0.1") would parse it; torch raises TypeError at step
+        raise TypeError(f"a hyper-parameter must be a real number or a 1-element array, got {value!r}")
     return float(value)
 
 
@@ -76,6 +79,8 @@ def number(value: Any, name: str) -> float:
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         return to_float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is {reprlib.repr(value)}, which does not fit a float") from None
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
 

@@ -29,6 +29,7 @@ import math
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
@@ -205,6 +206,12 @@ class Adafactor(ElementwiseOptimizer):
     """
 
     _defaults_on_load: ClassVar[dict[str, Any]] = {"foreach": None}
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "row_var": StateKey(shape=lambda shape: (*shape[:-1], 1) if len(shape) > 1 else None),
+        "col_var": StateKey(shape=lambda shape: (*shape[:-2], 1, shape[-1]) if len(shape) > 1 else None),
+        "variance": StateKey(shape=lambda shape: shape if len(shape) <= 1 else None),
+    }
 
     def __init__(
         self,
