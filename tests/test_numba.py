@@ -54,7 +54,7 @@ def test_the_cases_really_run_compiled():
     p = arrayopt.Parameter(np.ones((3, 4), np.float32))
     p.grad = np.ones((3, 4), np.float32)
     with_numba(True, arrayopt.Adam([p], amsgrad=True).step)
-    kernel = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True)
+    kernel = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True, lerp_from_end=False)
     compiled = compiled_kernels(kernel)
     assert any(isinstance(k, jit.JitKernel) and k.dtype == np.float32 for k in compiled.values())
 
@@ -103,19 +103,20 @@ def test_no_fused_multiply_add(monkeypatch):
 def test_parallel_chunks_give_the_same_bits(monkeypatch):
     """Above the threshold the loop runs in blocks on numba's threads; same bits."""
     monkeypatch.setattr(jit, "PARALLEL_MIN_ELEMENTS", 1000)
-    flags = {"maximize": False, "decay": "l2", "amsgrad": True}
+    flags = {"maximize": False, "decay": "l2", "amsgrad": True, "lerp_from_end": False}
     rng = np.random.default_rng(1)
     data = rng.standard_normal(5_000).astype(np.float32)
     grads = [rng.standard_normal(5_000).astype(np.float32) for _ in range(3)]
     results = []
     saved = numba.get_num_threads()
     for threads in (numba.config.NUMBA_NUM_THREADS, 1):
-        kernel = jit.JitKernel(trace.trace(adam_update, flags, ("array",) * 5 + ("scalar",) * 8), np.float32)
+        kernel = jit.JitKernel(trace.trace(adam_update, flags, ("array",) * 5 + ("scalar",) * 9), np.float32)
         param, state = data.copy(), [np.zeros_like(data) for _ in range(3)]
         numba.set_num_threads(threads)
         try:
             for t, g in enumerate(grads, 1):
-                kernel(param, g, *state, 0.1, 0.99, 0.1, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+                scalars = (0.1, 0.99, 0.1, 0.9, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+                kernel(param, g, *state, *scalars)
         finally:
             numba.set_num_threads(saved)
         assert (kernel._parallel is not None) == (threads > 1)
@@ -183,9 +184,9 @@ def test_set_numba_switches_and_validates(monkeypatch):
 
 def test_each_kernel_is_compiled_once_per_kinds_and_dtype():
     backend = get_backend(np.zeros(1))
-    kernel = backend.kernel(adam_update, maximize=True, decay="decoupled", amsgrad=False)
+    kernel = backend.kernel(adam_update, maximize=True, decay="decoupled", amsgrad=False, lerp_from_end=False)
     args = [np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 0.0]
-    scalars = [0.1, 0.99, 0.1, 0.999, 0.001, 0.01, 0.03, 1e-8]
+    scalars = [0.1, 0.99, 0.1, 0.9, 0.999, 0.001, 0.01, 0.03, 1e-8]
     for _ in range(3):
         with_numba(True, kernel, *args, *scalars)
     with_numba(True, kernel, *[a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args], *scalars)

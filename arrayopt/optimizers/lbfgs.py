@@ -306,7 +306,7 @@ class LBFGS(Optimizer):
         history_size = group["history_size"]
         if line_search_fn is not None and line_search_fn != "strong_wolfe":
             raise RuntimeError("only 'strong_wolfe' is supported")
-        if line_search_fn is not None and max_eval < 1:
+        if line_search_fn is not None and max_eval < 1 and max_iter > 0:  # max_iter 0: no search at all
             raise ValueError(f"max_eval must be at least 1 with line_search_fn='strong_wolfe', got {max_eval}")
         backend = self._check_params()
         xp = backend.xp
