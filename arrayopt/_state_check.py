@@ -233,6 +233,13 @@ def _check_group(
         if not finite:
             raise ValueError(f"{where}: 'lr' is {lr!r}, which is not finite")
     check_group_values(optimizer, filled, where)
+    if filled.get("fused") and "fused" in optimizer.defaults:  # the step refuses these, as torch's does
+        for j, p in enumerate(params):
+            if get_backend(p.data).is_complex(p.data):
+                raise ValueError(
+                    f"{where}: fused=True, but parameter {j} ({p._label()}) is complex; "
+                    "fused=True takes real floating-point parameters only"
+                )
     for j, (index, p) in enumerate(zip(ids, params, strict=True)):
         owners[index] = (p, i, j)
 

@@ -63,7 +63,7 @@ _CHUNK = 1 << 24
 #: Limits that keep what reading a file costs, beyond its arrays, small whatever the
 #: file says (decoded JSON takes up to ~30 times its size in Python objects, zipfile
 #: ~500 bytes per directory entry); ``save`` refuses to write more.
-MAX_METADATA_BYTES = 3 << 19
+MAX_METADATA_BYTES = 5 << 18  # 1.25 MiB
 MAX_ARRAYS = 16_384
 # A zip directory entry of write_archive is 46 bytes, the name, and at most 28 bytes of zip64 fields.
 _MAX_DIRECTORY_BYTES = max(1 << 17, (MAX_ARRAYS + 1) * (46 + len(f"arrays/{MAX_ARRAYS}.npy") + 28))

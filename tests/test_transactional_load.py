@@ -190,6 +190,12 @@ BAD_ADAM = [
         r"'weight_decay' is -inf",
     ),
     ("initial_lr nan", set_in(["param_groups", 0, "initial_lr"], math.nan), ValueError, r"'initial_lr' is nan"),
+    (
+        "fused with a complex parameter",  # it would load, and the step refuse it (issue 14, item 16)
+        set_in(["param_groups", 1, "fused"], True),
+        ValueError,
+        r"param group 1: fused=True, but parameter 0 \(Parameter 'z'\) is complex",
+    ),
     ("state a list", set_in(["state"], []), TypeError, r"'state' must be a dict, but got list"),
     ("state entry a list", set_in(["state", 1], []), TypeError, r"state of parameter 1 \(param group 0, position 1"),
     ("orphan state", set_in(["state", 7], {}), ValueError, r"entry for parameter 7, but no param group lists that"),
