@@ -25,11 +25,12 @@ What torch accepts and arrayopt refuses here is listed in the README (reliabilit
 import cmath
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+import reprlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arrayopt._validate import typename
+from arrayopt._validate import number, typename
 from arrayopt.backends import get_backend, is_array
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
@@ -55,12 +56,17 @@ class StateKey:
         none_ok: it may be None (SGD's momentum buffer then starts afresh).
         required_if: a group option that, when true, makes it required (Adam's
             ``max_exp_avg_sq`` with ``amsgrad``).
+        shape: for an array not shaped like its parameter, its shape given the
+            parameter's; None from it where the optimizer keeps no such array for that
+            parameter (then it is neither required nor allowed). Adafactor's factored
+            moments: ``row_var`` of shape ``(..., m, 1)`` for a parameter ``(..., m, n)``.
     """
 
     kind: str = "array"
     required: bool = True
     none_ok: bool = False
     required_if: str | None = None
+    shape: Callable[[tuple[int, ...]], tuple[int, ...] | None] | None = None
 
 
 def check_state_dict(optimizer: Any, state_dict: Any) -> None:
@@ -206,13 +212,34 @@ def _check_group(
     filled = dict(saved)
     for key, value in optimizer._defaults_on_load.items():
         filled.setdefault(key, value)
-    missing = [key for key in optimizer.defaults if key not in filled]
+    # torch's __setstate__ adds the implementation flag "differentiable" to every optimizer's defaults
+    # (LBFGS has none of its own): a group need not hold implementation flags, which arrayopt ignores.
+    missing = [key for key in optimizer.defaults if key not in filled and key not in _IMPLEMENTATION_FLAGS]
     if missing:
         raise ValueError(
             f"{where} has no {', '.join(map(repr, missing))}, which {type(optimizer).__name__} needs: "
             "is this the state dict of another kind of optimizer?"
         )
+    if "lr" in filled:
+        # A scheduler may leave any finite lr in a group (0.0 at the end of a cosine, -2e-20 from its
+        # rounding, a LambdaLR's negative factor) and the optimizer steps with it, as torch's does: the
+        # state dict it then gives must load. So the lr must be a finite real number, not a valid
+        # constructor argument.
+        lr = filled.pop("lr")
+        try:
+            finite = math.isfinite(number(lr, "lr"))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        if not finite:
+            raise ValueError(f"{where}: 'lr' is {lr!r}, which is not finite")
     check_group_values(optimizer, filled, where)
+    if filled.get("fused") and "fused" in optimizer.defaults:  # the step refuses these, as torch's does
+        for j, p in enumerate(params):
+            if get_backend(p.data).is_complex(p.data):
+                raise ValueError(
+                    f"{where}: fused=True, but parameter {j} ({p._label()}) is complex; "
+                    "fused=True takes real floating-point parameters only"
+                )
     for j, (index, p) in enumerate(zip(ids, params, strict=True)):
         owners[index] = (p, i, j)
 
@@ -247,9 +274,14 @@ def _check_param_state(
     if spec is not None and value:
         for key, kind in spec.items():
             needed = kind.required or (kind.required_if is not None and bool(groups[g].get(kind.required_if)))
+            if kind.shape is not None and kind.shape(param.shape) is None:
+                needed = False  # not kept for a parameter of this shape
             if needed and key not in value:
                 because = f" with {kind.required_if}" if not kind.required else ""
                 raise KeyError(f"{where} has no {key!r}, which {cls} needs in a parameter's state{because}")
+    check_more = getattr(optimizer, "_check_loaded_state", None)
+    if check_more is not None:  # what keys, shapes and dtypes cannot say (LBFGS's flat history)
+        check_more(param, value, groups[g], where)
 
 
 def _check_counter(value: Any, where: str) -> None:
@@ -268,8 +300,12 @@ def _check_scalar(value: Any, where: str) -> None:
         if math.prod(value.shape) != 1:
             raise ValueError(f"{where}: must be a number or a 1-element array, got an array of shape {value.shape}")
         value = get_backend(value).to_numpy(value).reshape(()).item()
-    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: must be a finite number or a 1-element array, got {value!r}")
+    try:
+        ok = not isinstance(value, (bool, str, bytes)) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}: must be a finite number or a 1-element array, got {reprlib.repr(value)}")
 
 
 def _check_param_array(value: Any, param: Parameter, where: str, kind: StateKey) -> None:
@@ -284,7 +320,15 @@ def _check_param_array(value: Any, param: Parameter, where: str, kind: StateKey)
         return
     if not is_array(value):
         raise TypeError(f"{where} must be an array shaped like the parameter, but got {typename(value)}")
-    if tuple(value.shape) != param.shape:
+    if kind.shape is not None:
+        want = kind.shape(param.shape)
+        if want is None:
+            raise ValueError(f"{where} is not kept for a parameter of shape {param.shape}")
+        if tuple(value.shape) != want:
+            raise ValueError(
+                f"{where} has shape {tuple(value.shape)}, but a parameter of shape {param.shape} needs {want}"
+            )
+    elif tuple(value.shape) != param.shape:
         raise ValueError(f"{where} has shape {tuple(value.shape)}, but the parameter has shape {param.shape}")
     _check_dtype(value, param, where, exact_complex=True)
 

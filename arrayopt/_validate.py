@@ -1,6 +1,7 @@
 """Hyper-parameter checks shared by the optimizers, with torch.optim's messages."""
 
 import math
+import reprlib
 from typing import Any
 
 from arrayopt.backends import get_backend, is_array
@@ -22,7 +23,25 @@ def to_float(value: Any) -> float:
         return value
     if is_array(value):
         return float(get_backend(value).to_numpy(value).reshape(()))
+    if isinstance(value, (str, bytes)):  # float("0.1") would parse it; torch raises TypeError at step
+        raise TypeError(f"a hyper-parameter must be a real number or a 1-element array, got {value!r}")
     return float(value)
+
+
+def scalar_like(value: Any) -> Any:
+    """A hyper-parameter as a host number that rounds as torch's does with it.
+
+    A Python number or a float64 array gives a Python float (as :func:`to_float`). A
+    float32 or float16 array gives a NumPy scalar of that dtype: host arithmetic with
+    Python floats then rounds to that dtype, as torch's with a 0-d tensor
+    (``lr / bias_correction`` is a float32 number for a float32 ``lr``). Pass what is
+    computed from it to a kernel as ``float(...)``.
+    """
+    if is_array(value):
+        host = get_backend(value).to_numpy(value).reshape(())[()]
+        if host.dtype.kind == "f" and host.dtype.itemsize < 8:
+            return host
+    return to_float(value)
 
 
 def check_lr(lr: Any) -> None:
@@ -64,6 +83,28 @@ def check_flag_conflicts(fused: Any, foreach: Any, differentiable: Any, capturab
         )
 
 
+def check_fused(group: Any, sparse_error: str | None = None) -> None:
+    """torch's step-time refusals for a group with ``fused=True``, before anything changes.
+
+    Every parameter with a gradient must be real floating point (torch:
+    ``_device_dtype_check_for_fused``); with ``sparse_error`` (SGD), no gradient may be
+    sparse. Raises RuntimeError, as torch does.
+    """
+    if not group.get("fused"):
+        return
+    from arrayopt.sparse import SparseGrad  # (arrayopt.sparse imports this module)
+
+    with_grad = [p for p in group["params"] if p.grad is not None]
+    for p in with_grad:
+        if get_backend(p.data).is_complex(p.data):
+            raise RuntimeError(
+                "`fused=True` requires all the params to be floating point Parameters (torch: Tensors), "
+                f"but {p._label()} has dtype {p.dtype}"
+            )
+    if sparse_error is not None and any(isinstance(p.grad, SparseGrad) for p in with_grad):
+        raise RuntimeError(sparse_error)
+
+
 def number(value: Any, name: str) -> float:
     """``value`` as a float; a TypeError naming ``name`` if it is not a real number.
 
@@ -76,6 +117,8 @@ def number(value: Any, name: str) -> float:
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         return to_float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is {reprlib.repr(value)}, which does not fit a float") from None
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
 

@@ -35,16 +35,23 @@ refused, naming where it is.
 
 Writing goes to a temporary file in the target's folder, which is flushed, synced
 and renamed over the target, so a crash leaves either the old checkpoint or the new
-one, never a mix. A damaged, truncated or foreign file raises ValueError.
+one, never a mix; the next save to the same path removes temporary files left by
+saves that were killed (never one a live save is writing). A damaged, truncated,
+forged or foreign file raises ValueError naming the file (and the member at fault)
+before more memory than its contents justify is taken.
 """
 
 import contextlib
 import copy
+import gc
 import importlib
 import json
 import math
 import os
+import re
 import secrets
+import stat
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,6 +68,13 @@ from arrayopt.backends.archive import (
 )
 from arrayopt.parameter import Parameter
 
+try:
+    import fcntl
+
+    _LOCKING = True
+except ImportError:  # Windows
+    _LOCKING = False
+
 __all__ = ["FORMAT", "VERSION", "load", "load_into", "save"]
 
 #: the ``format`` field of every checkpoint's metadata
@@ -69,6 +83,7 @@ FORMAT = "arrayopt-checkpoint"
 VERSION = 1
 
 _MAX_DEPTH = 100
+_FRESH_SECONDS = 60.0  # Windows only: a temporary file this recent may belong to a save about to rename it
 _PathOrFile = str | os.PathLike[str] | IO[bytes]
 
 
@@ -94,6 +109,10 @@ def save(path: _PathOrFile, /, **objects: Any) -> None:
     Raises:
         TypeError: for anything else (functions, lambdas, arbitrary objects, arrays
             of non-numeric dtypes), naming where it is. Nothing is written then.
+        ValueError: for what loading would refuse: a string with a lone surrogate,
+            an optimizer's state dict its ``load_state_dict`` refuses, more than
+            ``MAX_ARRAYS`` arrays or metadata over ``MAX_METADATA_BYTES`` (see
+            :mod:`arrayopt.backends.archive`). Nothing is written then either.
 
     Example:
         >>> import io, numpy as np, arrayopt
@@ -125,17 +144,27 @@ def save(path: _PathOrFile, /, **objects: Any) -> None:
 
 
 def _write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through ``write`` to a temporary file next to ``path``, sync it, rename it over ``path``."""
+    """Write through ``write`` to a temporary file next to ``path``, sync it, rename it over ``path``.
+
+    The temporary file is ``.NAME.<12 hex digits>.tmp``. A writer holds a lock on it
+    until it is renamed (POSIX), so once the rename is done the temporary files of
+    ``path`` that nobody holds are orphans of saves that were killed, and are removed.
+    An existing file's permission bits are kept (a 0600 checkpoint stays 0600).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 gives the permissions a plain open() would (umask applies).
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    base = os.path.basename(path)
+    fd, temporary = _locked_temporary(folder, base)
     try:
+        with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows; a new file keeps the umask's
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temporary, path)
+            if _LOCKING:  # rename while the lock is held; Windows cannot rename an open file
+                os.replace(temporary, path)
+        if not _LOCKING:
+            os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
@@ -147,6 +176,59 @@ def _write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    _remove_orphans(folder, base)
+
+
+def _locked_temporary(folder: str, base: str) -> tuple[int, str]:
+    """A new temporary file for ``base`` in ``folder``, open for writing and (POSIX) locked."""
+    while True:
+        temporary = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
+        # os.open with mode 0o666 gives the permissions a plain open() would (umask applies).
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        if not _LOCKING:
+            return fd, temporary
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another save's cleanup may have taken the file for an orphan between open and lock.
+            if _same_file(os.stat(temporary), os.fstat(fd)):
+                return fd, temporary
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        os.close(fd)
+
+
+def _remove_orphans(folder: str, base: str) -> None:
+    """Remove the temporary files of ``base`` in ``folder`` that no live writer holds."""
+    pattern = re.compile(re.escape(f".{base}.") + r"[0-9a-f]{12}\.tmp")
+    with contextlib.suppress(OSError):
+        entries = [entry.name for entry in os.scandir(folder) if pattern.fullmatch(entry.name)]
+        for name in entries:
+            with contextlib.suppress(OSError):
+                _remove_if_orphan(os.path.join(folder, name))
+
+
+def _remove_if_orphan(temporary: str) -> None:
+    if not _LOCKING:
+        # Windows: a file being written cannot be removed; one just closed is about to be renamed.
+        if time.time() - os.stat(temporary).st_mtime > _FRESH_SECONDS:
+            os.unlink(temporary)
+        return
+    fd = os.open(temporary, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError: a live writer holds it
+        if _same_file(os.stat(temporary), os.fstat(fd)):
+            os.unlink(temporary)
+    finally:
+        os.close(fd)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class _Encoder:
@@ -157,19 +239,24 @@ class _Encoder:
         self._active: set[int] = set()
 
     def entry(self, name: str, obj: Any) -> dict[str, Any]:
+        _check_text(name, "the name of an entry")
         state_dict = getattr(obj, "state_dict", None)
         if callable(state_dict) and not isinstance(obj, Parameter) and not is_array(obj):
+            value = state_dict()
+            _check_loadable(obj, value, name)
             return {
                 "name": name,
                 "kind": "state_dict",
-                "class": type(obj).__name__,
-                "value": self.value(state_dict(), name, 0),
+                "class": _check_text(type(obj).__name__, f"{name}: the class name"),
+                "value": self.value(value, name, 0),
             }
         return {"name": name, "kind": "value", "value": self.value(obj, name, 0)}
 
     def value(self, value: Any, path: str, depth: int) -> Any:
         kind = type(value)
-        if value is None or kind is bool or kind is int or kind is str:
+        if kind is str:
+            return _check_text(value, path)
+        if value is None or kind is bool or kind is int:
             return value
         if kind is float:
             return value if math.isfinite(value) else {"float": repr(value)}
@@ -184,7 +271,7 @@ class _Encoder:
         if isinstance(value, float):
             return self.value(float(value), path, depth)
         if isinstance(value, str):
-            return str(value)
+            return _check_text(str(value), path)
         if isinstance(value, complex):
             return {"complex": [self.value(float(value.real), path, depth), self.value(float(value.imag), path, depth)]}
         if isinstance(value, (list, tuple, dict)):
@@ -231,6 +318,19 @@ class _Encoder:
                 "keys must be str, int, float, bool, None or tuples of them"
             )
         return self.value(key, path, 0)
+
+
+def _check_loadable(obj: Any, state_dict: Any, name: str) -> None:
+    """Refuse to save an optimizer's state dict that its ``load_state_dict`` would refuse."""
+    from arrayopt._state_check import check_state_dict
+    from arrayopt.optimizer import Optimizer
+
+    if isinstance(obj, Optimizer) and not obj._optimizer_load_state_dict_pre_hooks:
+        try:
+            check_state_dict(obj, state_dict)
+        except (TypeError, ValueError, KeyError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            raise type(exc)(f"{name}: this state dict would not load back, so it is not saved: {message}") from None
 
 
 def _savable_key(key: Any) -> bool:
@@ -354,7 +454,8 @@ def _read(path: _PathOrFile, xp: Any) -> dict[str, _Entry]:
         else:
             raise TypeError(f"path must be a file path or a seekable binary file object, but got {_typename(path)}")
         try:
-            entries = _decode_file(file)
+            with _collector_paused():
+                entries = _decode_file(file)
         except MemoryError:
             raise
         except ValueError as exc:
@@ -365,6 +466,22 @@ def _read(path: _PathOrFile, xp: Any) -> dict[str, _Entry]:
         for entry in entries.values():
             entry.value = _to_library(entry.value, *target, entry.name)
     return entries
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a file is decoded.
+
+    Decoding makes many containers and no cycles; the collections they would trigger
+    walk all of them again and again (for large metadata, 4 times the parse itself).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _target(xp: Any) -> tuple[Backend, Any] | None:
@@ -403,7 +520,7 @@ def _decode_file(file: IO[bytes]) -> dict[str, _Entry]:
     try:
         if not reader.has_meta():
             raise ValueError("not an arrayopt checkpoint (it has no arrayopt.json)")
-        meta = json.loads(reader.meta().decode("utf-8"), parse_constant=_refuse_constant)
+        meta = json.loads(reader.meta().decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"not an arrayopt checkpoint (format {_get(meta, 'format')!r}, expected {FORMAT!r})")
         version = meta.get("version")
@@ -438,12 +555,36 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"corrupted metadata: the JSON holds {name}")
 
 
+def _finite_float(text: str) -> float:
+    # save writes non-finite floats tagged ({"float": "inf"}); a literal like 1e999 is no float save writes
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"corrupted metadata: the JSON number {text[:40]} does not fit a float")
+    return value
+
+
+def _check_text(text: str, path: str) -> str:
+    """``text`` if UTF-8 can hold it; a lone surrogate (from an escape like ``\\ud800``) cannot."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{path}: the string {text[:40]!r} holds a lone surrogate ({text[exc.start]!r}), which "
+                "a checkpoint (UTF-8 text) cannot hold"
+            ) from None
+    return text
+
+
 def _entry(item: Any, decoder: "_Decoder") -> _Entry:
     if type(item) is not dict or set(item) - {"name", "kind", "class", "value"} or "value" not in item:
         raise ValueError("corrupted metadata: an entry of 'objects' is malformed")
     name, kind, cls = item.get("name"), item.get("kind"), item.get("class")
     if type(name) is not str or kind not in ("state_dict", "value") or (kind == "state_dict") != (type(cls) is str):
         raise ValueError("corrupted metadata: an entry of 'objects' is malformed")
+    _check_text(name, "corrupted metadata: the name of an entry")
+    if cls is not None:
+        _check_text(cls, f"corrupted metadata at {name}: the class name")
     return _Entry(name, kind, cls, decoder.value(item["value"], name, 0))
 
 
@@ -470,7 +611,9 @@ class _Decoder:
 
     def value(self, node: Any, path: str, depth: int) -> Any:
         kind = type(node)
-        if node is None or kind in (bool, int, float, str):
+        if kind is str:
+            return _check_text(node, f"corrupted metadata at {path}")
+        if node is None or kind in (bool, int, float):
             return node
         if depth >= _MAX_DEPTH:
             raise ValueError(f"corrupted metadata: {path} is nested too deeply")

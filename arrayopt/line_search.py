@@ -15,7 +15,9 @@ sufficient-decrease condition fails, the function stops decreasing, or the slope
 non-negative. It then *zooms*: cubic interpolation inside the bracket, moved to 0.1 of
 the bracket's width from an end when it lands too close to one twice in a row (or on
 it), until the conditions hold, the bracket is narrower than ``tolerance_change`` in
-parameter space, or ``max_ls`` evaluations are spent. This is torch 2.13's algorithm
+parameter space, or ``max_ls`` evaluations are spent. A bracket whose two ends are the
+same step (a step of 0, from ``lr=0``) ends the search there, with ``converged``
+False; torch divides by zero in that case (ZeroDivisionError, or NaN steps). This is torch 2.13's algorithm
 (``torch/optim/lbfgs.py``, itself after Mark Schmidt's minFunc) with the same
 arithmetic in the same order, so from the same numbers it picks the same steps.
 
@@ -226,6 +228,11 @@ def strong_wolfe(
         if g_new >= 0:
             steps, values, slopes, payloads = [t_prev, t], [f_prev, f_new], [g_prev, g_new], [p_prev, p_new]
             break
+        if t == t_prev:
+            # A bracket of no width (lr = 0): no cubic through one point. torch divides
+            # by zero here (ZeroDivisionError for Python floats); the search stops.
+            steps, values, slopes, payloads = [t_prev, t], [f_prev, f_new], [g_prev, g_new], [p_prev, p_new]
+            break
         # extrapolate, at least 1% of the last move further and at most 10 times as far
         min_step = t + 0.01 * (t - t_prev)
         max_step = t * 10
@@ -245,8 +252,8 @@ def strong_wolfe(
     insufficient_progress = False
     low, high = (0, 1) if values[0] <= values[-1] else (1, 0)
     while not done and ls_iter < max_ls:
-        if abs(steps[1] - steps[0]) * d_norm < tolerance_change:
-            break
+        if steps[1] == steps[0] or abs(steps[1] - steps[0]) * d_norm < tolerance_change:
+            break  # (a bracket of no width even with tolerance_change=0: nothing left to zoom into)
         t = cubic_interpolate(steps[0], values[0], slopes[0], steps[1], values[1], slopes[1])
         # Too close to an end: accept once, then move to 10% of the width inside.
         top, bottom = max(steps), min(steps)

@@ -18,6 +18,7 @@ Differences from torch.optim, all deliberate:
 import functools
 import math
 import operator
+import reprlib
 import warnings
 import weakref
 from collections import OrderedDict, defaultdict, deque
@@ -1331,10 +1332,10 @@ def step_to_float(step: Any) -> float:
 def _check_step(step: Any) -> Any:
     try:
         ok = not isinstance(step, (bool, str, bytes)) and math.isfinite(float(step)) and float(step) >= 0
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float
         ok = False
     if not ok:
-        raise ValueError(f"invalid step counter in optimizer state: {step!r}")
+        raise ValueError(f"invalid step counter in optimizer state: {reprlib.repr(step)}")
     return step
 
 

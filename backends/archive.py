@@ -14,11 +14,18 @@ Reading never unpickles and never lets NumPy allocate from a size it has not
 checked: each ``.npy`` header is parsed with ``ast.literal_eval`` (NumPy's own header
 reader), its dtype must be a plain numeric one and match the metadata, and its byte
 count must equal what the member holds, before any buffer is allocated. Uncompressed
-members keep every read bounded by the file's size (no decompression bombs), and the
-zip's CRC-32 of every member is checked, so a flipped bit or a truncated file is
-reported, never loaded.
+members keep every read bounded by the file's size (no decompression bombs); a
+member's sizes must agree and lie in the file, and no two members may share bytes, so
+all the buffers together never exceed the file (no forged sizes, no members
+overlapping into one block). The zip directory, the metadata and the number of
+arrays are bounded (:data:`MAX_METADATA_BYTES`, :data:`MAX_ARRAYS`), which keeps what
+reading costs beyond the arrays within tens of MB whatever a file claims. The zip's
+CRC-32 of every member is checked, so a flipped bit or a truncated file is reported,
+never loaded.
 """
 
+import itertools
+import struct
 import zipfile
 from collections.abc import Sequence
 from typing import IO, Any
@@ -28,7 +35,16 @@ import numpy.lib.format as npy_format
 
 from arrayopt.backends.base import Backend
 
-__all__ = ["SAVABLE_DTYPES", "ArchiveReader", "host_array", "host_scalar", "is_host_scalar", "write_archive"]
+__all__ = [
+    "MAX_ARRAYS",
+    "MAX_METADATA_BYTES",
+    "SAVABLE_DTYPES",
+    "ArchiveReader",
+    "host_array",
+    "host_scalar",
+    "is_host_scalar",
+    "write_archive",
+]
 
 META_NAME = "arrayopt.json"
 
@@ -43,6 +59,15 @@ SAVABLE_DTYPES = frozenset(
 _DATE = (1980, 1, 1, 0, 0, 0)
 _MAX_HEADER = 10_000
 _CHUNK = 1 << 24
+
+#: Limits that keep what reading a file costs, beyond its arrays, small whatever the
+#: file says (decoded JSON takes up to ~30 times its size in Python objects, zipfile
+#: ~500 bytes per directory entry); ``save`` refuses to write more.
+MAX_METADATA_BYTES = 5 << 18  # 1.25 MiB
+MAX_ARRAYS = 16_384
+# A zip directory entry of write_archive is 46 bytes, the name, and at most 28 bytes of zip64 fields.
+_MAX_DIRECTORY_BYTES = max(1 << 17, (MAX_ARRAYS + 1) * (46 + len(f"arrays/{MAX_ARRAYS}.npy") + 28))
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local header (zipfile.structFileHeader)
 
 
 def array_member(index: int) -> str:
@@ -76,7 +101,23 @@ def host_scalar(host: Any) -> Any:
 
 
 def write_archive(file: IO[bytes], meta: bytes, arrays: Sequence[Any]) -> None:
-    """Write the metadata and the host ``arrays`` (``arrays/<i>.npy``) as one zip to ``file``."""
+    """Write the metadata and the host ``arrays`` (``arrays/<i>.npy``) as one zip to ``file``.
+
+    Raises:
+        ValueError: before anything is written, for more than :data:`MAX_ARRAYS` arrays
+            or metadata over :data:`MAX_METADATA_BYTES`, which reading refuses.
+    """
+    if len(arrays) > MAX_ARRAYS:
+        raise ValueError(
+            f"a checkpoint holds at most {MAX_ARRAYS} arrays, this one would hold {len(arrays)}: "
+            "save the objects in several files"
+        )
+    if len(meta) > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"the checkpoint's structure (its JSON metadata) would take {len(meta)} bytes, more than the "
+            f"{MAX_METADATA_BYTES} a checkpoint may have: save long lists of numbers as arrays, "
+            "or the objects in several files"
+        )
     with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         archive.writestr(zipfile.ZipInfo(META_NAME, _DATE), meta)
         for index, host in enumerate(arrays):
@@ -87,6 +128,11 @@ def write_archive(file: IO[bytes], meta: bytes, arrays: Sequence[Any]) -> None:
 class ArchiveReader:
     """Reads a container written by :func:`write_archive`; every problem is a ValueError.
 
+    Before anything is read, the zip's directory must describe a plausible file: at
+    most :data:`MAX_MEMBERS` entries, each name once, every member stored (its stored
+    size equal to its size), inside the file, and no two members sharing bytes. So
+    the bytes read, and the memory they take, never exceed what the file holds.
+
     Args:
         file: a binary file object open for reading, positioned anywhere.
     """
@@ -95,17 +141,42 @@ class ArchiveReader:
         file.seek(0, 2)
         self._size = file.tell()
         file.seek(0)
+        guarded = _DirectoryGuard(file, self._size)
         try:
-            self._zip = zipfile.ZipFile(file, "r")
+            self._zip = zipfile.ZipFile(guarded, "r")
         except zipfile.BadZipFile as exc:
             raise ValueError(f"not a zip archive ({exc})") from None
+        guarded.limit = None  # the directory is read; members are checked below, then read in bounded chunks
+        spans = []
+        seen: set[str] = set()
         for info in self._zip.infolist():
+            name = info.filename
+            if name in seen:
+                raise ValueError(f"member {name!r} appears twice in the zip directory")
+            seen.add(name)
             if info.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(f"member {info.filename!r} is compressed; arrayopt writes every member uncompressed")
+                raise ValueError(f"member {name!r} is compressed; arrayopt writes every member uncompressed")
             if info.flag_bits & 0x1:
-                raise ValueError(f"member {info.filename!r} is encrypted")
-            if info.header_offset + info.compress_size > self._size:
-                raise ValueError(f"member {info.filename!r} extends past the end of the file (truncated?)")
+                raise ValueError(f"member {name!r} is encrypted")
+            if info.compress_size != info.file_size:
+                raise ValueError(
+                    f"member {name!r} claims {info.file_size} bytes stored in {info.compress_size} "
+                    "(a stored member holds its bytes as they are: forged sizes?)"
+                )
+            start = info.header_offset
+            end = _data_offset(file, info) + info.compress_size
+            if end > self._size:
+                raise ValueError(f"member {name!r} extends past the end of the file (truncated?)")
+            spans.append((start, end, name))
+        spans.sort()
+        for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+            if start < end:
+                raise ValueError(f"members {name!r} and {other!r} overlap (the file is forged or damaged)")
+        if META_NAME in seen and self._zip.getinfo(META_NAME).file_size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"member {META_NAME!r} holds {self._zip.getinfo(META_NAME).file_size} bytes, more than the "
+                f"{MAX_METADATA_BYTES} a checkpoint's metadata may have"
+            )
 
     def close(self) -> None:
         self._zip.close()
@@ -160,3 +231,45 @@ class ArchiveReader:
             if member.read(1):  # reading to the end also makes zipfile check the CRC
                 raise ValueError(f"{name} holds more data than its header says")
         return numpy.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+def _data_offset(file: IO[bytes], info: zipfile.ZipInfo) -> int:
+    """Where member ``info``'s bytes start: after its local header, whose name and extra fields vary in length."""
+    file.seek(info.header_offset)
+    raw = file.read(_LOCAL_HEADER.size)
+    if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
+        raise ValueError(f"member {info.filename!r} has no local header where the zip directory says (damaged?)")
+    fields = _LOCAL_HEADER.unpack(raw)
+    return info.header_offset + _LOCAL_HEADER.size + int(fields[10]) + int(fields[11])
+
+
+class _DirectoryGuard:
+    """The file as zipfile reads it: while ``limit`` is set, no single read may take more bytes.
+
+    zipfile reads the whole zip directory in one read and makes an object per entry;
+    the limit bounds both before any of it is allocated.
+    """
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._file = file
+        self._size = size
+        self.limit: int | None = _MAX_DIRECTORY_BYTES
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.limit is not None:
+            wanted = self._size - self._file.tell() if n is None or n < 0 else n
+            if wanted > self.limit:
+                raise ValueError(
+                    f"the zip directory takes {wanted} bytes, more than a checkpoint of at most "
+                    f"{MAX_ARRAYS} arrays needs ({self.limit})"
+                )
+        return self._file.read(-1 if n is None else n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seekable(self) -> bool:
+        return True

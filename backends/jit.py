@@ -19,15 +19,26 @@ reassociated or contracted into fused multiply-adds: every operation rounds as t
 NumPy ufunc does, and the compiled and NumPy paths give the same bits (tested).
 Arrays of at least :data:`PARALLEL_MIN_ELEMENTS` elements are split into one block
 per thread (``numba.prange``) when numba has more than one (``numba.set_num_threads``,
-``NUMBA_NUM_THREADS``).
+``NUMBA_NUM_THREADS``). A process forked after its parallel kernels ran cannot use
+numba's threads (GNU OpenMP terminates the child), so there every kernel runs
+serially: the same bits, on one thread.
+
+The kernel cache (:func:`cache_dir`) is untrusted: a generated module is used only if
+the file holds exactly the source it should (it ends with the source's digest, written
+last, so a cut file never matches); otherwise it is written again. If numba fails to
+read its own cache of a kernel (a damaged index or data file), that cache is emptied
+and the kernel compiled again in memory: a step never fails because of the cache.
 """
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import sys
 import tempfile
 import threading
+import traceback
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -45,6 +56,8 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
 _compile_lock = threading.Lock()
+# The process whose numba threads have run a parallel kernel (a child forked from it must not use them).
+_parallel_pid: int | None = None
 
 
 def cache_dir() -> str | None:
@@ -76,6 +89,7 @@ class JitKernel:
         self.name = name
         self.source, self.launcher_source = _sources(program, self.dtype, name)
         self._module: ModuleType | None = None
+        self._cached = False  # the module is the cache folder's (so numba reads its cache)
         self._serial: Any = None
         self._parallel: Any = None
         namespace: dict[str, Any] = {"_run": self._run}
@@ -83,51 +97,116 @@ class JitKernel:
         self._launch: Callable[..., None] = namespace["launch"]
 
     def __call__(self, *args: Any) -> None:
-        self._launch(*args)
+        try:
+            self._launch(*args)
+        except Exception as exc:
+            # numba raises what reading a damaged cache raises (EOFError, UnpicklingError,
+            # AttributeError, ...) from the call, while it compiles: before the loop writes.
+            if not (self._cached and _raised_by_numba(exc)):
+                raise
+            warnings.warn(
+                f"arrayopt: numba could not use its cache of the {self.name} kernel ({type(exc).__name__}: {exc}); "
+                "emptied it, compiling the kernel again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._forget_cache()
+            self._launch(*args)
 
     def compile(self, parallel: bool = False) -> Any:
         """The numba dispatcher of the serial or parallel loop."""
         with _compile_lock:
             if self._module is None:
-                self._module = _load(self.source, self.name)
+                self._module, self._cached = _load(self.source, self.name)
             dispatcher = getattr(self._module, "kernel_parallel" if parallel else "kernel")
             setattr(self, "_parallel" if parallel else "_serial", dispatcher)
         return dispatcher
 
+    def _forget_cache(self) -> None:
+        """Empty numba's cache of this kernel (the next process compiles it afresh) and compile it in memory."""
+        with _compile_lock:
+            for dispatcher in (self._serial, self._parallel):
+                # An empty index: the damaged entries are never read again. (A numba without
+                # this attribute, or a read-only folder: nothing to empty.)
+                with contextlib.suppress(Exception):
+                    dispatcher._cache.flush()
+            self._module, self._cached = _in_memory(self.source, self.name), False
+            self._serial = self._parallel = None
+
     def _run(self, n: int) -> Any:
-        if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
+        if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable():
             parallel = self._parallel
             return self.compile(parallel=True) if parallel is None else parallel
         serial = self._serial
         return self.compile() if serial is None else serial
 
 
-def _load(source: str, name: str) -> ModuleType:
-    """The generated kernel module: from the cache folder if usable, else in memory."""
+def _threads_usable() -> bool:
+    """Whether this process may run parallel kernels: not if it was forked after its parent ran them."""
+    global _parallel_pid
+    pid = os.getpid()
+    if _parallel_pid is None:
+        _parallel_pid = pid
+    return _parallel_pid == pid
+
+
+def _raised_by_numba(exc: BaseException) -> bool:
+    return any(
+        frame.f_globals.get("__name__", "").startswith("numba.") for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
+def _load(source: str, name: str) -> tuple[ModuleType, bool]:
+    """The generated kernel module, and whether it is the cache folder's (else compiled in memory).
+
+    The cached file must hold exactly the text it should, which ends with the digest
+    of the rest: a file cut short, damaged or changed is written again before use.
+    """
     digest = hashlib.sha256(f"{numba.__version__}\n{source}".encode()).hexdigest()[:24]
     module_name = f"arrayopt_kernel_{digest}"
     folder = cache_dir()
     if folder is not None:
         path = os.path.join(folder, module_name + ".py")
         text = source.replace("CACHE = False", "CACHE = True", 1)
+        text += f"# sha256 of the above: {hashlib.sha256(text.encode()).hexdigest()}\n"
         try:
-            if not os.path.exists(path):
+            if not _holds(path, text):
                 os.makedirs(folder, exist_ok=True)
                 # Written whole under a temporary name, then renamed: a concurrent
                 # process sees either nothing or the complete file.
                 handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-                with os.fdopen(handle, "w") as f:
-                    f.write(text)
-                os.replace(temporary, path)
+                try:
+                    with os.fdopen(handle, "w", encoding="utf-8") as f:
+                        f.write(text)
+                    os.replace(temporary, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temporary)
+                    raise
             spec = importlib.util.spec_from_file_location(module_name, path)
             if spec is not None and spec.loader is not None:
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
                 sys.modules.setdefault(module_name, module)
-                return module
-        except OSError:
-            pass  # a read-only or full disk: compile in memory
-    module = ModuleType(module_name)
+                return module, True
+        except Exception:  # a read-only or full disk, no folder numba can cache in: no cache
+            pass
+    return _in_memory(source, name), False
+
+
+def _holds(path: str, text: str) -> bool:
+    """Whether the file at ``path`` holds exactly ``text`` (False if there is none)."""
+    expected = text.encode("utf-8")
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(expected) + 1) == expected
+    except FileNotFoundError:
+        return False
+
+
+def _in_memory(source: str, name: str) -> ModuleType:
+    digest = hashlib.sha256(f"{numba.__version__}\n{source}".encode()).hexdigest()[:24]
+    module = ModuleType(f"arrayopt_kernel_{digest}")
     exec(compile(source, register_source(source, name), "exec"), module.__dict__)
     return module
 

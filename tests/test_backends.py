@@ -35,9 +35,10 @@ def test_non_arrays_are_refused_by_name():
 
 def test_kernels_are_cached_per_flags():
     backend = get_backend(np.zeros(1))
-    a = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True)
-    assert a is backend.kernel(adam_update, amsgrad=True, decay="none", maximize=False)
-    assert a is not backend.kernel(adam_update, maximize=True, decay="none", amsgrad=True)
+    flags = {"decay": "none", "amsgrad": True, "lerp_from_end": False}
+    a = backend.kernel(adam_update, maximize=False, **flags)
+    assert a is backend.kernel(adam_update, lerp_from_end=False, amsgrad=True, decay="none", maximize=False)
+    assert a is not backend.kernel(adam_update, maximize=True, **flags)
 
 
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float64", "complex64")), ids=str)

@@ -6,7 +6,16 @@ import io
 import math
 import os
 import pickle
+import re
+import signal
+import stat
+import string
+import struct
+import subprocess
+import sys
+import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -17,6 +26,7 @@ from hypothesis import strategies as st
 import arrayopt
 from arrayopt import Parameter
 from arrayopt.backends import get_backend
+from arrayopt.backends.archive import _MAX_DIRECTORY_BYTES, MAX_ARRAYS, MAX_METADATA_BYTES
 from arrayopt.checkpoint import FORMAT, VERSION
 
 from cases import CASES, by_dtype
@@ -646,3 +656,311 @@ def test_metadata_names_the_format_and_version():
     assert meta["format"] == FORMAT and meta["version"] == VERSION == 1
     assert [o["name"] for o in meta["objects"]] == ["optimizer", "params", "epoch", "note"]
     assert meta["objects"][0]["class"] == "Adam"
+
+
+# -- hostile files: what reading one may cost -------------------------------------------
+#
+# The promise: any file loads or is refused (ValueError naming the file and the member)
+# taking at most 64 MB beyond the arrays it really holds, whatever its zip directory or
+# metadata claim. The zips below are written byte by byte, as an attacker would.
+
+LOCAL = struct.Struct("<4s2B4HL2L2H")
+CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+END = struct.Struct("<4s4H2LH")
+BUDGET = 64 << 20
+
+
+def local_header(name, data, size=None):
+    size = len(data) if size is None else size
+    return LOCAL.pack(b"PK\x03\x04", 20, 0, 0, 0, 0, 33, zlib.crc32(data), size, size, len(name), 0) + name
+
+
+def central_entry(name, offset, data, csize, usize):
+    sizes = [0xFFFFFFFF if size >= 0xFFFFFFFF else size for size in (usize, csize)]
+    large = [size for size in (usize, csize) if size >= 0xFFFFFFFF]  # zip64: in this order
+    extra = struct.pack(f"<HH{len(large)}Q", 1, 8 * len(large), *large) if large else b""
+    fields = (20, 3, 20, 0, 0, 0, 0, 33, zlib.crc32(data), sizes[1], sizes[0], len(name), len(extra), 0, 0, 0, 0)
+    return CENTRAL.pack(b"PK\x01\x02", *fields, offset) + name + extra
+
+
+def raw_zip(body, directory):
+    """``body`` (local headers and data) followed by a zip directory of ``(name, offset, data, csize, usize)``."""
+    entries = b"".join(central_entry(*entry) for entry in directory)
+    return body + entries + END.pack(b"PK\x05\x06", 0, 0, len(directory), len(directory), len(entries), len(body), 0)
+
+
+def npy_header(dtype, shape):
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
+def meta_for(specs):
+    import json
+
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arrays": [{"dtype": dtype, "shape": list(shape)} for dtype, shape in specs],
+        "objects": [{"name": "a", "kind": "value", "value": {"list": [{"array": i} for i in range(len(specs))]}}],
+    }
+    return json.dumps(meta).encode()
+
+
+def hostile(members):
+    """A zip of ``(name, data, claimed_size)`` members, laid out one after another."""
+    body, directory = b"", []
+    for name, data, claimed in members:
+        name = name.encode()
+        directory.append((name, len(body), data, len(data), len(data) if claimed is None else claimed))
+        body += local_header(name, data) + data
+    return raw_zip(body, directory)
+
+
+def overlapping(count, payload_bytes):
+    """``count`` members ``arrays/<k>.npy`` nested in one block: member k's data holds members k+1.. whole."""
+    tail = b"\0" * payload_bytes
+    shapes = []
+    for k in reversed(range(count)):
+        data = npy_header("uint8", (len(tail),)) + tail
+        shapes.insert(0, (len(tail),))
+        tail = local_header(f"arrays/{k}.npy".encode(), data) + data
+    meta = meta_for([("uint8", s) for s in shapes])
+    body = local_header(b"arrayopt.json", meta) + meta
+    directory = [(b"arrayopt.json", 0, meta, len(meta), len(meta))]
+    position, block = len(body), tail
+    for k in range(count):
+        name = f"arrays/{k}.npy".encode()
+        data = block[LOCAL.size + len(name) :]
+        directory.append((name, position, data, len(data), len(data)))
+        skip = LOCAL.size + len(name) + len(npy_header("uint8", shapes[k]))
+        position, block = position + skip, block[skip:]
+    return raw_zip(body + tail, directory)
+
+
+def cost_of_loading(data):
+    """(what load gave or the exception it raised, peak bytes allocated while loading)."""
+    tracemalloc.start()
+    try:
+        try:
+            result = load_bytes(data)
+        except Exception as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def forged_size(claimed_elements):
+    """One float64 array whose .npy header and zip directory claim ``claimed_elements``; the file holds none."""
+    header = npy_header("float64", (claimed_elements,))
+    meta = meta_for([("float64", (claimed_elements,))])
+    return hostile([("arrayopt.json", meta, None), ("arrays/0.npy", header, len(header) + 8 * claimed_elements)])
+
+
+HOSTILE = {
+    # the 538-byte file of the issue: a stored member claiming 3.4 GB (here 256 MB, and 100 GB)
+    "forged size": (lambda: forged_size(32 << 20), r"member 'arrays/0.npy' claims \d+ bytes stored in \d+"),
+    "forged 100 GB": (lambda: forged_size(100 << 27), r"member 'arrays/0.npy' claims \d+ bytes stored in \d+"),
+    # 25 members nested in one 4 MB block: 100 MB of arrays from a 4 MB file
+    "overlapping members": (lambda: overlapping(25, 4 << 20), r"members 'arrays/0.npy' and 'arrays/1.npy' overlap"),
+    "the same name twice": (
+        lambda: hostile(
+            [("arrayopt.json", meta_for([("uint8", (3,))]), None)]
+            + [("arrays/0.npy", npy_bytes(np.zeros(3, np.uint8)), None)] * 2
+        ),
+        r"member 'arrays/0.npy' appears twice in the zip directory",
+    ),
+    "metadata of empty lists": (
+        lambda: hostile([("arrayopt.json", b"[" + b"[[]]," * ((1 << 20) // 5) + b"0]", None)]),
+        r"not an arrayopt checkpoint",
+    ),
+    "metadata over the limit": (
+        lambda: hostile([("arrayopt.json", b" " * (MAX_METADATA_BYTES + 1), None)]),
+        r"member 'arrayopt.json' holds \d+ bytes, more than the \d+ a checkpoint's metadata may have",
+    ),
+    "a huge zip directory": (
+        lambda: hostile([(f"{i}", b"", None) for i in range(60_000)]),
+        r"the zip directory takes \d+ bytes, more than a checkpoint of at most \d+ arrays needs",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_file_is_refused_cheaply_naming_the_file_and_the_member(name, tmp_path):
+    make, pattern = HOSTILE[name]
+    data = make()
+    result, peak = cost_of_loading(data)
+    assert isinstance(result, ValueError), result
+    assert re.search(pattern, str(result)), str(result)
+    assert peak < BUDGET, f"loading took {peak / 2**20:.0f} MB"
+    path = tmp_path / "hostile.ckpt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="^" + re.escape(str(path)) + ": " + pattern):
+        arrayopt.load(path)
+
+
+def test_the_worst_file_within_the_limits_costs_less_than_the_budget():
+    # the most a file can make the reader build: the largest zip directory (of the shortest entries)
+    # and the largest metadata, all of it nested empty containers (~30 bytes of objects per byte)
+    alphabet = string.digits + string.ascii_letters
+    count = (_MAX_DIRECTORY_BYTES - 100) // (CENTRAL.size + 3)
+    names = [alphabet[i // 62**2] + alphabet[i // 62 % 62] + alphabet[i % 62] for i in range(count)]
+    for unit in (b"[[]],", b'{"":{}},'):
+        meta = b"[" + unit * ((MAX_METADATA_BYTES - 2) // len(unit)) + b"0]"
+        result, peak = cost_of_loading(hostile([("arrayopt.json", meta, None)] + [(n, b"", None) for n in names]))
+        assert isinstance(result, ValueError) and peak < BUDGET, (unit, peak / 2**20)
+
+
+def test_what_save_writes_within_the_limits_loads_and_beyond_them_is_refused_unwritten(tmp_path):
+    path = tmp_path / "big.ckpt"
+    arrays = [np.zeros(1, np.uint8)] * MAX_ARRAYS
+    arrayopt.save(path, arrays=arrays)
+    loaded, peak = cost_of_loading(path.read_bytes())
+    assert len(loaded["arrays"]) == MAX_ARRAYS and peak < BUDGET
+    os.remove(path)
+    with pytest.raises(ValueError, match=f"a checkpoint holds at most {MAX_ARRAYS} arrays, this one would hold"):
+        arrayopt.save(path, arrays=[*arrays, np.zeros(1)])
+    with pytest.raises(ValueError, match=r"the checkpoint's structure \(its JSON metadata\) would take \d+ bytes"):
+        arrayopt.save(path, history=[0.1] * (MAX_METADATA_BYTES // 4))
+    assert os.listdir(tmp_path) == []
+
+
+# -- temporary files left by killed saves ---------------------------------------------
+
+PAUSED_SAVE = """
+import sys, numpy as np, numpy.lib.format as npy_format, arrayopt
+real = npy_format.write_array
+def paused(*args, **kwargs):
+    real(*args, **kwargs)
+    npy_format.write_array = real
+    print("writing", flush=True)
+    sys.stdin.readline()
+npy_format.write_array = paused
+arrayopt.save(sys.argv[1], a=np.full(1000, float(sys.argv[2])))
+print("saved", flush=True)
+"""
+
+
+def paused_save(path, value):
+    """A process saving ``a=value`` to ``path``, stopped half-way (its temporary file open) until told."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(arrayopt.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_SAVE, str(path), str(value)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "writing"
+    return child
+
+
+def temporaries(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_the_next_save_removes_what_killed_saves_left_and_never_a_live_save_s_file(tmp_path):
+    path = tmp_path / "run.ckpt"
+    arrayopt.save(path, a=np.zeros(3))
+    killed = [paused_save(path, k) for k in (1, 2)]
+    for child in killed:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    orphans = temporaries(tmp_path)
+    assert len(orphans) == 2 and all(name.startswith(".run.ckpt.") for name in orphans)
+    live = paused_save(path, 3)
+    (live_file,) = set(temporaries(tmp_path)) - set(orphans)
+    unrelated = [".run.ckpt.notmine.tmp", ".other.ckpt.0123456789ab.tmp", "run.ckpt.0123456789ab.tmp"]
+    for name in unrelated:
+        (tmp_path / name).write_bytes(b"x")
+    try:
+        arrayopt.save(path, a=np.full(3, 4.0))
+        assert temporaries(tmp_path) == sorted([live_file, *unrelated])  # the orphans went, nothing else
+        np.testing.assert_array_equal(arrayopt.load(path)["a"], np.full(3, 4.0))
+    finally:
+        live.stdin.write("go\n")
+        live.stdin.flush()
+        assert live.stdout.readline().strip() == "saved"
+        assert live.wait(timeout=60) == 0
+    np.testing.assert_array_equal(arrayopt.load(path)["a"], np.full(1000, 3.0))  # the live save completed
+    assert temporaries(tmp_path) == sorted(unrelated)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_re_saving_keeps_the_file_s_permissions(tmp_path):
+    path = tmp_path / "private.ckpt"
+    arrayopt.save(path, a=np.ones(2))
+    os.chmod(path, 0o600)
+    arrayopt.save(path, a=np.zeros(2))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    np.testing.assert_array_equal(arrayopt.load(path)["a"], np.zeros(2))
+
+
+# -- what save writes, load reads, and the other way round ----------------------------
+
+
+def test_numbers_that_do_not_fit_a_float_are_a_value_error_on_load_and_refused_by_save():
+    huge = r"10+\.\.\.0+"
+    cases = [
+        ("state", "step", 10**400, rf"'step': invalid step counter in optimizer state: {huge}$"),
+        ("group", "lr", 10**400, rf"param group 0: lr is {huge}, which does not fit a float$"),
+        ("group", "betas", (0.9, 10**400), rf"param group 0: .*is {huge}, which does not fit a float$"),
+        ("group", "eps", -(10**400), rf"param group 0: eps is -{huge}, which does not fit a float$"),
+    ]
+    for part, key, value, pattern in cases:
+        p = Parameter(np.ones(2))
+        opt = arrayopt.Adam([p], lr=0.1)
+        p.grad = np.ones(2)
+        opt.step()
+        sd = copy.deepcopy(opt.state_dict())
+        (sd["state"][0] if part == "state" else sd["param_groups"][0])[key] = value
+        before = copy.deepcopy(opt.state_dict())
+        with pytest.raises(ValueError, match=pattern):
+            opt.load_state_dict(sd)
+        buffer = io.BytesIO()
+        arrayopt.save(buffer, optimizer=type("Adam", (), {"state_dict": lambda self, sd=sd: sd})())  # as it is
+        with pytest.raises(ValueError, match=pattern):
+            arrayopt.load_into(buffer, optimizer=opt)
+        assert same(opt.state_dict(), before), key
+        # an optimizer holding such a number: save refuses what load would refuse
+        (opt.state[p] if part == "state" else opt.param_groups[0])[key] = value
+        with pytest.raises(ValueError, match=r"^optimizer: this state dict would not load back, so it is not saved"):
+            arrayopt.save(io.BytesIO(), optimizer=opt)
+    asgd = arrayopt.ASGD([Parameter(np.ones(2))])
+    sd = asgd.state_dict()
+    sd["state"][0] = {"step": 1.0, "eta": 10**400, "mu": 1.0, "ax": np.zeros(2)}
+    with pytest.raises(ValueError, match=rf"'eta': must be a finite number or a 1-element array, got {huge}$"):
+        asgd.load_state_dict(sd)
+
+
+def test_a_lone_surrogate_is_refused_by_both_save_and_load():
+    with pytest.raises(ValueError, match=r"note\['x'\]: the string 'a\\ud800' holds a lone surrogate"):
+        arrayopt.save(io.BytesIO(), note={"x": "a\ud800"})
+    with pytest.raises(ValueError, match=r"note: the string .* holds a lone surrogate"):
+        arrayopt.save(io.BytesIO(), note={"a\udc00": 1})
+    with pytest.raises(ValueError, match=r"the name of an entry: the string"):
+        arrayopt.save(io.BytesIO(), **{"\ud800": 1})
+    import json
+
+    escaped = json.dumps({"x": "a\ud800"}).encode()  # ASCII JSON: '\\ud800' escaped, as a forger would write it
+    assert b"\\ud800" in escaped
+    meta = meta_with(objects=[{"name": "note", "kind": "value", "value": {"dict": [["x", "a\ud800"]]}}], arrays=[])
+    with pytest.raises(ValueError, match=r"^checkpoint: corrupted metadata at note\['x'\]: the string .* surrogate"):
+        load_bytes(rewrite({"arrayopt.json": meta}))
+    # a surrogate pair written as an escape is one character: it loads, and saves again
+    paired = meta_with(objects=[{"name": "note", "kind": "value", "value": "\U0001f600"}], arrays=[])
+    assert b"\\ud83d\\ude00" in paired
+    assert load_bytes(rewrite({"arrayopt.json": paired}))["note"] == "\U0001f600"
+    assert round_trip(note="\U0001f600 é")["note"] == "\U0001f600 é"
+
+
+def test_a_json_number_that_does_not_fit_a_float_is_refused():
+    for literal in (b"1e999", b"-1e999", b"1e400"):
+        meta = meta_with(objects=[{"name": "x", "kind": "value", "value": 0.5}], arrays=[]).replace(b"0.5", literal)
+        with pytest.raises(ValueError, match=r"corrupted metadata: the JSON number .*e\d+ does not fit a float"):
+            load_bytes(rewrite({"arrayopt.json": meta}))
+    meta = meta_with(objects=[{"name": "x", "kind": "value", "value": 1e308}], arrays=[])
+    assert load_bytes(rewrite({"arrayopt.json": meta}))["x"] == 1e308

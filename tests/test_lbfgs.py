@@ -355,6 +355,34 @@ def test_step_errors():
         arrayopt.LBFGS([p, arrayopt.Parameter(strict.ones(2, dtype=strict.float64))])
 
 
+def test_max_iter_zero_with_strong_wolfe_evaluates_once_and_moves_nothing(maybe_torch):
+    """No iteration means no line search, so no evaluation budget is needed (as in torch)."""
+    p = arrayopt.Parameter(np.array([1.0, -2.0]))
+    calls = []
+
+    def closure():
+        calls.append(1)
+        p.grad = 2 * p.data
+        return float(p.data @ p.data)
+
+    opt = arrayopt.LBFGS([p], max_iter=0, line_search_fn="strong_wolfe")
+    assert opt.defaults["max_eval"] == 0
+    assert opt.step(closure) == 5.0 and calls == [1]
+    np.testing.assert_array_equal(p.data, [1.0, -2.0])
+    if maybe_torch is not None:
+        w = maybe_torch.nn.Parameter(maybe_torch.tensor([1.0, -2.0], dtype=maybe_torch.float64))
+        theirs = maybe_torch.optim.LBFGS([w], max_iter=0, line_search_fn="strong_wolfe")
+
+        def torch_closure():
+            theirs.zero_grad()
+            loss = (w * w).sum()
+            loss.backward()
+            return loss
+
+        assert float(theirs.step(torch_closure)) == 5.0
+        np.testing.assert_array_equal(w.detach().numpy(), [1.0, -2.0])
+
+
 def test_complex_and_real_parameters_of_one_precision_mix():
     z = arrayopt.Parameter(np.array([1 + 1j, -2 + 0.5j], dtype=np.complex64))
     w = arrayopt.Parameter(np.array([3.0], dtype=np.float32))

@@ -248,3 +248,44 @@ def test_docstring_examples():
 
     result = doctest.testmod(ls, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("tolerance_change", [1e-9, 0.0])
+def test_a_bracket_of_no_width_ends_the_search_without_dividing_by_zero(tolerance_change, monkeypatch):
+    """A first step of 0 (LBFGS with lr=0): torch's cubic divides 0.0 by 0.0 (ZeroDivisionError);
+    here the search stops at once, never interpolating through one point."""
+    calls = []
+
+    def phi(t):
+        calls.append(t)
+        return (t - 2.0) ** 2, 2.0 * (t - 2.0)
+
+    real = ls.cubic_interpolate
+
+    def checked(x1, f1, g1, x2, f2, g2, bounds=None):
+        assert x1 != x2, "cubic through a single point"
+        return real(x1, f1, g1, x2, f2, g2, bounds)
+
+    monkeypatch.setattr(ls, "cubic_interpolate", checked)
+    result = strong_wolfe(phi, 0.0, *phi(0.0)[:2], tolerance_change=tolerance_change)
+    assert (result.t, result.converged, result.evals) == (0.0, False, 1)
+    assert calls == [0.0, 0.0] and all(math.isfinite(t) for t in calls)
+
+
+def test_lbfgs_with_lr_zero_stays_put_and_stops_cleanly():
+    import arrayopt
+
+    w = arrayopt.Parameter(np.array([1.5, -2.0]))
+    opt = arrayopt.LBFGS([w], lr=0.0, line_search_fn="strong_wolfe")
+    evaluations = []
+
+    def closure():
+        evaluations.append(w.data.copy())
+        d = w.data - np.array([1.0, 2.0])
+        w.grad = 4 * d**3
+        return float((d**4).sum())
+
+    for _ in range(3):  # torch raises ZeroDivisionError on the second step
+        opt.step(closure)
+    assert np.array_equal(w.data, [1.5, -2.0]) and all(np.array_equal(x, [1.5, -2.0]) for x in evaluations)
+    assert len(evaluations) <= 6 and opt._stop_reason == "step"

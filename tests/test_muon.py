@@ -384,6 +384,33 @@ def test_step_errors_come_before_any_change():
         copt.step()
 
 
+STEP_GROUP_ERRORS = [
+    ({"eps": None}, RuntimeError, r"^Muon's eps must be a real number \(the norm's lower bound\), got None$"),
+    ({"ns_steps": 2.0}, TypeError, r"^ns_steps must be an integer, got 2.0$"),
+]
+
+
+@pytest.mark.parametrize(("change", "error", "pattern"), STEP_GROUP_ERRORS)
+def test_group_values_torch_fails_on_at_step_raise_its_type_before_any_change(change, error, pattern):
+    p = arrayopt.Parameter(np.ones((2, 3)))
+    opt = Muon([p], **change)
+    p.grad = np.ones((2, 3))
+    with pytest.raises(error, match=pattern):
+        opt.step()
+    np.testing.assert_array_equal(p.data, np.ones((2, 3)))
+    assert not opt.state
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize(("change", "error", "pattern"), STEP_GROUP_ERRORS)
+def test_group_values_torch_fails_on_at_step_are_torchs_type(change, error, pattern, torch):
+    p = torch.nn.Parameter(torch.ones(2, 3))
+    opt = torch.optim.Muon([p], **change)
+    p.grad = torch.ones(2, 3)
+    with pytest.raises(error):
+        opt.step()
+
+
 def test_a_zero_gradient_still_decays_the_parameter():
     p = arrayopt.Parameter(np.full((2, 2), 2.0))
     opt = Muon([p], lr=0.1, weight_decay=0.5)

@@ -5,6 +5,7 @@ arrayopt does not import numba before a kernel needs it.
 """
 
 import os
+import pickle
 import subprocess
 import sys
 
@@ -53,7 +54,7 @@ def test_the_cases_really_run_compiled():
     p = arrayopt.Parameter(np.ones((3, 4), np.float32))
     p.grad = np.ones((3, 4), np.float32)
     with_numba(True, arrayopt.Adam([p], amsgrad=True).step)
-    kernel = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True)
+    kernel = backend.kernel(adam_update, maximize=False, decay="none", amsgrad=True, lerp_from_end=False)
     compiled = compiled_kernels(kernel)
     assert any(isinstance(k, jit.JitKernel) and k.dtype == np.float32 for k in compiled.values())
 
@@ -102,19 +103,20 @@ def test_no_fused_multiply_add(monkeypatch):
 def test_parallel_chunks_give_the_same_bits(monkeypatch):
     """Above the threshold the loop runs in blocks on numba's threads; same bits."""
     monkeypatch.setattr(jit, "PARALLEL_MIN_ELEMENTS", 1000)
-    flags = {"maximize": False, "decay": "l2", "amsgrad": True}
+    flags = {"maximize": False, "decay": "l2", "amsgrad": True, "lerp_from_end": False}
     rng = np.random.default_rng(1)
     data = rng.standard_normal(5_000).astype(np.float32)
     grads = [rng.standard_normal(5_000).astype(np.float32) for _ in range(3)]
     results = []
     saved = numba.get_num_threads()
     for threads in (numba.config.NUMBA_NUM_THREADS, 1):
-        kernel = jit.JitKernel(trace.trace(adam_update, flags, ("array",) * 5 + ("scalar",) * 8), np.float32)
+        kernel = jit.JitKernel(trace.trace(adam_update, flags, ("array",) * 5 + ("scalar",) * 9), np.float32)
         param, state = data.copy(), [np.zeros_like(data) for _ in range(3)]
         numba.set_num_threads(threads)
         try:
             for t, g in enumerate(grads, 1):
-                kernel(param, g, *state, 0.1, 0.99, 0.1, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+                scalars = (0.1, 0.99, 0.1, 0.9, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+                kernel(param, g, *state, *scalars)
         finally:
             numba.set_num_threads(saved)
         assert (kernel._parallel is not None) == (threads > 1)
@@ -182,9 +184,9 @@ def test_set_numba_switches_and_validates(monkeypatch):
 
 def test_each_kernel_is_compiled_once_per_kinds_and_dtype():
     backend = get_backend(np.zeros(1))
-    kernel = backend.kernel(adam_update, maximize=True, decay="decoupled", amsgrad=False)
+    kernel = backend.kernel(adam_update, maximize=True, decay="decoupled", amsgrad=False, lerp_from_end=False)
     args = [np.ones(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 0.0]
-    scalars = [0.1, 0.99, 0.1, 0.999, 0.001, 0.01, 0.03, 1e-8]
+    scalars = [0.1, 0.99, 0.1, 0.9, 0.999, 0.001, 0.01, 0.03, 1e-8]
     for _ in range(3):
         with_numba(True, kernel, *args, *scalars)
     with_numba(True, kernel, *[a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args], *scalars)
@@ -281,3 +283,139 @@ def test_asking_for_numba_without_it_says_so(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "numba-compiled rules were asked for, but numba cannot be imported" in result.stderr
+
+
+# -- an untrusted cache, and fork -------------------------------------------------------
+
+
+def scaled_step(xp, p, g, lr):
+    p -= lr * g
+
+
+def cached_kernel_files(folder):
+    """{"py": the generated module, "index": numba's index, "data": numba's data file} of the one kernel there."""
+    (py,) = folder.glob("arrayopt_kernel_*.py")
+    index = sorted(folder.glob("__pycache__/arrayopt_kernel_*.kernel-*.nbi"))
+    data = sorted(folder.glob("__pycache__/arrayopt_kernel_*.kernel-*.nbc"))
+    assert len(index) == len(data) == 1, (index, data)
+    return {"py": py, "index": index[0], "data": data[0]}
+
+
+def run_kernel():
+    """A fresh kernel (so it loads the cache folder again) run once; the parameter it stepped."""
+    program = trace.trace(scaled_step, {}, ("array", "array", "scalar"))
+    p = np.ones(8)
+    jit.JitKernel(program, np.float64, "scaled_step")(p, np.full(8, 2.0), 0.25)
+    return p
+
+
+def cut_before_the_stores(text):
+    body = text.index("def kernel(")
+    return text[: text.index("\n        a", body) + 1]  # the loop keeps its loads, loses its stores
+
+
+DAMAGE = {
+    # the generated module: written again, silently
+    "module cut before its stores": ("py", lambda b: cut_before_the_stores(b.decode()).encode(), False),
+    "module cut in half": ("py", lambda b: b[: len(b) // 2], False),
+    "module empty": ("py", lambda b: b"", False),
+    "module one byte changed": ("py", lambda b: b.replace(b"lr", b"lR", 1) if b"lr" in b else b[:-2] + b"#\n", False),
+    # numba's own files: it raises while compiling; emptied, compiled again
+    "index cut short": ("index", lambda b: b[:12], True),
+    "index garbage after its version": ("index", lambda b: b[: len(b) // 2] + b"\x80\x04garbage", True),
+    "data cut short": ("data", lambda b: b[: len(b) // 3], True),
+    "data another pickle": ("data", lambda b: pickle.dumps(("not", "a", "kernel")), True),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_kernel_cache_is_never_trusted_and_never_fails_a_step(damage, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", str(tmp_path))
+    expected = np.full(8, 0.5)
+    np.testing.assert_array_equal(run_kernel(), expected)  # compiles, and fills the cache
+    which, change, warns = DAMAGE[damage]
+    path = cached_kernel_files(tmp_path)[which]
+    stamp = os.stat(cached_kernel_files(tmp_path)["py"])
+    path.write_bytes(change(path.read_bytes()))
+    if which != "py":  # keep the module's time: numba's index is for that file as it was
+        os.utime(cached_kernel_files(tmp_path)["py"], ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    if warns:
+        with pytest.warns(RuntimeWarning, match=r"numba could not use its cache of the scaled_step kernel"):
+            np.testing.assert_array_equal(run_kernel(), expected)
+    else:
+        np.testing.assert_array_equal(run_kernel(), expected)
+    np.testing.assert_array_equal(run_kernel(), expected)  # the cache works again: no warning (an error here)
+    assert "# sha256 of the above: " in cached_kernel_files(tmp_path)["py"].read_text().splitlines()[-1]
+
+
+STEP_AND_PRINT = (
+    "import numpy as np, arrayopt\n"
+    "p = arrayopt.Parameter(np.linspace(-1, 1, 7).astype(np.float32)); p.grad = np.full(7, 0.5, np.float32)\n"
+    "opt = arrayopt.Adam([p], lr=0.1, amsgrad=True)\n"
+    "for _ in range(3): opt.step()\n"
+    "print(p.data.view(np.uint32).tolist())\n"
+)
+
+
+def test_a_step_in_a_new_process_survives_every_cache_file_cut_in_half(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "ARRAYOPT_CACHE_DIR": str(cache), "ARRAYOPT_NUMBA": "1"}
+    runs = []
+    for damage in (False, True, False):
+        if damage:
+            for path in cache.rglob("*"):
+                if path.is_file():
+                    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        result = subprocess.run(
+            [sys.executable, "-c", STEP_AND_PRINT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        runs.append(result.stdout)
+    plain = subprocess.run(
+        [sys.executable, "-c", STEP_AND_PRINT],
+        cwd=tmp_path,
+        env={**env, "ARRAYOPT_NUMBA": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert runs == [plain.stdout] * 3
+
+
+FORKED_STEP = """
+import os, select, signal, sys
+import numpy as np, arrayopt
+from arrayopt.backends import get_backend, jit
+n = jit.PARALLEL_MIN_ELEMENTS
+p = arrayopt.Parameter(np.ones(n)); p.grad = np.ones(n)
+opt = arrayopt.SGD([p], lr=0.5, momentum=0.9)
+opt.step()
+kernels = [plan[0] for run in get_backend(p.data)._kernels.values() for plan in run.compiled.values() if plan]
+assert any(k._parallel is not None for k in kernels), "no parallel kernel ran"
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        opt.step()  # momentum 0.9: the buffer is 1.9, so p = 0.5 - 0.95
+        q = arrayopt.Parameter(np.ones(n)); q.grad = np.ones(n); arrayopt.SGD([q], lr=0.25).step()
+        os.write(write, b"ok" if (p.data == 0.5 - 0.95).all() and (q.data == 0.75).all() else b"wrong")
+    finally:
+        os._exit(0)
+os.close(write)
+ready, _, _ = select.select([read], [], [], 120)
+if not ready:
+    os.kill(pid, signal.SIGKILL)
+_, status = os.waitpid(pid, 0)
+print(os.read(read, 16).decode() if ready else "hung", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_parallel_kernels_ran_steps_serially(tmp_path):
+    # GNU OpenMP terminates a forked child that uses its threads; two threads whatever the machine
+    env = {**os.environ, "ARRAYOPT_NUMBA": "1", "NUMBA_NUM_THREADS": "2", "ARRAYOPT_CACHE_DIR": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_STEP], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "0"], result.stderr

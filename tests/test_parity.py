@@ -89,3 +89,86 @@ def test_dtype_is_preserved(case, xp):
                 assert value.dtype == np.dtype(dtype if loaded else "float32"), key
             elif not key.endswith("/step"):
                 assert value.dtype == np.dtype(dtype), key
+
+
+#: Optimizers whose torch computes host scalars from ``lr`` (``lr / bias_correction``,
+#: ``1 - lr * weight_decay``, ASGD's eta, ...): with a 0-d float32 lr tensor they are
+#: float32 numbers, whatever the parameter's dtype.
+FLOAT32_LR = {
+    "Adam": {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    "AdamW": {"weight_decay": 0.1},
+    "Adamax": {},
+    "ASGD": {"weight_decay": 0.1, "lambd": 0.01, "t0": 2.0},
+    "NAdam": {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    "RAdam": {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    "Adafactor": {"weight_decay": 0.1},
+    "Adagrad": {"lr_decay": 0.01},
+    "Muon": {"weight_decay": 0.1},
+    "SparseAdam": {},
+}
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("name", list(FLOAT32_LR))
+def test_a_float32_lr_array_rounds_its_scalars_as_torch_on_float64_parameters(name, xp, torch):
+    rng = np.random.default_rng(7)
+    x0 = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(6)]
+    rows = np.array([[0, 2]])
+    import arrayopt
+
+    ours = arrayopt.Parameter(xp.asarray(x0))
+    theirs = torch.nn.Parameter(torch.tensor(x0))
+    opt = getattr(arrayopt, name)([ours], lr=xp.asarray(np.float32(0.0123)), **FLOAT32_LR[name])
+    reference = getattr(torch.optim, name)([theirs], lr=torch.tensor(0.0123, dtype=torch.float32), **FLOAT32_LR[name])
+    for g in grads:
+        if name == "SparseAdam":
+            ours.grad = arrayopt.SparseGrad(xp.asarray(rows), xp.asarray(g[rows[0]]), (3, 4))
+            theirs.grad = torch.sparse_coo_tensor(torch.tensor(rows), torch.tensor(g[rows[0]]), (3, 4))
+        else:
+            ours.grad, theirs.grad = xp.asarray(g), torch.tensor(g)
+        opt.step()
+        reference.step()
+        expected = theirs.detach().numpy()
+        got = np.asarray(harness._to_numpy(ours.data))
+        np.testing.assert_allclose(got, expected, rtol=harness.TOLERANCE["float64"], atol=0)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "NAdam", "RAdam", "Adamax"])
+def test_the_first_moment_is_torch_s_lerp(name, xp):
+    """torch updates m with lerp(m, g, 1 - beta1), which for a weight of 0.5 or more is
+    g - (g - m) * beta1: with beta1 = 0 the moment is the gradient, exactly, however far apart."""
+    import arrayopt
+
+    p = arrayopt.Parameter(xp.asarray([1.0, -2.0, 3.0]))
+    opt = getattr(arrayopt, name)([p], lr=1e-3, betas=(0.0, 0.5))
+    for g in ([1e20, -1e20, 3.0], [1.0, 2.0, -1e-30], [-0.5, 1e-300, 7.0]):
+        p.grad = xp.asarray(g)
+        opt.step()
+        moment = harness._to_numpy(opt.state[p]["exp_avg"])
+        assert moment.tobytes() == np.asarray(g).tobytes(), (name, moment, g)
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "NAdam", "ASGD"])
+def test_complex_entries_with_a_non_finite_part_follow_torch_s_foreach_path(name, torch):
+    """README, where it differs: on NumPy complex entries are pairs of reals throughout, as in
+    torch's foreach implementations (its single-tensor ones decay in complex arithmetic:
+    inf+1j -> inf+nanj). (array-api libraries put the parts back together with complex
+    arithmetic, where a NaN part spreads to the other.)"""
+    import arrayopt
+
+    xp = np
+
+    x = np.array([complex("inf+1j"), complex(1, float("nan")), 1 + 1j])
+    g = np.full(3, 0.5 + 0.5j)
+    ours = arrayopt.Parameter(xp.asarray(x))
+    ours.grad = xp.asarray(g)
+    theirs = torch.nn.Parameter(torch.tensor(x))
+    theirs.grad = torch.tensor(g)
+    with np.errstate(all="ignore"):
+        getattr(arrayopt, name)([ours], lr=0.1, weight_decay=0.1).step()
+    getattr(torch.optim, name)([theirs], lr=0.1, weight_decay=0.1, foreach=True).step()
+    got, expected = harness._to_numpy(ours.data), theirs.detach().numpy()
+    assert np.isnan(got[0].real) or np.isinf(got[0].real)
+    np.testing.assert_allclose(got.view(np.float64), expected.view(np.float64), rtol=1e-12, atol=0)

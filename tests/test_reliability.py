@@ -349,3 +349,56 @@ def test_the_guard_is_not_saved_and_copies_start_with_it_off():
     opt.skip_nonfinite = True
     assert "skip_nonfinite" not in opt.state_dict() and "skip_nonfinite" not in opt.state_dict()["param_groups"][0]
     assert copy.deepcopy(opt).skip_nonfinite is False
+
+
+# -- what torch refuses at step time, refused before anything changes ----------------------
+
+STEP_REFUSALS = [
+    # fused=True: torch's check that every parameter is real floating point
+    ("SGD", {"fused": True}, "complex", RuntimeError, r"^`fused=True` requires all the params to be floating point"),
+    ("Adam", {"fused": True}, "complex", RuntimeError, r"^`fused=True` requires all the params to be floating point"),
+    ("AdamW", {"fused": True}, "complex", RuntimeError, r"^`fused=True` requires all the params to be floating point"),
+    # a string where a number belongs (float("0.1") would read it)
+    ("SGD", {"momentum": 0.9}, "lr='0.1'", TypeError, r"must be a real number or a 1-element array, got '0.1'$"),
+    ("Adam", {}, "lr='0.1'", TypeError, r"must be a real number or a 1-element array, got '0.1'$"),
+]
+
+
+def refused_step(lib, name, kwargs, what):
+    """An optimizer stepped once, then given ``what`` (a complex parameter, or a string lr)."""
+    if lib == "torch":
+        import torch
+
+        make, optim = (lambda a: torch.nn.Parameter(torch.tensor(a))), torch.optim
+    else:
+        make, optim = (lambda a: Parameter(np.array(a))), arrayopt
+    real, other = make([1.0, -2.0]), make([0.5 + 1j, 2.0 - 1j] if what == "complex" else [0.5, 2.0])
+    opt = getattr(optim, name)([real, other], lr=0.1, **kwargs)
+    for p in (real, other):
+        p.grad = p.detach().clone() if lib == "torch" else p.data.copy()
+    if what != "complex":
+        opt.step()
+        opt.param_groups[0]["lr"] = "0.1"
+    return opt, [real, other]
+
+
+@pytest.mark.parametrize("row", STEP_REFUSALS, ids=lambda r: f"{r[0]}-{r[2]}")
+def test_what_torch_refuses_at_step_is_refused_before_anything_changes(row):
+    name, kwargs, what, error, pattern = row
+    opt, params = refused_step("arrayopt", name, kwargs, what)
+    data, state = [p.data.copy() for p in params], copy.deepcopy(opt.state_dict()["state"])
+    with pytest.raises(error, match=pattern):
+        opt.step()
+    assert all(np.array_equal(p.data, d) for p, d in zip(params, data, strict=True))
+    after = opt.state_dict()["state"]
+    assert after.keys() == state.keys() and all(after[k].keys() == state[k].keys() for k in state)
+    assert all(np.array_equal(after[k][key], state[k][key]) for k in state for key in state[k])
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("row", STEP_REFUSALS, ids=lambda r: f"{r[0]}-{r[2]}")
+def test_what_torch_refuses_at_step_raises_torch_s_type(row, torch):
+    name, kwargs, what, error, _ = row
+    opt, _ = refused_step("torch", name, kwargs, what)
+    with pytest.raises(error):
+        opt.step()

@@ -455,7 +455,30 @@ STEP_ERRORS = [
     ),
     ("Adam", {}, ["sparse"], "Adam does not support sparse gradients, please consider SparseAdam instead"),
     ("AdamW", {}, ["sparse"], "Adam does not support sparse gradients, please consider SparseAdam instead"),
+    ("SGD", {"fused": True}, ["sparse"], "`_fused_sgd` does not support sparse gradients"),
+    # a momentum buffer and a gradient with different sparse dims (torch adds them only if one is empty)
+    (
+        "SGD",
+        {"momentum": 0.9},
+        ["sparse", "sparse2"],
+        "add: expected 'self' and 'other' to have same density, but 'self' has 1 sparse dimensions while 'other' "
+        "has 2 sparse dimensions",
+    ),
+    (
+        "SGD",
+        {"momentum": 0.9},
+        ["sparse2", "sparse"],
+        "add: expected 'self' and 'other' to have same density, but 'self' has 2 sparse dimensions while 'other' "
+        "has 1 sparse dimensions",
+    ),
 ]
+
+SPARSE_GRADS = {
+    "sparse": ([[2, 0, 2]], [[1.0, -1.0], [0.5, 2.0], [3.0, 1.0]]),
+    "sparse2": ([[0, 2], [1, 0]], [1.5, -2.0]),
+    "empty": (np.zeros((1, 0), np.int64), np.zeros((0, 2))),
+    "empty2": (np.zeros((2, 0), np.int64), np.zeros(0)),
+}
 
 
 def _scenario(lib, name, kwargs, grads):
@@ -465,10 +488,8 @@ def _scenario(lib, name, kwargs, grads):
     module = importlib.import_module("torch.optim" if lib == "torch" else "arrayopt")
     p = _param(lib, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     opt = getattr(module, name)([p], lr=0.1, **kwargs)
-    make = {
-        "sparse": lambda: _sparse(lib, [[2, 0, 2]], [[1.0, -1.0], [0.5, 2.0], [3.0, 1.0]], (3, 2)),
-        "dense": lambda: _dense(lib, [[1.0, 1.0], [-1.0, 2.0], [0.5, 0.5]]),
-    }
+    make = {kind: (lambda kind=kind: _sparse(lib, *SPARSE_GRADS[kind], (3, 2))) for kind in SPARSE_GRADS}
+    make["dense"] = lambda: _dense(lib, [[1.0, 1.0], [-1.0, 2.0], [0.5, 0.5]])
     for kind in grads[:-1]:
         p.grad = make[kind]()
         opt.step()
@@ -504,6 +525,36 @@ def test_step_errors_are_torchs(row, quiet_torch):
     with pytest.raises(RuntimeError) as info:
         opt.step()
     assert str(info.value) == message
+
+
+SPARSE_DIMS_MIXED = [["empty", "sparse2"], ["sparse2", "empty"], ["empty2", "sparse"], ["sparse", "empty2", "sparse"]]
+
+
+@pytest.mark.parametrize("grads", SPARSE_DIMS_MIXED, ids="-".join)
+def test_momentum_across_sparse_dims_steps_when_one_side_is_empty(grads):
+    """An empty sparse gradient or buffer adds nothing whatever its sparse dims: the run
+    equals SGD on the same gradients made dense, bit for bit (torch steps there too)."""
+    opt, p, last = _scenario("arrayopt", "SGD", {"momentum": 0.9}, grads)
+    p.grad = last
+    opt.step()
+    dense = Parameter(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    reference = arrayopt.SGD([dense], lr=0.1, momentum=0.9)
+    for kind in grads:
+        dense.grad = SparseGrad(np.array(SPARSE_GRADS[kind][0]), np.array(SPARSE_GRADS[kind][1]), (3, 2)).to_dense()
+        reference.step()
+    assert p.data.tobytes() == dense.data.tobytes()
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("grads", SPARSE_DIMS_MIXED, ids="-".join)
+def test_momentum_across_sparse_dims_is_torchs(grads, quiet_torch):
+    results = []
+    for lib in ("torch", "arrayopt"):
+        opt, p, last = _scenario(lib, "SGD", {"momentum": 0.9}, grads)
+        p.grad = last
+        opt.step()
+        results.append(p.detach().numpy() if lib == "torch" else p.data)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-12, atol=0)  # torch's sparse sums round their own way
 
 
 def test_other_optimizers_name_themselves():

@@ -53,11 +53,12 @@ def test_arithmetic_of_scalars_stays_on_the_host():
 
 
 def test_adam_program_reads_and_writes_each_operand_once():
-    flags = {"maximize": False, "decay": "none", "amsgrad": True}
-    program = trace.trace(adam_update, flags, (ARRAY,) * 5 + (SCALAR,) * 8)
+    flags = {"maximize": False, "decay": "none", "amsgrad": True, "lerp_from_end": False}
+    program = trace.trace(adam_update, flags, (ARRAY,) * 5 + (SCALAR,) * 9)
     assert program.loaded() == [0, 1, 2, 3, 4]
     assert sorted(program.stores) == [0, 2, 3, 4]
-    # weight_decay and decay_factor are unused without decay: only 6 scalars reach the loop
+    # weight_decay and decay_factor are unused without decay, one_minus_weight without
+    # lerp_from_end: only 6 scalars reach the loop
     assert len(program.host_inputs()) == 6
 
 

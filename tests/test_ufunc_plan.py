@@ -57,15 +57,15 @@ def test_the_cases_really_run_planned(monkeypatch):
     p = arrayopt.Parameter(np.ones(1 << 16, np.float32))  # 256 KiB: above SCRATCH_BYTES
     p.grad = np.ones(1 << 16, np.float32)
     arrayopt.Adam([p], amsgrad=True).step()
-    kernel = get_backend(p.data).kernel(adam_update, maximize=False, decay="none", amsgrad=True)
+    kernel = get_backend(p.data).kernel(adam_update, maximize=False, decay="none", amsgrad=True, lerp_from_end=False)
     plans = [entry[0] for entry in kernel.plans.values() if entry is not None]
     assert any(isinstance(x, plan.UfuncPlan) and x.dtype == np.float32 for x in plans)
 
 
 def test_adam_needs_one_temporary():
     """The storage planner writes results into their operands and reuses one buffer."""
-    kinds = ("array",) * 4 + ("scalar",) * 9
-    flags = {"maximize": False, "decay": "decoupled", "amsgrad": False}
+    kinds = ("array",) * 4 + ("scalar",) * 10
+    flags = {"maximize": False, "decay": "decoupled", "amsgrad": False, "lerp_from_end": False}
     adam = plan.UfuncPlan(trace.trace(adam_update, flags, kinds), np.float32)
     assert (adam.value_temps, adam.bool_temps) == (1, 0)
     assert "copyto" not in adam.source  # every result computed where it is stored
@@ -148,8 +148,8 @@ def test_threads_and_chunks_give_the_same_bits(threads, monkeypatch):
     monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 100)
     previous = plan.set_num_threads(threads)
     try:
-        flags = {"maximize": False, "decay": "l2", "amsgrad": True}
-        kinds = ("array",) * 5 + ("scalar",) * 8
+        flags = {"maximize": False, "decay": "l2", "amsgrad": True, "lerp_from_end": False}
+        kinds = ("array",) * 5 + ("scalar",) * 9
         adam = plan.UfuncPlan(trace.trace(adam_update, flags, kinds), np.float32)
         rng = np.random.default_rng(1)
         param = rng.standard_normal(1001).astype(np.float32)
@@ -157,7 +157,7 @@ def test_threads_and_chunks_give_the_same_bits(threads, monkeypatch):
         planned = [param.copy(), *(np.zeros_like(param) for _ in range(3))]
         for t in range(1, 4):
             g = rng.standard_normal(1001).astype(np.float32)
-            scalars = (0.1, 0.99, 0.1, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
+            scalars = (0.1, 0.99, 0.1, 0.9, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
             adam_update(np, direct[0], g, *direct[1:], *scalars, **flags)
             adam(planned[0], g, *planned[1:], *scalars)
         for x, y in zip(direct, planned, strict=True):

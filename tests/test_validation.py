@@ -46,6 +46,12 @@ BAD_ARGUMENTS = [
         ValueError,
         "Nesterov momentum requires a momentum and zero dampening",
     ),
+    (
+        "SGD",
+        {"nesterov": True, "momentum": 0.9, "dampening": None},
+        ValueError,
+        "Nesterov momentum requires a momentum and zero dampening",
+    ),
     ("SGD", {"fused": True, "foreach": True}, RuntimeError, "`fused` and `foreach` cannot be `True` together."),
     ("SGD", {"fused": True, "differentiable": True}, RuntimeError, "`fused` does not support `differentiable`"),
     ("Adam", {"lr": -0.001}, ValueError, "Invalid learning rate: -0.001"),

@@ -29,6 +29,7 @@ import math
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
+from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
@@ -205,6 +206,12 @@ class Adafactor(ElementwiseOptimizer):
     """
 
     _defaults_on_load: ClassVar[dict[str, Any]] = {"foreach": None}
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": StateKey("step"),
+        "row_var": StateKey(shape=lambda shape: (*shape[:-1], 1) if len(shape) > 1 else None),
+        "col_var": StateKey(shape=lambda shape: (*shape[:-2], 1, shape[-1]) if len(shape) > 1 else None),
+        "variance": StateKey(shape=lambda shape: shape if len(shape) <= 1 else None),
+    }
 
     def __init__(
         self,
@@ -247,7 +254,7 @@ class Adafactor(ElementwiseOptimizer):
             eps1 = get_backend(first.data).xp.finfo(first.data.dtype).eps
         weight_decay = v.to_float(group["weight_decay"])
         return {
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step is a float32 number, as torch's
             "beta2_decay": v.to_float(group["beta2_decay"]),
             "eps1": v.to_float(eps1),
             "eps2": v.to_float(eps2),
@@ -330,7 +337,7 @@ class Adafactor(ElementwiseOptimizer):
         rms = v.to_float(_norm(xp, update)) / ((numel**0.5) * hyper["d"])
         step = -alpha / max(1.0, rms)
         decay_factor = 1 - hyper["lr"] * hyper["weight_decay"]
-        backend.kernel(adafactor_param_update, decay=hyper["decay"])(param, update, decay_factor, step)
+        backend.kernel(adafactor_param_update, decay=hyper["decay"])(param, update, float(decay_factor), float(step))
 
 
 def _refuse(p: Parameter) -> None:

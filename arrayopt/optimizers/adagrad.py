@@ -188,7 +188,7 @@ class Adagrad(ElementwiseOptimizer):
         weight_decay = v.to_float(group["weight_decay"])
         return {
             "maximize": bool(group["maximize"]),
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the decayed rate is a float32 number, as torch's
             "lr_decay": v.to_float(group["lr_decay"]),
             "weight_decay": weight_decay,
             "eps": v.to_float(group["eps"]),

@@ -21,6 +21,7 @@ def adam_update(
     weight_decay: float,
     decay_factor: float,
     one_minus_beta1: float,
+    one_minus_weight: float,
     beta2: float,
     one_minus_beta2: float,
     step_size: float,
@@ -30,6 +31,7 @@ def adam_update(
     maximize: bool,
     decay: str,
     amsgrad: bool,
+    lerp_from_end: bool,
 ) -> None:
     r"""One Adam step, in place on ``param``, the moments and (AMSGrad) their maximum.
 
@@ -48,20 +50,24 @@ def adam_update(
     The host computes ``decay_factor`` :math:`= 1-\gamma\lambda`, ``step_size``
     :math:`= \gamma/(1-\beta_1^t)` and ``bias_correction2_sqrt``
     :math:`= \sqrt{1-\beta_2^t}`. As in torch, :math:`\epsilon` is added after the
-    bias-corrected square root, and the first moment is a lerp towards :math:`g`.
-    ``max_exp_avg_sq`` is unused (any placeholder) without amsgrad. Updates are
-    written in place (``x += ...``, ``x[...] = ...``), in torch's order of roundings.
+    bias-corrected square root, and the first moment is torch's ``lerp`` towards
+    :math:`g`: for a weight :math:`w = 1-\beta_1 \ge 0.5` (flag ``lerp_from_end``) it
+    is computed as :math:`g - (g - m)(1 - w)` instead (``one_minus_weight``, computed
+    by the host as torch does); the two round differently. ``max_exp_avg_sq`` is
+    unused (any placeholder) without amsgrad. Updates are written in place
+    (``x += ...``, ``x[...] = ...``), in torch's order of roundings.
 
     Args:
         xp: the array namespace of the arrays (``backend.xp``).
         param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq: arrays of one shape and dtype (the parameter,
             its gradient and its state); ``param`` and the state arrays are updated in place; ``grad``
             is only read.
-        weight_decay, decay_factor, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps:
-            per-step Python floats, the quantities named in the math above, computed by :class:`Adam`
-            with torch's expressions so they round as torch's do.
-        maximize, decay, amsgrad: keyword flags that select the formula; they are fixed when the kernel
-            is built (``backend.kernel(rule, **flags)``).
+        weight_decay, decay_factor, one_minus_beta1, one_minus_weight, beta2, one_minus_beta2: per-step
+            Python floats, the quantities named in the math above.
+        step_size, bias_correction2_sqrt, eps: more per-step floats; :class:`Adam` computes them all with
+            torch's expressions, so they round as torch's do.
+        maximize, decay, amsgrad, lerp_from_end: keyword flags that select the formula; they are fixed when
+            the kernel is built (``backend.kernel(rule, **flags)``).
 
     Example:
         >>> import numpy as np
@@ -69,8 +75,9 @@ def adam_update(
         >>> p, g = np.array([1.0, -2.0]), np.array([0.5, -0.25])
         >>> m, v = np.zeros(2), np.zeros(2)
         >>> lr, beta1, beta2, t = 0.1, 0.9, 0.999, 1
-        >>> scalars = (0.0, 1.0, 1 - beta1, beta2, 1 - beta2, lr / (1 - beta1**t), math.sqrt(1 - beta2**t), 1e-8)
-        >>> adam_update(np, p, g, m, v, None, *scalars, maximize=False, decay="none", amsgrad=False)
+        >>> scalars = (0.0, 1.0, 1 - beta1, beta1, beta2, 1 - beta2, lr / (1 - beta1**t), math.sqrt(1 - beta2**t), 1e-8)
+        >>> flags = {"maximize": False, "decay": "none", "amsgrad": False, "lerp_from_end": False}
+        >>> adam_update(np, p, g, m, v, None, *scalars, **flags)
         >>> p.round(6)  # the first step moves every entry by about lr, against its gradient
         array([ 0.9, -1.9])
     """
@@ -79,7 +86,10 @@ def adam_update(
         param *= decay_factor
     elif decay == "l2":
         g = g + weight_decay * param
-    exp_avg += one_minus_beta1 * (g - exp_avg)
+    if lerp_from_end:
+        exp_avg[...] = g - (g - exp_avg) * one_minus_weight
+    else:
+        exp_avg += one_minus_beta1 * (g - exp_avg)
     exp_avg_sq *= beta2
     exp_avg_sq += one_minus_beta2 * g * g
     if amsgrad:
@@ -202,7 +212,8 @@ class Adam(ElementwiseOptimizer):
         super().__init__(params, defaults)
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        lr = v.to_float(group["lr"])
+        v.check_fused(group)
+        lr = v.scalar_like(group["lr"])  # a float32 lr: the step size is a float32 number, as torch's
         beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
         weight_decay = v.to_float(group["weight_decay"])
         if weight_decay == 0:
@@ -211,7 +222,12 @@ class Adam(ElementwiseOptimizer):
             decay = "decoupled"
         else:
             decay = "l2"
-        flags = {"maximize": bool(group["maximize"]), "decay": decay, "amsgrad": bool(group["amsgrad"])}
+        flags = {
+            "maximize": bool(group["maximize"]),
+            "decay": decay,
+            "amsgrad": bool(group["amsgrad"]),
+            "lerp_from_end": abs(1 - beta1) >= 0.5,  # torch's lerp switches formula there
+        }
         return {
             "flags": flags,
             "lr": lr,
@@ -244,11 +260,12 @@ class Adam(ElementwiseOptimizer):
         kernel(
             *operands,
             weight_decay,
-            1 - lr * weight_decay,
+            float(1 - lr * weight_decay),
             1 - beta1,
+            1 - (1 - beta1),
             beta2,
             1 - beta2,
-            lr / (1 - beta1**t),
+            float(lr / (1 - beta1**t)),
             (1 - beta2**t) ** 0.5,
             hyper["eps"],
         )

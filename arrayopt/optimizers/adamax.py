@@ -165,7 +165,7 @@ class Adamax(ElementwiseOptimizer):
         flags = {"maximize": bool(group["maximize"]), "decay": weight_decay != 0, "small_weight": abs(weight) < 0.5}
         return {
             "flags": flags,
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step size is a float32 number, as torch's
             "beta1": beta1,
             "scalars": (weight_decay, weight, 1 - weight, beta2, v.to_float(group["eps"])),
         }
@@ -182,5 +182,5 @@ class Adamax(ElementwiseOptimizer):
     def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         # torch's Python-float expressions, so the step size rounds identically.
-        step_size = hyper["lr"] / (1 - hyper["beta1"] ** state["step"])
+        step_size = float(hyper["lr"] / (1 - hyper["beta1"] ** state["step"]))
         backend.kernel(adamax_update, **hyper["flags"])(*operands, *hyper["scalars"], step_size)

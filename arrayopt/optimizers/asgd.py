@@ -186,7 +186,7 @@ class ASGD(ElementwiseOptimizer):
         flags = {"maximize": bool(group["maximize"]), "decay": weight_decay != 0}
         return {
             "flags": flags,
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: eta is computed in float32, as torch's
             "lr_array": group["lr"] if is_array(group["lr"]) else None,
             "lambd": v.to_float(group["lambd"]),
             "alpha": v.to_float(group["alpha"]),
@@ -226,6 +226,6 @@ class ASGD(ElementwiseOptimizer):
         if lr_array is None:
             new_eta = float32(backend, new_eta)
         else:
-            new_eta = get_backend(lr_array).round_scalar(new_eta, lr_array.dtype)
+            new_eta = get_backend(lr_array).round_scalar(float(new_eta), lr_array.dtype)
         self._scalars.write(state, "eta", new_eta)
         self._scalars.write(state, "mu", float32(backend, 1 / max(1, t - hyper["t0"])))

@@ -158,6 +158,48 @@ class LBFGS(Optimizer):
         self.__dict__.setdefault("_stop_reason", "")
         self.__dict__.setdefault("_last_eval", None)
 
+    def _check_loaded_state(self, param: Parameter, state: Any, group: Any, where: str) -> None:
+        """Refuse a loaded state that ``step`` could not use (called by ``load_state_dict``'s checks).
+
+        The history holds flat vectors over every parameter (complex entries as two
+        reals), so their length, not a parameter's shape, is what must match.
+        """
+        length = sum(math.prod(p.shape) * (2 if get_backend(p.data).is_complex(p.data) else 1) for p in self._params)
+        for key in ("func_evals", "n_iter"):
+            if key in state:
+                count = state[key]
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise ValueError(f"{where}: {key!r} must be an int >= 0, got {count!r}")
+        for key in ("d", "prev_flat_grad"):
+            if state.get(key) is not None:
+                _check_flat(state[key], length, f"{where}: {key!r}")
+        for key in ("t", "H_diag", "prev_loss"):
+            if state.get(key) is not None:
+                _check_number(state[key], f"{where}: {key!r}")
+        history = [state.get(key) for key in ("old_dirs", "old_stps", "ro")]
+        if any(item is not None for item in history):
+            if not all(isinstance(item, list) for item in history):
+                raise TypeError(f"{where}: 'old_dirs', 'old_stps' and 'ro' must be lists")
+            if len({len(item) for item in history}) != 1:
+                raise ValueError(f"{where}: 'old_dirs', 'old_stps' and 'ro' must be as long as each other")
+            for key, item in zip(("old_dirs", "old_stps"), history, strict=False):
+                for i, vector in enumerate(item):
+                    _check_flat(vector, length, f"{where}: {key!r}[{i}]")
+            for i, number in enumerate(history[2]):
+                _check_number(number, f"{where}: 'ro'[{i}]")
+        if "al" in state:
+            al = state["al"]
+            if not isinstance(al, list) or len(al) < len(history[0] or ()):
+                raise ValueError(f"{where}: 'al' must be a list at least as long as 'old_dirs'")
+            for i, number in enumerate(al):
+                if number is not None:
+                    _check_number(number, f"{where}: 'al'[{i}]")
+        if state.get("n_iter", 0) > 0:
+            kept = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad")
+            missing = [key for key in kept if key not in state]
+            if missing:
+                raise KeyError(f"{where} has n_iter {state['n_iter']} but no {', '.join(map(repr, missing))}")
+
     @property
     def _params(self) -> list[Parameter]:
         params: list[Parameter] = self.param_groups[0]["params"]
@@ -271,7 +313,7 @@ class LBFGS(Optimizer):
         history_size = group["history_size"]
         if line_search_fn is not None and line_search_fn != "strong_wolfe":
             raise RuntimeError("only 'strong_wolfe' is supported")
-        if line_search_fn is not None and max_eval < 1:
+        if line_search_fn is not None and max_eval < 1 and max_iter > 0:  # max_iter 0: no search at all
             raise ValueError(f"max_eval must be at least 1 with line_search_fn='strong_wolfe', got {max_eval}")
         backend = self._check_params()
         xp = backend.xp
@@ -427,6 +469,24 @@ class LBFGS(Optimizer):
         state["prev_flat_grad"] = prev_flat_grad
         state["prev_loss"] = prev_loss
         return orig_loss
+
+
+def _check_flat(vector: Any, length: int, where: str) -> None:
+    if not is_array(vector):
+        raise TypeError(f"{where} must be an array of shape ({length},), but got {type(vector).__name__}")
+    if tuple(vector.shape) != (length,):
+        raise ValueError(f"{where} has shape {tuple(vector.shape)}, but the parameters make vectors of ({length},)")
+    if not get_backend(vector).xp.isdtype(vector.dtype, "real floating"):
+        raise TypeError(f"{where} has dtype {vector.dtype}, but LBFGS keeps real floating-point vectors")
+
+
+def _check_number(value: Any, where: str) -> None:
+    if is_array(value):
+        if math.prod(value.shape) != 1:
+            raise ValueError(f"{where} must be a number or a 1-element array, got an array of shape {value.shape}")
+        value = get_backend(value).to_numpy(value).reshape(()).item()
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where} must be a real number or a 1-element array, got {value!r}")
 
 
 def _count(value: Any, name: str, minimum: int) -> int:

@@ -1,6 +1,7 @@
 """Muon: momentum orthogonalised by Newton–Schulz iterations (Jordan et al., 2024)."""
 
 import math
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -314,8 +315,15 @@ class Muon(ElementwiseOptimizer):
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         steps = group["ns_steps"]
+        try:
+            steps = operator.index(steps)  # torch's range(ns_steps): an int, not 2.0
+        except TypeError:
+            raise TypeError(f"ns_steps must be an integer, got {steps!r}") from None
         if steps >= 100:
             raise ValueError("Number of steps must be less than 100 for computational efficiency")
+        eps = group["eps"]
+        if eps is None:  # torch: clamp(min=None), a RuntimeError
+            raise RuntimeError("Muon's eps must be a real number (the norm's lower bound), got None")
         coefficients = tuple(group["ns_coefficients"])
         if len(coefficients) != 3:
             raise ValueError("Coefficients must be a tuple of exactly 3 values")
@@ -328,11 +336,11 @@ class Muon(ElementwiseOptimizer):
         return {
             "flags": flags,
             "scalars": (1 - momentum, momentum),
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: both factors are float32 numbers, as torch's
             "weight_decay": v.to_float(group["weight_decay"]),
             "coefficients": coefficients,
-            "steps": int(steps),
-            "eps": float(group["eps"]),
+            "steps": steps,
+            "eps": v.to_float(eps),
             "adjust_lr_fn": group["adjust_lr_fn"],
         }
 
@@ -362,7 +370,7 @@ class Muon(ElementwiseOptimizer):
         lr = hyper["lr"]
         # torch's Python-float expressions, so both factors round identically.
         adjusted_lr = lr * _lr_ratio(hyper["adjust_lr_fn"], tuple(param.shape))
-        backend.kernel(muon_apply)(param, orthogonal, 1 - lr * hyper["weight_decay"], adjusted_lr)
+        backend.kernel(muon_apply)(param, orthogonal, float(1 - lr * hyper["weight_decay"]), float(adjusted_lr))
 
 
 def _lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:

@@ -210,7 +210,7 @@ class NAdam(ElementwiseOptimizer):
         flags = {"maximize": bool(group["maximize"]), "decay": decay, "lerp_from_end": abs(1 - beta1) >= 0.5}
         return {
             "flags": flags,
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step sizes are float32 numbers, as torch's
             "beta1": beta1,
             "beta2": beta2,
             "weight_decay": weight_decay,
@@ -252,15 +252,15 @@ class NAdam(ElementwiseOptimizer):
         kernel(
             *operands,
             weight_decay,
-            1 - lr * weight_decay,
+            float(1 - lr * weight_decay),
             1 - beta1,
             1 - (1 - beta1),
             beta2,
             1 - beta2,
             1 - beta2**t,
             hyper["eps"],
-            -lr * (1.0 - mu) / (1.0 - mu_product),
-            (-lr * mu_next) / (1.0 - mu_product_next),
+            float(-lr * (1.0 - mu) / (1.0 - mu_product)),
+            float((-lr * mu_next) / (1.0 - mu_product_next)),
         )
 
 

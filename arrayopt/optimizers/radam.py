@@ -204,7 +204,7 @@ class RAdam(ElementwiseOptimizer):
         flags = {"maximize": bool(group["maximize"]), "decay": decay, "lerp_from_end": abs(1 - beta1) >= 0.5}
         return {
             "flags": flags,
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the decay factor is a float32 number, as torch's
             "beta1": beta1,
             "beta2": beta2,
             "weight_decay": weight_decay,
@@ -237,13 +237,13 @@ class RAdam(ElementwiseOptimizer):
         kernel(
             *operands,
             weight_decay,
-            1 - lr * weight_decay,
+            float(1 - lr * weight_decay),
             1 - beta1,
             1 - (1 - beta1),
             beta2,
             1 - beta2,
             bias_correction1,
-            lr,
+            float(lr),
             bias_correction2**0.5,
             hyper["eps"],
             rect,

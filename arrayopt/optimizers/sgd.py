@@ -152,6 +152,8 @@ class SGD(ElementwiseOptimizer):
         v.check_lr(lr)
         v.check_nonnegative(momentum, "momentum", f"Invalid momentum value: {momentum}")
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):  # torch's check, first (even for dampening=None)
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         v.check_finite(dampening, "dampening", f"Invalid dampening value: {dampening}")
         defaults = {
             "lr": lr,
@@ -164,14 +166,13 @@ class SGD(ElementwiseOptimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         # Before the params are looked at, so a refused flag leaves the caller's
         # param-group dicts untouched (torch checks these after).
         v.check_flag_conflicts(fused, foreach, differentiable)
         super().__init__(params, defaults)
 
     def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        v.check_fused(group, sparse_error="`_fused_sgd` does not support sparse gradients")
         momentum = v.to_float(group["momentum"])
         weight_decay = v.to_float(group["weight_decay"])
         flags = {
@@ -212,6 +213,8 @@ class SGD(ElementwiseOptimizer):
         if v.to_float(group["momentum"]) == 0:
             return (p.data, grad, 0.0)
         buffer = state.get("momentum_buffer")
+        if isinstance(buffer, SparseGrad) and buffer.sparse_dim != grad.sparse_dim:
+            buffer, grad = _one_layout(buffer, grad)
         if buffer is None or isinstance(buffer, SparseGrad):
             return (p.data, grad, buffer)
         if group["nesterov"]:  # torch: sparse_grad.add(dense_buffer, alpha=momentum)
@@ -241,3 +244,21 @@ class SGD(ElementwiseOptimizer):
         kernel(rows, grad_values, buffer_values, *hyper["scalars"])
         backend.put_entries(param, indices, rows)
         state["momentum_buffer"] = SparseGrad._trusted(indices, buffer_values, grad.shape, coalesced=True)
+
+
+def _one_layout(buffer: SparseGrad, grad: SparseGrad) -> tuple[SparseGrad, SparseGrad]:
+    """torch's ``sparse_buffer.add_(sparse_grad)`` across sparse dims: an empty one adds
+    nothing, so it takes the other's layout; otherwise torch's RuntimeError."""
+    if grad.nnz == 0:
+        return buffer, _empty_like(buffer)
+    if buffer.nnz == 0:
+        return _empty_like(grad), grad
+    raise RuntimeError(
+        "add: expected 'self' and 'other' to have same density, but 'self' has "
+        f"{buffer.sparse_dim} sparse dimensions while 'other' has {grad.sparse_dim} sparse dimensions"
+    )
+
+
+def _empty_like(sparse: SparseGrad) -> SparseGrad:
+    """A SparseGrad with no entries, laid out as ``sparse`` (same sparse and dense dims)."""
+    return SparseGrad._trusted(sparse.indices[:, :0], sparse.values[:0], sparse.shape, coalesced=True)

@@ -145,7 +145,7 @@ class SparseAdam(ElementwiseOptimizer):
         beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
         return {
             "maximize": bool(group.get("maximize", False)),
-            "lr": v.to_float(group["lr"]),
+            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step size is a float32 number, as torch's
             "beta1": beta1,
             "beta2": beta2,
             "eps": v.to_float(group["eps"]),
@@ -172,6 +172,6 @@ class SparseAdam(ElementwiseOptimizer):
         # torch's Python-float expressions, so the scalars round identically
         bias_correction1 = 1 - beta1**t
         bias_correction2 = 1 - beta2**t
-        step_size = hyper["lr"] * math.sqrt(bias_correction2) / bias_correction1
+        step_size = float(hyper["lr"] * math.sqrt(bias_correction2) / bias_correction1)
         kernel = backend.kernel(sparse_adam_update, maximize=hyper["maximize"])
         update_entries(backend, kernel, operands, 1 - beta1, 1 - beta2, step_size, hyper["eps"])
