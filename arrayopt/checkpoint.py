@@ -162,7 +162,7 @@ class _Encoder:
             return {
                 "name": name,
                 "kind": "state_dict",
-                "class": type(obj).__name__,
+                "class": _state_dict_class(obj),
                 "value": self.value(state_dict(), name, 0),
             }
         return {"name": name, "kind": "value", "value": self.value(obj, name, 0)}
@@ -231,6 +231,17 @@ class _Encoder:
                 "keys must be str, int, float, bool, None or tuples of them"
             )
         return self.value(key, path, 0)
+
+
+def _state_dict_class(obj: Any) -> str:
+    """The class name a checkpoint records for ``obj``'s state dict.
+
+    An object whose state dict is laid out as another class's (the optimizers of
+    arrayopt.distributed: their wrapped or sharded optimizer's) names it in
+    ``_state_dict_class``, so the checkpoint loads into either.
+    """
+    cls = getattr(obj, "_state_dict_class", None)
+    return (cls if isinstance(cls, type) else type(obj)).__name__
 
 
 def _savable_key(key: Any) -> bool:
@@ -577,10 +588,10 @@ def _plan(name: str, target: Any, entry: _Entry) -> _Plan:
     if callable(load_state_dict) and not isinstance(target, Parameter):
         if entry.kind != "state_dict":
             raise ValueError(f"{name!r}: the checkpoint holds a plain value there, not a state dict")
-        if entry.cls != type(target).__name__:
+        if entry.cls != _state_dict_class(target):
             raise ValueError(
                 f"{name!r}: the checkpoint holds the state of a {entry.cls}, which cannot be loaded into a "
-                f"{type(target).__name__} (load it with arrayopt.load and call load_state_dict to force it)"
+                f"{_state_dict_class(target)} (load it with arrayopt.load and call load_state_dict to force it)"
             )
         return _StateDictPlan(target, entry.value)
     if not isinstance(target, (Parameter, list, tuple, dict)):
