@@ -586,8 +586,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", help="save checkpoints here (rank 0)")
     parser.add_argument("--resume", help="resume from checkpoints written by another number of ranks")
+    parser.add_argument("--size", type=int, help="the number of ranks mpiexec was asked for")
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     args = parser.parse_args()
+    if args.size is not None and args.size != SIZE:
+        # e.g. an mpiexec of another MPI than the one mpi4py loaded: every process alone
+        raise SystemExit(f"asked for {args.size} ranks, but MPI.COMM_WORLD has {SIZE}: mpiexec and mpi4py's MPI differ")
     for name in args.scenarios:
         SCENARIOS[name]()
         COMM.Barrier()
