@@ -580,14 +580,14 @@ class _Reducer:
                 f"{self.who}: {inventory.labels[position]} has a sparse gradient; the distributed optimizers "
                 "average dense gradients only (call .to_dense() on it)"
             )
-        plan = self._plans.get(mask)
-        if plan is None:
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[mask] = _gradient_plan(inventory, mask)
-        divide = self.op == "mean" and channel.size > 1
-        for bucket in plan:
-            bucket.run(channel, divide)
+        if channel.size > 1:  # alone, the sum and the mean are the gradients themselves
+            plan = self._plans.get(mask)
+            if plan is None:
+                if len(self._plans) >= _MAX_PLANS:
+                    self._plans.clear()
+                plan = self._plans[mask] = _gradient_plan(inventory, mask)
+            for bucket in plan:
+                bucket.run(channel, self.op == "mean")
         if code != _LOSS:
             return None if closure else loss
         total = 0.0

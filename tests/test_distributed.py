@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -86,12 +87,14 @@ def test_import_without_mpi4py_says_what_to_install(tmp_path):
 # -- several ranks, under mpiexec ------------------------------------------------------------
 
 
-def run_ranks(n, *args):
-    """``mpiexec -n n python -m mpi4py mpi_scenarios.py args``: its output; fails on error or timeout."""
+def run_ranks(n, *args, script=SCRIPT, cwd=None):
+    """``mpiexec -n n python -m mpi4py script args``: its output; fails on error or timeout."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    command = [*MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", SCRIPT, "--size", str(n), *args]
+    if script == SCRIPT:
+        args = ("--size", str(n), *args)
+    command = [*MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", script, *args]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd, start_new_session=True
     )
     try:
         output, _ = process.communicate(timeout=TIMEOUT)
@@ -124,6 +127,18 @@ def test_two_then_three_ranks_then_one_process(tmp_path):
         assert numbers["zero_state_share_max"] < 1.0
     assert "ok checkpoint" in out3 and "ok checkpoint" in out1
     assert figures(out3)["zero_state_share_max"] < figures(out2)["zero_state_share_max"]
+
+
+@needs_mpiexec
+def test_the_guides_script_runs_and_resumes_on_another_number_of_ranks(tmp_path):
+    with open(os.path.join(os.path.dirname(HERE), "docs", "distributed.md")) as f:
+        text = f.read()
+    code = re.search(r"## A complete script.*?```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "fit.py").write_text(code)
+    first = run_ranks(2, script=str(tmp_path / "fit.py"), cwd=tmp_path)
+    assert "step 200" in first and "accuracy 0.8" in first and "on 2 ranks" in first, first
+    again = run_ranks(3, script=str(tmp_path / "fit.py"), cwd=tmp_path)  # resumes at step 300: nothing left
+    assert "step" not in again and again.split()[-4:] == [*first.split()[-4:-2], "3", "ranks"], again
 
 
 # -- one process: the wrappers' semantics ---------------------------------------------------------
@@ -324,7 +339,7 @@ def test_broadcast_parameters_takes_every_container(distributed):
         distributed.broadcast_parameters(params, comm=MPI.COMM_SELF)
     with pytest.raises(ValueError, match="root must be a rank"):
         distributed.broadcast_parameters(flat, root=1, comm=MPI.COMM_SELF)
-    with pytest.raises(TypeError, match="takes Parameters, got numpy.ndarray among them"):
+    with pytest.raises(TypeError, match=r"takes Parameters, got numpy\.ndarray among them"):
         distributed.broadcast_parameters([np.ones(2)], comm=MPI.COMM_SELF)
     with pytest.raises(TypeError, match="not an optimizer"):
         distributed.broadcast_parameters(arrayopt.SGD(flat, lr=0.1), comm=MPI.COMM_SELF)
