@@ -157,10 +157,14 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
         for row in result["rows"]:
+            if row["ranks"] > 1:
+                moved = f"{row['bytes'] / row['minimum']:.6f} ({row['bytes']:,} / {row['minimum']:,})"
+            else:
+                moved = f"alone: {row['bytes']} B, no allreduce"
             print(
                 f"| {row['workload']} | {row['ranks']} | {row['Adam']:.1f} | {row['dist']:.1f} | "
-                f"{row['dist'] / row['Adam']:.2f} | {row['dist'] - row['Adam']:.1f} | {row['allreduce']:.1f} | "
-                f"{row['bytes'] / row['minimum']:.6f} ({row['bytes']:,} / {row['minimum']:,}) |"
+                f"{row['dist'] / row['Adam']:.2f} | {row['dist'] - row['Adam']:.1f} | "
+                f"{row['allreduce']:.1f} | {moved} |"
             )
     for ranks, result in zip(args.ranks.split(","), results, strict=True):
         print(f"ZeRO(Adam) state per rank, {ranks} ranks: {result['zero_share']:.3f} of Adam's")
