@@ -845,7 +845,30 @@ def _forwarded(name: str) -> Any:
     return property(get, put, doc=f"The wrapped optimizer's ``{name}``.")
 
 
-class DistributedOptimizer(Optimizer):
+class _OnRanks(Optimizer):
+    """What the two distributed optimizers share: the communicator, ``op``, no pickling."""
+
+    _channel: _Channel
+    _reducer: _Reducer
+
+    @property
+    def comm(self) -> Any:
+        """The communicator."""
+        return self._channel.comm
+
+    @property
+    def op(self) -> str:
+        """``"mean"`` or ``"sum"``."""
+        return self._reducer.op
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"a {type(self).__name__} holds an MPI communicator and cannot be copied or pickled; "
+            "save its state_dict() instead (arrayopt.save)"
+        )
+
+
+class DistributedOptimizer(_OnRanks):
     """Data-parallel training with any optimizer: gradients are averaged over the ranks before each step.
 
     Every rank wraps an optimizer over its own copy of the same parameters (start them
@@ -952,16 +975,6 @@ class DistributedOptimizer(Optimizer):
         """The class whose state dict this is (checkpoints record it): the wrapped optimizer's."""
         return type(self.optimizer)
 
-    @property
-    def comm(self) -> Any:
-        """The communicator."""
-        return self._channel.comm
-
-    @property
-    def op(self) -> str:
-        """``"mean"`` or ``"sum"``."""
-        return self._reducer.op
-
     # -- stepping ------------------------------------------------------------------------
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -1019,12 +1032,6 @@ class DistributedOptimizer(Optimizer):
         """
         self.optimizer.load_state_dict(state_dict)
         self._reducer.check_values = True
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError(
-            "a DistributedOptimizer holds an MPI communicator and cannot be copied or pickled; "
-            "save its state_dict() instead (arrayopt.save)"
-        )
 
     def __repr__(self) -> str:
         return f"DistributedOptimizer({self.optimizer!r}, ranks={self._channel.size}, op={self.op!r})"
@@ -1109,7 +1116,7 @@ class _Shard:
         shard.has_grad[:] = parent.has_grad[self.lo : self.hi]
 
 
-class ZeroRedundancyOptimizer(Optimizer):
+class ZeroRedundancyOptimizer(_OnRanks):
     """Each rank keeps the optimizer state of a shard of the parameters (torch's ZeRO stage 1).
 
     The parameters are split into ``R`` shards of whole parameters, each a run of
@@ -1289,16 +1296,6 @@ class ZeroRedundancyOptimizer(Optimizer):
         return self._optimizer_class
 
     @property
-    def comm(self) -> Any:
-        """The communicator."""
-        return self._channel.comm
-
-    @property
-    def op(self) -> str:
-        """``"mean"`` or ``"sum"``."""
-        return self._reducer.op
-
-    @property
     def shard(self) -> list[Parameter]:
         """The parameters whose state this rank keeps, in order."""
         rank = self._channel.rank
@@ -1421,20 +1418,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                 f"ZeroRedundancyOptimizer: the optimizer state is not consolidated on rank {self._channel.rank}; "
                 f"call consolidate_state_dict(to={self._channel.rank}) on every rank first"
             )
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-        index: dict[int, int] = {}
-        groups = []
-        for group in self.param_groups:
-            packed = {k: v for k, v in group.items() if k != "params"}
-            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
-            groups.append(packed)
-        state_dict: StateDict = {"state": dict(self._consolidated), "param_groups": groups}
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
+        params, _ = _params_of(self.param_groups)
+        return self._packed_state_dict({params[k]: state for k, state in self._consolidated.items()})
 
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load a whole-model state dict, keeping this rank's shard; call it on every rank with the same dict.
@@ -1490,12 +1475,6 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._reducer.check_values = True
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError(
-            "a ZeroRedundancyOptimizer holds an MPI communicator and cannot be copied or pickled; "
-            "save its consolidated state_dict() instead (arrayopt.save)"
-        )
 
     def __repr__(self) -> str:
         text = (

@@ -424,6 +424,10 @@ class Optimizer:
         returned by reference, not copied (as torch): deep-copy the dict, or save it,
         before stepping again if you need a snapshot.
         """
+        return self._packed_state_dict(self.state)
+
+    def _packed_state_dict(self, state: Any) -> StateDict:
+        """``state`` (Parameter -> state) in torch's layout, with the state-dict hooks run."""
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         param_mappings: dict[int, int] = {}
@@ -440,7 +444,7 @@ class Optimizer:
             return packed
 
         param_groups = [pack_group(g) for g in self.param_groups]
-        packed_state = {(param_mappings[id(k)] if isinstance(k, Parameter) else k): v for k, v in self.state.items()}
+        packed_state = {(param_mappings[id(k)] if isinstance(k, Parameter) else k): v for k, v in state.items()}
         state_dict: StateDict = {"state": packed_state, "param_groups": param_groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)

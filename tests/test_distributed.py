@@ -308,14 +308,18 @@ def test_zero_refuses_what_it_cannot_shard_and_wants_consolidation(distributed):
         zero.load_state_dict(bad)
 
 
-def test_zero_state_is_a_shard_of_flat_storage(distributed):
-    """The local optimizer's flat state covers this rank's shard of the buffer only (here: all of it)."""
+def test_zero_steps_its_shard_of_flat_storage_in_place(distributed):
+    """The local optimizer's parameters are views of the ParameterList's buffer; its state is laid out flat."""
     params = arrayopt.ParameterList([np.ones(5), np.ones(3)])
     zero = distributed.ZeroRedundancyOptimizer(params, arrayopt.Adam, comm=MPI.COMM_SELF)
+    local = zero.optim.param_groups[0]["params"]
+    assert all(np.shares_memory(q.data, params.flat_data) for q in local)
+    assert all(q is not p and q.shape == p.shape for p, q in zip(params, local, strict=True))
     params.flat_grad = np.ones(8)
     zero.step()
     layouts = zero.optim._flat_layouts
     assert [layout.flat.shape for entry in layouts.values() for layout in entry.values()] == [(8,), (8,)]
+    assert zero.state[params[1]]["exp_avg"].base is not None  # a view into the flat layout
 
 
 @pytest.mark.parametrize(
