@@ -1433,13 +1433,7 @@ class ZeroRedundancyOptimizer(_OnRanks):
         """
         from arrayopt._state_check import check_state_dict
 
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
-        state_dict = state_dict.copy()
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
+        state_dict = self._pre_load(state_dict)
         probe = object.__new__(self._optimizer_class)
         probe.__dict__.update(param_groups=self.param_groups, defaults=self.defaults)
         check_state_dict(probe, state_dict)

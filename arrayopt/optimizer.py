@@ -452,6 +452,17 @@ class Optimizer:
                 state_dict = result
         return state_dict
 
+    def _pre_load(self, state_dict: Any) -> StateDict:
+        """A shallow copy of ``state_dict`` (a dict, or TypeError), through the load pre-hooks."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load state produced by :meth:`state_dict` (matching parameters by position).
 
@@ -466,13 +477,7 @@ class Optimizer:
         optimizer needs and are valid, and the state: keys, ``step`` counters, array
         shapes and dtypes (see ``arrayopt._state_check``).
         """
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
-        state_dict = state_dict.copy()
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
+        state_dict = self._pre_load(state_dict)
         check_state_dict(self, state_dict)
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
