@@ -456,12 +456,12 @@ class Optimizer:
         """A shallow copy of ``state_dict`` (a dict, or TypeError), through the load pre-hooks."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
-        state_dict = state_dict.copy()
+        loaded: StateDict = state_dict.copy()
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
+            result = pre_hook(self, loaded)
             if result is not None:
-                state_dict = result
-        return state_dict
+                loaded = result
+        return loaded
 
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load state produced by :meth:`state_dict` (matching parameters by position).
