@@ -247,7 +247,7 @@ class _Encoder:
             return {
                 "name": name,
                 "kind": "state_dict",
-                "class": _check_text(type(obj).__name__, f"{name}: the class name"),
+                "class": _check_text(_state_dict_class(obj), f"{name}: the class name"),
                 "value": self.value(value, name, 0),
             }
         return {"name": name, "kind": "value", "value": self.value(obj, name, 0)}
@@ -331,6 +331,17 @@ def _check_loadable(obj: Any, state_dict: Any, name: str) -> None:
         except (TypeError, ValueError, KeyError) as exc:
             message = exc.args[0] if exc.args else str(exc)
             raise type(exc)(f"{name}: this state dict would not load back, so it is not saved: {message}") from None
+
+
+def _state_dict_class(obj: Any) -> str:
+    """The class name a checkpoint records for ``obj``'s state dict.
+
+    An object whose state dict is laid out as another class's (the optimizers of
+    arrayopt.distributed: their wrapped or sharded optimizer's) names it in
+    ``_state_dict_class``, so the checkpoint loads into either.
+    """
+    cls = getattr(obj, "_state_dict_class", None)
+    return (cls if isinstance(cls, type) else type(obj)).__name__
 
 
 def _savable_key(key: Any) -> bool:
@@ -720,10 +731,10 @@ def _plan(name: str, target: Any, entry: _Entry) -> _Plan:
     if callable(load_state_dict) and not isinstance(target, Parameter):
         if entry.kind != "state_dict":
             raise ValueError(f"{name!r}: the checkpoint holds a plain value there, not a state dict")
-        if entry.cls != type(target).__name__:
+        if entry.cls != _state_dict_class(target):
             raise ValueError(
                 f"{name!r}: the checkpoint holds the state of a {entry.cls}, which cannot be loaded into a "
-                f"{type(target).__name__} (load it with arrayopt.load and call load_state_dict to force it)"
+                f"{_state_dict_class(target)} (load it with arrayopt.load and call load_state_dict to force it)"
             )
         return _StateDictPlan(target, entry.value)
     if not isinstance(target, (Parameter, list, tuple, dict)):

@@ -425,6 +425,10 @@ class Optimizer:
         returned by reference, not copied (as torch): deep-copy the dict, or save it,
         before stepping again if you need a snapshot.
         """
+        return self._packed_state_dict(self.state)
+
+    def _packed_state_dict(self, state: Any) -> StateDict:
+        """``state`` (Parameter -> state) in torch's layout, with the state-dict hooks run."""
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         param_mappings: dict[int, int] = {}
@@ -441,13 +445,24 @@ class Optimizer:
             return packed
 
         param_groups = [pack_group(g) for g in self.param_groups]
-        packed_state = {(param_mappings[id(k)] if isinstance(k, Parameter) else k): v for k, v in self.state.items()}
+        packed_state = {(param_mappings[id(k)] if isinstance(k, Parameter) else k): v for k, v in state.items()}
         state_dict: StateDict = {"state": packed_state, "param_groups": param_groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
                 state_dict = result
         return state_dict
+
+    def _pre_load(self, state_dict: Any) -> StateDict:
+        """A shallow copy of ``state_dict`` (a dict, or TypeError), through the load pre-hooks."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
+        loaded: StateDict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, loaded)
+            if result is not None:
+                loaded = result
+        return loaded
 
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load state produced by :meth:`state_dict` (matching parameters by position).
@@ -463,13 +478,7 @@ class Optimizer:
         optimizer needs and are valid, and the state: keys, ``step`` counters, array
         shapes and dtypes (see ``arrayopt._state_check``).
         """
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, but got {_typename(state_dict)}")
-        state_dict = state_dict.copy()
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
+        state_dict = self._pre_load(state_dict)
         check_state_dict(self, state_dict)
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])

@@ -39,7 +39,7 @@ autodoc_typehints_format = "short"
 autodoc_class_signature = "separated"
 # Signatures show annotations as written; several name optional libraries.
 autodoc_type_aliases: dict[str, str] = {}
-autodoc_mock_imports = ["cupy", "cupyx", "numba", "torch"]
+autodoc_mock_imports = ["cupy", "cupyx", "mpi4py", "numba", "torch"]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False

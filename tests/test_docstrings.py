@@ -41,7 +41,12 @@ def public_modules():
         for m in pkgutil.iter_modules(arrayopt.optimizers.__path__)
         if not m.name.startswith("_")
     ]
-    return [importlib.import_module(n) for n in names]
+    modules = [importlib.import_module(n) for n in names]
+    try:  # needs mpi4py and an MPI library (the 'mpi' extra)
+        modules.append(importlib.import_module("arrayopt.distributed"))
+    except ImportError:
+        pass
+    return modules
 
 
 def public_objects():
