@@ -302,6 +302,43 @@ def test_cupy_backend_code_runs_muon_like_numpy(monkeypatch):
         np.testing.assert_array_equal(fused[key], value, err_msg=key)
 
 
+# -- adjust_lr_fn="spectral_unclamped" (torch 2.14) ----------------------------------------------
+
+#: Not in the golden file (it predates torch 2.14): compared with a live torch 2.14 only.
+SPECTRAL_CASE = ("spectral_unclamped", mg.SMALL, {"lr": 0.02, "adjust_lr_fn": "spectral_unclamped"}, ())
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("dtype", mg.DTYPES)
+def test_spectral_unclamped_matches_torch(dtype, torch):
+    try:
+        torch.optim.Muon([torch.nn.Parameter(torch.zeros(2, 3))], adjust_lr_fn="spectral_unclamped")
+    except ValueError:
+        pytest.skip(f"torch {torch.__version__} has no adjust_lr_fn='spectral_unclamped': it came with torch 2.14")
+    inputs = mg.make_inputs(mg.SMALL, dtype)
+    _, shapes, kwargs, _ = SPECTRAL_CASE
+    ours = mg.run(arrayopt.Muon, kwargs, lambda a: arrayopt.Parameter(a), np.asarray, np.array, inputs, len(shapes))
+    worst_error(ours, mg.run_torch(SPECTRAL_CASE, inputs), dtype)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (6, 4), (5, 5), (2, 12)])
+def test_spectral_unclamped_scales_the_update_by_sqrt_rows_over_cols(shape):
+    """One step without weight decay moves by lr sqrt(A/B) O; "original" by lr sqrt(max(1, A/B)) O."""
+    rng = np.random.default_rng(7)
+    start, grad = rng.standard_normal(shape), rng.standard_normal(shape)
+    moves = {}
+    for fn in ("original", "spectral_unclamped"):
+        p = arrayopt.Parameter(start.copy())
+        p.grad = grad.copy()
+        Muon([p], lr=0.1, weight_decay=0.0, adjust_lr_fn=fn).step()
+        moves[fn] = p.data - start
+    rows, cols = shape
+    expected = (rows / cols) ** 0.5 / max(1.0, rows / cols) ** 0.5
+    np.testing.assert_allclose(moves["spectral_unclamped"], expected * moves["original"], rtol=1e-12, atol=0)
+    if rows < cols:
+        assert np.max(np.abs(moves["spectral_unclamped"])) < np.max(np.abs(moves["original"]))
+
+
 # -- constructor, groups, state ------------------------------------------------------------------
 
 
