@@ -33,6 +33,7 @@ def public_modules():
         "arrayopt.plotting",
         "arrayopt.swa_utils",
         "arrayopt.lr_scheduler",
+        "arrayopt.functional",
         "arrayopt.backends",
     ]
     names += [
