@@ -42,7 +42,7 @@ def _mount_source_backends() -> None:
 
 _mount_source_backends()
 
-from arrayopt import backends, functional, lr_scheduler, swa_utils  # noqa: E402
+from arrayopt import backends, functional, lr_scheduler, swa_utils, utils  # noqa: E402
 from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
@@ -98,4 +98,5 @@ __all__ = [
     "minimize",
     "save",
     "swa_utils",
+    "utils",
 ]

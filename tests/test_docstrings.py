@@ -34,6 +34,7 @@ def public_modules():
         "arrayopt.swa_utils",
         "arrayopt.lr_scheduler",
         "arrayopt.functional",
+        "arrayopt.utils",
         "arrayopt.backends",
     ]
     names += [
