@@ -645,6 +645,4 @@ def _parameter_pairs(target: Any, value: Any, path: str) -> Iterator[tuple[Param
         for i, (item, saved) in enumerate(zip(target, value, strict=True)):
             yield from _parameter_pairs(item, saved, f"{path}[{i}]")
     else:
-        raise TypeError(
-            f"{path}: cannot load into {_a(target)} (expected Parameters, lists, tuples and dicts)"
-        )
+        raise TypeError(f"{path}: cannot load into {_a(target)} (expected Parameters, lists, tuples and dicts)")
