@@ -8,7 +8,7 @@
 >>> opt.step()
 
 Same class names, arguments, defaults, ``param_groups`` and ``state_dict`` layout as
-torch.optim 2.13, and the same numbers. Each update rule is one elementwise function
+torch.optim 2.14, and the same numbers. Each update rule is one elementwise function
 at the top of ``arrayopt/optimizers/<name>.py``; ``arrayopt.backends`` runs it on
 NumPy, on CuPy (one fused kernel) or on any array-API library.
 """

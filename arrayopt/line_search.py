@@ -15,7 +15,7 @@ sufficient-decrease condition fails, the function stops decreasing, or the slope
 non-negative. It then *zooms*: cubic interpolation inside the bracket, moved to 0.1 of
 the bracket's width from an end when it lands too close to one twice in a row (or on
 it), until the conditions hold, the bracket is narrower than ``tolerance_change`` in
-parameter space, or ``max_ls`` evaluations are spent. This is torch 2.13's algorithm
+parameter space, or ``max_ls`` evaluations are spent. This is torch 2.14's algorithm (unchanged since 2.13)
 (``torch/optim/lbfgs.py``, itself after Mark Schmidt's minFunc) with the same
 arithmetic in the same order, so from the same numbers it picks the same steps.
 

@@ -1,4 +1,4 @@
-"""LBFGS against torch.optim.LBFGS 2.13: numbers, counters, state, errors.
+"""LBFGS against torch.optim.LBFGS 2.14 (maximize included): numbers, counters, state, errors.
 
 Three kinds of comparison (``lbfgs_parity`` runs both libraries the same way):
 

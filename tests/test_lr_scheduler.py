@@ -1,4 +1,4 @@
-"""Every scheduler against torch.optim.lr_scheduler 2.13: live (marker ``ref``) and golden.
+"""Every scheduler against torch.optim.lr_scheduler 2.14: live (marker ``ref``) and golden.
 
 The cases live in ``lr_cases.py``; ``make_lr_golden.py`` stores torch's results in
 ``golden/lr_scheduler.json`` so the schedules stay tested without torch. Numbers must

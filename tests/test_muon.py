@@ -1,9 +1,9 @@
-"""Muon against torch.optim.Muon 2.13, which runs its Newton–Schulz iteration in bfloat16.
+"""Muon against torch.optim.Muon 2.14, which runs its Newton–Schulz iteration in bfloat16.
 
 arrayopt rounds where torch rounds (float32, then bfloat16, after every operation),
 so what is left is the order in which torch's CPU kernels accumulate each float32 dot
-product. ``torch_cpu_matmul`` below emulates that order for the kernels torch 2.13
-dispatches to on an AVX2 CPU (worked out by probing them with sums whose rounding
+product. ``torch_cpu_matmul`` below emulates that order for the kernels torch 2.13 and
+2.14 dispatch to on an AVX2 CPU (worked out by probing them with sums whose rounding
 depends on the order); with it the iteration gives torch's bfloat16 matrices bit for
 bit, which pins down every other rounding. arrayopt itself accumulates exactly and
 rounds once: on small matrices that is again torch's result; on larger ones a float32
@@ -95,7 +95,7 @@ def _vectorized_dot(products):
 
 
 def torch_cpu_matmul(xp, a, b):
-    """``a @ b`` of bfloat16-valued float64 NumPy matrices, summed in float32 as torch 2.13's CPU does.
+    """``a @ b`` of bfloat16-valued float64 NumPy matrices, summed in float32 as torch 2.13 and 2.14 on the CPU do.
 
     The kernel depends on the operands' layouts (C order, or a transposed view), which
     the iteration reproduces: both C: four running sums; C and transposed: torch's

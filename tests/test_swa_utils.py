@@ -1,4 +1,4 @@
-"""arrayopt.swa_utils against torch.optim.swa_utils 2.13 (live, marker ``ref``, and golden).
+"""arrayopt.swa_utils against torch.optim.swa_utils 2.14 (live, marker ``ref``, and golden).
 
 The averages of the same parameter streams (``swa_cases.py``) must agree within 1e-12
 (float64) or 4 float32 ulp, relative to each parameter's largest magnitude. The one

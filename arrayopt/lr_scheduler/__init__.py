@@ -1,4 +1,4 @@
-"""Learning-rate schedulers with torch.optim.lr_scheduler's API (torch 2.13).
+"""Learning-rate schedulers with torch.optim.lr_scheduler's API (torch 2.14).
 
 ``from arrayopt.lr_scheduler import StepLR`` works as ``from torch.optim.lr_scheduler
 import StepLR`` does: same classes, arguments, defaults, state_dict contents, errors,

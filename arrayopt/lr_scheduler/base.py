@@ -1,4 +1,4 @@
-"""``LRScheduler``: the base every learning-rate scheduler builds on (torch.optim 2.13).
+"""``LRScheduler``: the base every learning-rate scheduler builds on (torch.optim 2.14).
 
 A scheduler owns no learning rate of its own: it rewrites ``group["lr"]`` in its
 optimizer's param groups. Construction records each group's ``initial_lr`` and
