@@ -60,24 +60,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from arrayopt import optimizers as _optimizers
 from arrayopt.backends import get_backend, is_array
 from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
-from arrayopt.optimizers import (
-    ASGD,
-    SGD,
-    Adadelta,
-    Adafactor,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    Muon,
-    NAdam,
-    RAdam,
-    RMSprop,
-    Rprop,
-    SparseAdam,
-)
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
@@ -292,7 +277,7 @@ def adadelta(
     kwargs = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize}
     kwargs.update(foreach=foreach, capturable=capturable, differentiable=differentiable)
     states = [_State("square_avg", "square_avgs", square_avgs), _State("acc_delta", "acc_deltas", acc_deltas)]
-    _apply("adadelta", Adadelta, kwargs, params, grads, states, state_steps)
+    _apply("adadelta", _optimizers.Adadelta, kwargs, params, grads, states, state_steps)
 
 
 def adafactor(
@@ -347,7 +332,7 @@ def adafactor(
         _State("col_var", "col_vars", col_vars),
         _State("variance", "variances", variances),
     ]
-    _apply("adafactor", Adafactor, kwargs, params, grads, states, state_steps)
+    _apply("adafactor", _optimizers.Adafactor, kwargs, params, grads, states, state_steps)
 
 
 def adagrad(
@@ -395,7 +380,8 @@ def adagrad(
     _no_amp("adagrad", grad_scale, found_inf)
     kwargs = {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay, "eps": eps, "maximize": maximize}
     kwargs.update(foreach=foreach, differentiable=differentiable, fused=fused)
-    _apply("adagrad", Adagrad, kwargs, params, grads, [_State("sum", "state_sums", state_sums)], state_steps)
+    states = [_State("sum", "state_sums", state_sums)]
+    _apply("adagrad", _optimizers.Adagrad, kwargs, params, grads, states, state_steps)
 
 
 def adam(
@@ -451,9 +437,8 @@ def adam(
     kwargs = {"lr": lr, "betas": _betas(beta1, beta2), "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad}
     kwargs.update(foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable)
     kwargs.update(fused=fused, decoupled_weight_decay=decoupled_weight_decay)
-    _apply(
-        "adam", Adam, kwargs, params, grads, _adam_states(exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad), state_steps
-    )
+    states = _adam_states(exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad)
+    _apply("adam", _optimizers.Adam, kwargs, params, grads, states, state_steps)
 
 
 def _adam_states(exp_avgs: Any, exp_avg_sqs: Any, max_exp_avg_sqs: Any, amsgrad: bool) -> list[_State]:
@@ -506,7 +491,7 @@ def adamax(
     kwargs = {"lr": lr, "betas": _betas(beta1, beta2), "eps": eps, "weight_decay": weight_decay}
     kwargs.update(foreach=foreach, maximize=maximize, differentiable=differentiable, capturable=capturable)
     states = [_State("exp_avg", "exp_avgs", exp_avgs), _State("exp_inf", "exp_infs", exp_infs)]
-    _apply("adamax", Adamax, kwargs, params, grads, states, state_steps)
+    _apply("adamax", _optimizers.Adamax, kwargs, params, grads, states, state_steps)
 
 
 def adamw(
@@ -556,7 +541,7 @@ def adamw(
     kwargs.update(foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable)
     kwargs.update(fused=fused)
     states = _adam_states(exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad)
-    _apply("adamw", AdamW, kwargs, params, grads, states, state_steps)
+    _apply("adamw", _optimizers.AdamW, kwargs, params, grads, states, state_steps)
 
 
 def asgd(
@@ -604,7 +589,7 @@ def asgd(
     kwargs = {"lr": lr, "lambd": lambd, "alpha": alpha, "t0": t0, "weight_decay": weight_decay}
     kwargs.update(foreach=foreach, maximize=maximize, differentiable=differentiable, capturable=capturable)
     states = [_State("ax", "axs", axs), _State("mu", "mus", mus), _State("eta", "etas", etas)]
-    _apply("asgd", ASGD, kwargs, params, grads, states, state_steps)
+    _apply("asgd", _optimizers.ASGD, kwargs, params, grads, states, state_steps)
 
 
 def muon(
@@ -649,7 +634,7 @@ def muon(
     kwargs = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov}
     kwargs.update(ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
     states = [_State("momentum_buffer", "muon_momentum_bufs", muon_momentum_bufs)]
-    _apply("muon", Muon, kwargs, params, grads, states)
+    _apply("muon", _optimizers.Muon, kwargs, params, grads, states)
 
 
 def nadam(
@@ -705,7 +690,7 @@ def nadam(
         _State("exp_avg_sq", "exp_avg_sqs", exp_avg_sqs),
         _State("mu_product", "mu_products", mu_products),
     ]
-    _apply("nadam", NAdam, kwargs, params, grads, states, state_steps)
+    _apply("nadam", _optimizers.NAdam, kwargs, params, grads, states, state_steps)
 
 
 def radam(
@@ -752,7 +737,7 @@ def radam(
     kwargs.update(decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, maximize=maximize)
     kwargs.update(capturable=capturable, differentiable=differentiable)
     states = [_State("exp_avg", "exp_avgs", exp_avgs), _State("exp_avg_sq", "exp_avg_sqs", exp_avg_sqs)]
-    _apply("radam", RAdam, kwargs, params, grads, states, state_steps)
+    _apply("radam", _optimizers.RAdam, kwargs, params, grads, states, state_steps)
 
 
 def rmsprop(
@@ -807,7 +792,7 @@ def rmsprop(
         _State("grad_avg", "grad_avgs", grad_avgs, needed=bool(centered)),
         _State("momentum_buffer", "momentum_buffer_list", momentum_buffer_list, needed=_positive(momentum)),
     ]
-    _apply("rmsprop", RMSprop, kwargs, params, grads, states, state_steps)
+    _apply("rmsprop", _optimizers.RMSprop, kwargs, params, grads, states, state_steps)
 
 
 def _positive(value: Any) -> bool:
@@ -859,7 +844,7 @@ def rprop(
     kwargs = {"etas": (etaminus, etaplus), "step_sizes": (step_size_min, step_size_max), "capturable": capturable}
     kwargs.update(foreach=foreach, maximize=maximize, differentiable=differentiable)
     states = [_State("prev", "prevs", prevs), _State("step_size", "step_sizes", step_sizes)]
-    _apply("rprop", Rprop, kwargs, params, grads, states, state_steps)
+    _apply("rprop", _optimizers.Rprop, kwargs, params, grads, states, state_steps)
 
 
 def sgd(
@@ -905,7 +890,7 @@ def sgd(
     kwargs.update(nesterov=nesterov, maximize=maximize, foreach=foreach, fused=fused)
     needed = _nonzero(momentum)
     states = [_State("momentum_buffer", "momentum_buffer_list", momentum_buffer_list, needed=needed)]
-    _apply("sgd", SGD, kwargs, params, d_p_list, states, grads_arg="d_p_list")
+    _apply("sgd", _optimizers.SGD, kwargs, params, d_p_list, states, grads_arg="d_p_list")
 
 
 def _nonzero(value: Any) -> bool:
@@ -955,4 +940,4 @@ def sparse_adam(
     """
     kwargs = {"lr": lr, "betas": _betas(beta1, beta2), "eps": eps, "maximize": maximize}
     states = [_State("exp_avg", "exp_avgs", exp_avgs), _State("exp_avg_sq", "exp_avg_sqs", exp_avg_sqs)]
-    _apply("sparse_adam", SparseAdam, kwargs, params, grads, states, state_steps, counted_by_caller=True)
+    _apply("sparse_adam", _optimizers.SparseAdam, kwargs, params, grads, states, state_steps, counted_by_caller=True)

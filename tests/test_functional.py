@@ -529,17 +529,7 @@ def test_no_host_sync_with_python_step_counts(name, monkeypatch):
     """With counts kept as Python numbers, a call only queues kernels (the probe of test_no_host_sync)."""
     import test_no_host_sync as probe
 
-    import cpu_elementwise
-
-    backend = cpu_elementwise.install_cupy_stand_in(monkeypatch)
-    monkeypatch.setitem(arrayopt.backends._BY_TYPE, probe.DeviceArray, backend)
-    module = __import__("arrayopt.backends.cupy", fromlist=["cupy"])
-
-    def asnumpy(array):
-        probe.READS.append("asnumpy")
-        return np.asarray(array)
-
-    monkeypatch.setattr(module.cupy, "asnumpy", asnumpy)
+    probe.install_probe(monkeypatch)
     on_device = lambda a: np.asarray(a, dtype=np.float32).view(probe.DeviceArray)  # noqa: E731
     w, m, v = on_device(np.ones((3, 4))), on_device(np.zeros((3, 4))), on_device(np.zeros((3, 4)))
     steps, buffers = [0], [None]

@@ -284,17 +284,7 @@ def test_clip_grad_value_refuses_complex_before_any_change():
 def test_cupy_norm_and_scaling_stay_on_the_device(kind, monkeypatch):
     import test_no_host_sync as probe
 
-    import cpu_elementwise
-
-    backend = cpu_elementwise.install_cupy_stand_in(monkeypatch)
-    monkeypatch.setitem(arrayopt.backends._BY_TYPE, probe.DeviceArray, backend)
-    module = __import__("arrayopt.backends.cupy", fromlist=["cupy"])
-
-    def asnumpy(array):
-        probe.READS.append("asnumpy")
-        return np.asarray(array)
-
-    monkeypatch.setattr(module.cupy, "asnumpy", asnumpy)
+    probe.install_probe(monkeypatch)
     allocate = arrayopt.flat.FlatBuffer._allocate
     monkeypatch.setattr(arrayopt.flat.FlatBuffer, "_allocate", lambda self: allocate(self).view(probe.DeviceArray))
     rng = np.random.default_rng(0)
