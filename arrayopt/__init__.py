@@ -8,7 +8,7 @@
 >>> opt.step()
 
 Same class names, arguments, defaults, ``param_groups`` and ``state_dict`` layout as
-torch.optim 2.13, and the same numbers. Each update rule is one elementwise function
+torch.optim 2.14, and the same numbers. Each update rule is one elementwise function
 at the top of ``arrayopt/optimizers/<name>.py``; ``arrayopt.backends`` runs it on
 NumPy, on CuPy (one fused kernel) or on any array-API library.
 """
@@ -42,7 +42,7 @@ def _mount_source_backends() -> None:
 
 _mount_source_backends()
 
-from arrayopt import backends, lr_scheduler, swa_utils  # noqa: E402
+from arrayopt import backends, functional, lr_scheduler, swa_utils, utils  # noqa: E402
 from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
@@ -91,10 +91,12 @@ __all__ = [
     "SparseGrad",
     "__version__",
     "backends",
+    "functional",
     "load",
     "load_into",
     "lr_scheduler",
     "minimize",
     "save",
     "swa_utils",
+    "utils",
 ]

@@ -66,6 +66,7 @@ from arrayopt.backends.archive import (
     is_host_scalar,
     write_archive,
 )
+from arrayopt.flat import ParameterDict, ParameterList
 from arrayopt.parameter import Parameter
 
 try:
@@ -87,6 +88,12 @@ _FRESH_SECONDS = 60.0  # Windows only: a temporary file this recent may belong t
 _PathOrFile = str | os.PathLike[str] | IO[bytes]
 
 
+def _a(obj: Any) -> str:
+    """``"a <type>"`` or ``"an <type>"`` for ``obj``'s type name."""
+    name = _typename(obj)
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
 # -- saving ---------------------------------------------------------------------------
 
 
@@ -104,7 +111,9 @@ def save(path: _PathOrFile, /, **objects: Any) -> None:
               (gradients are not saved); arrays of any library are saved with their
               dtype; None, bool, int, float (NaN and infinities too), complex and
               str as themselves; lists, tuples, dicts (keys: str, int, float, bool,
-              None or tuples of them) and ``Counter`` recursively.
+              None or tuples of them) and ``Counter`` recursively. A
+              :class:`~arrayopt.ParameterList` is saved as the list of its arrays, a
+              :class:`~arrayopt.ParameterDict` as the dict of its arrays by name.
 
     Raises:
         TypeError: for anything else (functions, lambdas, arbitrary objects, arrays
@@ -274,6 +283,10 @@ class _Encoder:
             return _check_text(str(value), path)
         if isinstance(value, complex):
             return {"complex": [self.value(float(value.real), path, depth), self.value(float(value.imag), path, depth)]}
+        if isinstance(value, ParameterList):  # saved as the list of its arrays
+            value = list(value)
+        elif isinstance(value, ParameterDict):  # saved as the dict of its arrays, by name
+            value = dict(value.named_parameters())
         if isinstance(value, (list, tuple, dict)):
             return self._container(value, path, depth)
         if callable(value):
@@ -284,7 +297,7 @@ class _Encoder:
                 "recreate them when you rebuild the object"
             )
         raise TypeError(
-            f"{path}: cannot save a {_typename(value)}; a checkpoint holds None, bool, int, float, complex, str, "
+            f"{path}: cannot save {_a(value)}; a checkpoint holds None, bool, int, float, complex, str, "
             "arrays, Parameters, and lists, tuples, dicts and Counters of them"
         )
 
@@ -406,8 +419,8 @@ def load_into(path: _PathOrFile, /, *, xp: Any = None, **objects: Any) -> dict[s
     * an optimizer: its ``load_state_dict`` (the entry must come from the same class);
     * another object with ``load_state_dict`` (LR scheduler, averaged model): the
       same, for the same class;
-    * a Parameter, or a list, tuple or dict of Parameters: the saved arrays are
-      copied into them in place (same structure and shapes; values are converted to
+    * a Parameter, a ParameterList or ParameterDict, or a list, tuple or dict of
+      Parameters: the saved arrays are copied into them in place (same structure and shapes; values are converted to
       each Parameter's dtype, library and device; complex into real is refused).
 
     Everything that can be checked without changing an object is checked first. If
@@ -641,7 +654,7 @@ class _Decoder:
                     raise ValueError(f"corrupted metadata at {path}")
                 key = self.value(pair[0], path, depth + 1)
                 if not _savable_key(key):
-                    raise ValueError(f"corrupted metadata at {path}: a dict key is a {_typename(key)}")
+                    raise ValueError(f"corrupted metadata at {path}: a dict key is {_a(key)}")
                 out[key] = self.value(pair[1], f"{path}[{key!r}]", depth + 1)
             return Counter(out) if tag == "counter" else out
         if tag == "float" and body in ("nan", "inf", "-inf"):
@@ -737,10 +750,11 @@ def _plan(name: str, target: Any, entry: _Entry) -> _Plan:
                 f"{_state_dict_class(target)} (load it with arrayopt.load and call load_state_dict to force it)"
             )
         return _StateDictPlan(target, entry.value)
-    if not isinstance(target, (Parameter, list, tuple, dict)):
+    if not isinstance(target, (Parameter, list, tuple, dict, ParameterList, ParameterDict)):
         raise TypeError(
-            f"{name!r}: cannot load into a {_typename(target)}; load_into takes optimizers, objects with "
-            "load_state_dict (schedulers, averaged models), Parameters, and lists, tuples and dicts of Parameters"
+            f"{name!r}: cannot load into {_a(target)}; load_into takes optimizers, objects with "
+            "load_state_dict (schedulers, averaged models), Parameters, ParameterLists, ParameterDicts, and lists, "
+            "tuples and dicts of Parameters"
         )
     if entry.kind != "value":
         raise ValueError(f"{name!r}: the checkpoint holds the state dict of a {entry.cls} there, not arrays")
@@ -749,9 +763,13 @@ def _plan(name: str, target: Any, entry: _Entry) -> _Plan:
 
 def _parameter_pairs(target: Any, value: Any, path: str) -> Iterator[tuple[Parameter, Any]]:
     """``(parameter, new array)`` for every Parameter in ``target``, converted and checked."""
+    if isinstance(target, ParameterList):
+        target = list(target)
+    elif isinstance(target, ParameterDict):
+        target = dict(target.named_parameters())
     if isinstance(target, Parameter):
         if not is_array(value):
-            raise TypeError(f"{path}: the checkpoint holds a {_typename(value)}, not an array")
+            raise TypeError(f"{path}: the checkpoint holds {_a(value)}, not an array")
         if tuple(value.shape) != target.shape:
             raise ValueError(
                 f"{path}: the checkpoint holds shape {tuple(value.shape)}, but the Parameter has {target.shape}"
@@ -764,7 +782,7 @@ def _parameter_pairs(target: Any, value: Any, path: str) -> Iterator[tuple[Param
         yield target, backend.convert(value, target.data, cast=True)
     elif isinstance(target, dict):
         if not isinstance(value, dict):
-            raise TypeError(f"{path}: the checkpoint holds a {_typename(value)}, not a dict")
+            raise TypeError(f"{path}: the checkpoint holds {_a(value)}, not a dict")
         if set(target) != set(value):
             missing, extra = set(target) - set(value), set(value) - set(target)
             raise ValueError(
@@ -775,12 +793,10 @@ def _parameter_pairs(target: Any, value: Any, path: str) -> Iterator[tuple[Param
             yield from _parameter_pairs(item, value[key], f"{path}[{key!r}]")
     elif isinstance(target, (list, tuple)):
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{path}: the checkpoint holds a {_typename(value)}, not a list")
+            raise TypeError(f"{path}: the checkpoint holds {_a(value)}, not a list")
         if len(value) != len(target):
             raise ValueError(f"{path}: the checkpoint holds {len(value)} items, the target {len(target)}")
         for i, (item, saved) in enumerate(zip(target, value, strict=True)):
             yield from _parameter_pairs(item, saved, f"{path}[{i}]")
     else:
-        raise TypeError(
-            f"{path}: cannot load into a {_typename(target)} (expected Parameters, lists, tuples and dicts)"
-        )
+        raise TypeError(f"{path}: cannot load into {_a(target)} (expected Parameters, lists, tuples and dicts)")

@@ -972,7 +972,7 @@ class DistributedOptimizer(_OnRanks):
 
     @property
     def _state_dict_class(self) -> type:
-        """The class whose state dict this is (checkpoints record it): the wrapped optimizer's."""
+        """The class whose state dict this is (checkpoints record it), the wrapped optimizer's."""
         return type(self.optimizer)
 
     # -- stepping ------------------------------------------------------------------------
@@ -1315,7 +1315,7 @@ class ZeroRedundancyOptimizer(_OnRanks):
 
     @property  # type: ignore[override]
     def state(self) -> dict[Parameter, Any]:
-        """This rank's state: each parameter of its shard mapped to its state dict."""
+        """This rank's state, each parameter of its shard mapped to its state dict."""
         optim = self.__dict__.get("optim")
         if optim is None:
             return self.__dict__.setdefault("_early_state", {})  # type: ignore[no-any-return]

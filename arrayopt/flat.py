@@ -382,7 +382,7 @@ class _FlatStorage:
 
     @property
     def flat_data(self) -> Any:
-        """All values as one 1-D array: the buffer itself, so writing into it writes the Parameters.
+        """All values as one 1-D array, the buffer itself (writing into it writes the Parameters).
 
         Needs a single (library, device, dtype). Assigning a 1-D array of the total
         size copies it in. Where the library has no writable views (see the module

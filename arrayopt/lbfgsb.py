@@ -617,12 +617,12 @@ class LbfgsbMemory:
 
     @property
     def Y(self) -> Any:
-        """The gradient changes, one per slot: an ``(m, n)`` view."""
+        """The gradient changes, one per slot, as an ``(m, n)`` view."""
         return self.pairs[:, 0, :]
 
     @property
     def S(self) -> Any:
-        """The steps, one per slot: an ``(m, n)`` view."""
+        """The steps, one per slot, as an ``(m, n)`` view."""
         return self.pairs[:, 1, :]
 
     def _rows(self) -> Any:
@@ -1369,7 +1369,7 @@ class LbfgsInvHessProduct:
 
     @property
     def T(self) -> "LbfgsInvHessProduct":
-        """The transpose: ``H`` itself."""
+        """The transpose, ``H`` itself."""
         return self
 
     def todense(self) -> Any:

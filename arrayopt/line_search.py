@@ -17,7 +17,8 @@ the bracket's width from an end when it lands too close to one twice in a row (o
 it), until the conditions hold, the bracket is narrower than ``tolerance_change`` in
 parameter space, or ``max_ls`` evaluations are spent. A bracket whose two ends are the
 same step (a step of 0, from ``lr=0``) ends the search there, with ``converged``
-False; torch divides by zero in that case (ZeroDivisionError, or NaN steps). This is torch 2.13's algorithm
+False; torch divides by zero in that case (ZeroDivisionError, or NaN steps). This is
+torch 2.14's algorithm (unchanged since 2.13)
 (``torch/optim/lbfgs.py``, itself after Mark Schmidt's minFunc) with the same
 arithmetic in the same order, so from the same numbers it picks the same steps.
 

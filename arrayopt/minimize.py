@@ -473,7 +473,8 @@ def _run_lbfgs(
     report: Callable[[Any, float], bool] | None,
 ) -> OptimizeResult:
     kwargs: dict[str, Any] = {}
-    valid = set(inspect.signature(LBFGS).parameters) - {"params"}
+    # minimize minimises: LBFGS's maximize (which negates what _last_eval reports) is not an option
+    valid = set(inspect.signature(LBFGS).parameters) - {"params", "maximize"}
     for key, value in options.items():
         name = _LBFGS_ALIASES.get(key, key)
         if name not in valid:

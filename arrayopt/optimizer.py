@@ -368,7 +368,15 @@ class Optimizer:
             group["param_names"] = names
         for param in params:
             if not isinstance(param, Parameter):
-                raise TypeError("optimizer can only optimize Parameters, but one of the params is " + _typename(param))
+                hint = ""
+                if isinstance(param, str):  # the names a dict or ParameterDict iterates over
+                    hint = (
+                        " (a ParameterDict, like a dict, iterates over its names: pass .parameters(), or "
+                        ".named_parameters() to keep the names)"
+                    )
+                raise TypeError(
+                    "optimizer can only optimize Parameters, but one of the params is " + _typename(param) + hint
+                )
         for name, default in self.defaults.items():
             if default is required and name not in group:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
@@ -376,9 +384,9 @@ class Optimizer:
         check_group_values(self, group, f"param group {len(self.param_groups)}", skip_defaults=True)
         if warn and len(params) != len(set(params)):
             warnings.warn(
-                "optimizer contains a parameter group with duplicate parameters; "
-                "in future, this will cause an error; "
-                "see github.com/pytorch/pytorch/issues/40967 for more information",
+                "optimizer contains a parameter group with duplicate parameters; each occurrence is "
+                "updated, so a duplicated parameter moves more than once per step (torch.optim plans "
+                "to refuse this): list each parameter once",
                 stacklevel=3,
             )
         param_set: set[Parameter] = set()

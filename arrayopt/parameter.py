@@ -85,7 +85,10 @@ class Parameter:
         try:
             backend = get_backend(value)
         except TypeError:
-            raise TypeError(f"{self._label()}: data must be an array, got {_typename(value)}") from None
+            hint = ""
+            if isinstance(value, (int, float, complex, list, tuple)) and not isinstance(value, bool):
+                hint = " (make one with your array library's asarray, e.g. np.asarray(x))"
+            raise TypeError(f"{self._label()}: data must be an array, got {_typename(value)}{hint}") from None
         if self._flat is not None:
             # Flat storage keeps its layout: the values are copied into the view.
             self._check_match(value, "new data", self._data, "data")
@@ -103,7 +106,7 @@ class Parameter:
 
     @property
     def grad(self) -> Any:
-        """The gradient: an array, a :class:`~arrayopt.SparseGrad`, or None (the optimizer skips it).
+        """The gradient, an array or a :class:`~arrayopt.SparseGrad`; None (the optimizer skips it) before one is set.
 
         For a flat Parameter, assigning an array copies it into the parameter's slice
         of the flat gradient buffer, and ``grad`` is then that slice; flat Parameters

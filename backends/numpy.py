@@ -124,7 +124,10 @@ class NumPyBackend(Backend):
 
     def parameter_problem(self, array: Any) -> str | None:
         if not isinstance(array, numpy.ndarray):
-            return f"a NumPy parameter must be an ndarray, got the scalar {array!r}"
+            return (
+                f"a NumPy parameter must be an ndarray, got the scalar {array!r}; NumPy scalars cannot be "
+                "updated in place: pass np.asarray(x), a 0-d array"
+            )
         if not array.flags.writeable:
             return "the array is read-only"
         return super().parameter_problem(array)

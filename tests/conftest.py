@@ -48,7 +48,7 @@ def xp(request):
 
 @pytest.fixture
 def torch():
-    """torch, when importable (the live parity tests need torch==2.13.0)."""
+    """torch, when importable (the live parity tests need torch==2.14.1, the reference)."""
     module = pytest.importorskip("torch")
     module.set_num_threads(1)
     return module

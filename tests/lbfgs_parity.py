@@ -128,6 +128,23 @@ def _long_scenarios() -> list[Scenario]:
 
 LONG_SCENARIOS = _long_scenarios()
 
+#: ``maximize=True`` (torch 2.14) on the negated problems, with and without the
+#: strong-Wolfe search: live torch only (the golden file predates the argument).
+MAXIMIZE_SCENARIOS = [
+    Scenario(problem, dtype, {**kwargs, "maximize": True}, steps)
+    for problem, dtype, steps in (
+        ("rosenbrock-2", "float64", 6),
+        ("classify-8", "float64", 8),
+        ("quadratic-20", "float32", 4),
+    )
+    for kwargs in ({"line_search_fn": SW, "max_iter": 4}, {"lr": 0.5, "max_iter": 4})
+] + [
+    Scenario(
+        "complexls-6", "complex128", {"line_search_fn": SW, "history_size": 3, "max_iter": 6, "maximize": True}, 6
+    ),
+    Scenario("splitquad-18", "float64", {"lr": 0.2, "history_size": 2, "max_iter": 5, "maximize": True}, 8),
+]
+
 
 def _record(out: Trajectory, step: int, loss: Any, datas: list[np.ndarray], state: dict[str, Any]) -> None:
     out[f"step{step}/loss"] = np.float64(float(loss))
@@ -150,9 +167,13 @@ def _record_state(out: Trajectory, state: dict[str, Any], to_numpy: Any) -> None
         out[f"state/{key}"] = np.float64(float(to_numpy(value)) if hasattr(value, "shape") else value)
 
 
-def _closure_for(problem: Problem, params: list[Any], xp: Any, set_grad: Any, data_of: Any) -> Any:
+def _closure_for(problem: Problem, params: list[Any], xp: Any, set_grad: Any, data_of: Any, sign: int = 1) -> Any:
+    """The closure of ``problem``; ``sign=-1`` gives the negated loss and gradients (to maximise)."""
+
     def closure() -> Any:
         loss, grads = problem.loss_and_grad(xp, [data_of(p) for p in params])
+        if sign < 0:  # exact: the maximised run sees bit for bit the numbers of the minimised one
+            loss, grads = -loss, [None if g is None else -g for g in grads]
         for p, g in zip(params, grads, strict=True):
             set_grad(p, g)
         return loss
@@ -201,7 +222,8 @@ def _run(scenario: Scenario, problem: Problem, build: Any, data_of: Any, set_gra
     params, opt = build(problem.init(scenario.dtype))
     out: Trajectory = {}
     for step in range(scenario.steps):
-        loss = opt.step(_closure_for(problem, params, xp, set_grad, data_of))
+        sign = -1 if scenario.kwargs.get("maximize", False) else 1
+        loss = opt.step(_closure_for(problem, params, xp, set_grad, data_of, sign))
         state = opt.state[params[0]]
         _record(out, step, loss, [to_numpy(data_of(p)) for p in params], state)
         if step == scenario.steps // 2 - 1:

@@ -311,7 +311,7 @@ def run_case(
                 opt.load_state_dict(opt_state)
                 sched.load_state_dict(sched_state)
                 lr_objects = [g["lr"] for g in opt.param_groups]
-    out["warnings"] = [str(w.message) for w in caught]
+    out["warnings"] = [torch_text(str(w.message)) for w in caught]
     out["lr_kept"] = [g["lr"] is lr for g, lr in zip(opt.param_groups, lr_objects, strict=True)]
     return out
 
@@ -355,7 +355,7 @@ def run_epoch_case(lib: str, name: str) -> dict[str, Any]:
             opt.step()
             sched.step(epoch)
             _append(out, snapshot(opt, sched))
-    out["warnings"] = [str(w.message) for w in caught]
+    out["warnings"] = [torch_text(str(w.message)) for w in caught]
     return out
 
 
@@ -504,6 +504,44 @@ def run_error_case(lib: str, name: str) -> tuple[str, str] | None:
 
 # -- warnings ------------------------------------------------------------------------------
 
+#: torch's texts of the warnings arrayopt words in its own terms (they sent the reader to
+#: pytorch.org, PyTorch's issue tracker and "PyTorch 1.1.0"), from torch's
+#: torch/optim/lr_scheduler.py; the comparisons with torch and the golden file map
+#: arrayopt's texts back to these.
+_TORCH_ORDER_URL = "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+_TORCH_TEXTS = {
+    "STEP_ORDER_WARNING": (
+        "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
+        "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
+        "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "
+        "will result in PyTorch skipping the first value of the learning rate schedule. "
+        f"See more details at {_TORCH_ORDER_URL}"
+    ),
+    "STEP_OVERRIDDEN_WARNING": (
+        "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
+        "initialization. Please, make sure to call `optimizer.step()` before "
+        f"`lr_scheduler.step()`. See more details at {_TORCH_ORDER_URL}"
+    ),
+    "EPOCH_DEPRECATION_WARNING": (
+        "The epoch parameter in `scheduler.step()` was not necessary and is being "
+        "deprecated where possible. Please use `scheduler.step()` to step the "
+        "scheduler. During the deprecation, if epoch is different from None, the "
+        "closed form is used instead of the new chainable form, where available. "
+        "Please open an issue if you are unable to replicate your use case: "
+        "https://github.com/pytorch/pytorch/issues/new/choose."
+    ),
+}
+
+
+def torch_text(message: str) -> str:
+    """``message``, or torch's text of it where arrayopt words a warning its own way."""
+    from arrayopt.lr_scheduler import base
+
+    for name, text in _TORCH_TEXTS.items():
+        if message == getattr(base, name):
+            return text
+    return message
+
 
 def _order_wrong(m: Any, opt: Any) -> None:
     sched = m.StepLR(opt, 3)
@@ -566,7 +604,7 @@ def run_warning_case(lib: str, name: str) -> list[list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         body(namespace(lib), opt)
-    return [[w.category.__name__, str(w.message)] for w in caught]
+    return [[w.category.__name__, torch_text(str(w.message))] for w in caught]
 
 
 # -- state_dict contents -------------------------------------------------------------------

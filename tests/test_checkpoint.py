@@ -325,7 +325,7 @@ def test_objects_with_state_dict_round_trip_and_keep_their_class(tmp_path):
         arrayopt.load_into(path, scheduler=opt)
     with pytest.raises(KeyError, match=r"the checkpoint has no entry 'optimizer' \(it holds 'scheduler'\)"):
         arrayopt.load_into(path, optimizer=opt)
-    with pytest.raises(TypeError, match=r"'scheduler': cannot load into a int"):
+    with pytest.raises(TypeError, match=r"'scheduler': cannot load into an int"):
         arrayopt.load_into(path, scheduler=3)
 
 
@@ -964,3 +964,50 @@ def test_a_json_number_that_does_not_fit_a_float_is_refused():
             load_bytes(rewrite({"arrayopt.json": meta}))
     meta = meta_with(objects=[{"name": "x", "kind": "value", "value": 1e308}], arrays=[])
     assert load_bytes(rewrite({"arrayopt.json": meta}))["x"] == 1e308
+
+
+# -- ParameterList and ParameterDict (issue 19) ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_parameter_lists_and_dicts_save_and_load_into(kind, xp):
+    arrays = {"w": xp.asarray(np.arange(6.0).reshape(2, 3)), "b": xp.asarray(np.array([0.5, -1.0]))}
+    if kind == "list":
+        params = arrayopt.ParameterList(list(arrays.values()), names=list(arrays))
+        members, expected = list(params), [to_numpy(a) for a in arrays.values()]
+    else:
+        params = arrayopt.ParameterDict(arrays)
+        members, expected = list(params.values()), {k: to_numpy(a) for k, a in arrays.items()}
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, params=params)
+    buffer.seek(0)
+    saved = arrayopt.load(buffer)["params"]
+    assert type(saved) is type(expected)
+    if kind == "dict":
+        assert list(saved) == list(expected)
+        saved, expected = list(saved.values()), list(expected.values())
+    for a, b in zip(saved, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for p in members:
+        p.data = p.data * 0.0
+    buffer.seek(0)
+    arrayopt.load_into(buffer, params=params)
+    for p, a in zip(members, arrays.values(), strict=True):
+        np.testing.assert_array_equal(to_numpy(p.data), to_numpy(a))
+
+
+def test_a_parameter_dict_loads_only_its_own_names():
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, params=arrayopt.ParameterDict({"w": np.ones(2)}))
+    target = arrayopt.ParameterDict({"v": np.zeros(2)})
+    buffer.seek(0)
+    with pytest.raises(ValueError, match="keys differ"):
+        arrayopt.load_into(buffer, params=target)
+    np.testing.assert_array_equal(target["v"].data, np.zeros(2))
+
+
+def test_type_names_take_their_article():
+    with pytest.raises(TypeError, match=r"x: cannot save an object;"):
+        arrayopt.save(io.BytesIO(), x=object())
+    with pytest.raises(TypeError, match=r"x: cannot save a set;"):
+        arrayopt.save(io.BytesIO(), x={1})

@@ -34,6 +34,8 @@ def public_modules():
         "arrayopt.plotting",
         "arrayopt.swa_utils",
         "arrayopt.lr_scheduler",
+        "arrayopt.functional",
+        "arrayopt.utils",
         "arrayopt.backends",
     ]
     names += [
@@ -105,3 +107,22 @@ def test_public_object_has_a_full_docstring(name, obj):
         if inspect.isclass(obj) and obj.__init__.__doc__:
             class_doc += inspect.getdoc(obj.__init__)
         assert "Args:" in class_doc or "Parameters" in class_doc, f"{name}: no Args section"
+
+
+def test_property_docstrings_do_not_start_with_a_napoleon_type():
+    """Napoleon reads a property docstring's ``text: more`` first line as ``Type: text`` (issue 19)."""
+    import re
+
+    offenders = []
+    for name, obj in PUBLIC:
+        if not inspect.isclass(obj):
+            continue
+        for klass in obj.__mro__:
+            if not klass.__module__.startswith("arrayopt"):
+                continue
+            for attribute, value in vars(klass).items():
+                if isinstance(value, property) and value.__doc__:
+                    first = value.__doc__.strip().splitlines()[0]
+                    if re.match(r"^[^:`]+:(\s|$)", first):
+                        offenders.append(f"{name}.{attribute}: {first}")
+    assert not offenders, offenders

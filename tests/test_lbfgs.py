@@ -1,4 +1,4 @@
-"""LBFGS against torch.optim.LBFGS 2.13: numbers, counters, state, errors.
+"""LBFGS against torch.optim.LBFGS 2.14 (maximize included): numbers, counters, state, errors.
 
 Three kinds of comparison (``lbfgs_parity`` runs both libraries the same way):
 
@@ -124,6 +124,82 @@ def test_loads_torchs_state_dict_and_continues_as_torch(torch):
             assert state["n_iter"] == topt.state[tparams[0]]["n_iter"]
 
 
+# -- maximize (torch 2.14) --------------------------------------------------------------
+
+
+def _needs_maximize(torch_module):
+    import inspect
+
+    if "maximize" not in inspect.signature(torch_module.optim.LBFGS).parameters:
+        pytest.skip(f"torch {torch_module.__version__} has no LBFGS(maximize=...): it came with torch 2.14")
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("scenario", lp.MAXIMIZE_SCENARIOS, ids=str)
+def test_maximize_matches_torch(scenario, torch):
+    """maximize=True with and without strong Wolfe: torch's numbers, and its bits with aligned arithmetic."""
+    _needs_maximize(torch)
+    ours = lp.run_arrayopt(scenario, np)
+    live = {k: v for k, v in lp.run_torch(scenario).items() if not k.startswith("state/")}
+    worst, mismatched = lp.compare({k: v for k, v in ours.items() if not k.startswith("state/")}, live, state=False)
+    assert not mismatched, mismatched[:5]
+    assert worst <= lp.TOLERANCE[scenario.dtype], f"max relative error {worst:.3e}"
+    worst, mismatched = lp.compare(ours, lp.run_torch(scenario, aligned=True), state=True)
+    assert not mismatched and worst == 0.0, (mismatched[:5], worst)
+
+
+@pytest.mark.parametrize("scenario", lp.MAXIMIZE_SCENARIOS, ids=str)
+def test_maximizing_is_minimizing_the_negation_bit_for_bit(scenario, xp):
+    """Negation is exact, so maximising -f retraces the minimisation of f: only the returned losses flip sign."""
+    maximized = lp.run_arrayopt(scenario, xp)
+    plain = dict(scenario.kwargs)
+    del plain["maximize"]
+    minimized = lp.run_arrayopt(lp.Scenario(scenario.problem, scenario.dtype, plain, scenario.steps), xp)
+    assert set(maximized) == set(minimized)
+    for key, value in minimized.items():
+        expected = -value if key.endswith("/loss") else value
+        np.testing.assert_array_equal(maximized[key], expected, err_msg=key)
+
+
+def test_maximize_is_a_keyword_only_group_option_and_old_state_dicts_load():
+    p = arrayopt.Parameter(np.zeros(2))
+    with pytest.raises(TypeError):
+        arrayopt.LBFGS([p], 1, 20, None, 1e-7, 1e-9, 100, None, True)
+    opt = arrayopt.LBFGS([p], maximize=True)
+    assert opt.param_groups[0]["maximize"] is True and opt.defaults["maximize"] is True
+    saved = arrayopt.LBFGS([arrayopt.Parameter(np.zeros(2))]).state_dict()
+    del saved["param_groups"][0]["maximize"]  # as torch 2.13 and earlier saved it
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["maximize"] is False
+
+
+def test_a_group_without_parameters_only_evaluates_the_closure():
+    calls = []
+
+    def closure():
+        calls.append(1)
+        return 2.5
+
+    opt = arrayopt.LBFGS([{"params": []}], line_search_fn="strong_wolfe")
+    assert opt.step(closure) == 2.5 and calls == [1]
+    assert opt.state_dict()["state"] == {}
+
+
+@pytest.mark.ref
+def test_a_group_without_parameters_steps_as_torch(torch):
+    if "maximize" not in __import__("inspect").signature(torch.optim.LBFGS).parameters:
+        pytest.skip("torch 2.13 fails on an empty group; torch 2.14 evaluates the closure")
+    topt = torch.optim.LBFGS([{"params": []}])
+    opt = arrayopt.LBFGS([{"params": []}])
+    assert opt.step(lambda: 1.5) == topt.step(lambda: 1.5) == 1.5
+    assert opt.state_dict() == topt.state_dict()
+
+
+def test_minimize_does_not_take_maximize():
+    with pytest.raises(TypeError, match="unknown option 'maximize'"):
+        arrayopt.minimize(lambda x: (float(x @ x), 2 * x), np.ones(2), jac=True, options={"maximize": True})
+
+
 # -- behaviour ------------------------------------------------------------------------
 
 
@@ -189,6 +265,8 @@ def test_state_dict_layout_matches_torch(torch):
     topt = torch.optim.LBFGS([tp], max_iter=3, line_search_fn="strong_wolfe")
     topt.step(tclosure)
     ours, theirs = opt.state_dict(), topt.state_dict()
+    if "maximize" not in theirs["param_groups"][0]:  # torch before 2.14
+        del ours["param_groups"][0]["maximize"]
     assert ours["param_groups"] == theirs["param_groups"]
     assert list(ours["state"]) == list(theirs["state"]) == [0]
     assert list(ours["state"][0]) == list(theirs["state"][0])

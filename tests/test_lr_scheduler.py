@@ -1,4 +1,4 @@
-"""Every scheduler against torch.optim.lr_scheduler 2.13: live (marker ``ref``) and golden.
+"""Every scheduler against torch.optim.lr_scheduler 2.14: live (marker ``ref``) and golden.
 
 The cases live in ``lr_cases.py``; ``make_lr_golden.py`` stores torch's results in
 ``golden/lr_scheduler.json`` so the schedules stay tested without torch. Numbers must
@@ -396,7 +396,28 @@ def test_submodule_imports_like_torch():
 @pytest.mark.ref
 def test_public_names_match_torch(torch):
     assert set(lr_scheduler.__all__) == set(torch.optim.lr_scheduler.__all__)
-    assert lr_scheduler.EPOCH_DEPRECATION_WARNING == torch.optim.lr_scheduler.EPOCH_DEPRECATION_WARNING
+    # torch's text, less its pointer to PyTorch's issue tracker (issue 19)
+    theirs = torch.optim.lr_scheduler.EPOCH_DEPRECATION_WARNING
+    assert lr_scheduler.EPOCH_DEPRECATION_WARNING.startswith(theirs[: theirs.index(", where available.")])
+
+
+def test_warnings_speak_of_arrayopt_not_of_pytorchs_sites_or_versions():
+    """Texts copied from torch once sent the reader to pytorch.org, PyTorch's issues and "PyTorch 1.1.0"."""
+    from arrayopt.lr_scheduler import base
+
+    for text in (base.EPOCH_DEPRECATION_WARNING, base.STEP_ORDER_WARNING, base.STEP_OVERRIDDEN_WARNING):
+        assert "pytorch.org" not in text and "github.com/pytorch" not in text and "PyTorch" not in text
+    p = arrayopt.Parameter(np.zeros(1))
+    opt = arrayopt.SGD([p], lr=0.1)
+    scheduler = lr_scheduler.StepLR(opt, step_size=1)
+    with pytest.warns(
+        UserWarning, match=r"^Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
+    ) as seen:
+        scheduler.step()
+    assert "arrayopt.lr_scheduler module docstring" in str(seen[0].message)
+    with pytest.warns(UserWarning, match="duplicate parameters") as seen:
+        arrayopt.SGD([p, p], lr=0.1)
+    assert "github" not in str(seen[0].message) and "list each parameter once" in str(seen[0].message)
 
 
 @pytest.mark.ref

@@ -1,9 +1,9 @@
-"""Muon against torch.optim.Muon 2.13, which runs its Newton–Schulz iteration in bfloat16.
+"""Muon against torch.optim.Muon 2.14, which runs its Newton–Schulz iteration in bfloat16.
 
 arrayopt rounds where torch rounds (float32, then bfloat16, after every operation),
 so what is left is the order in which torch's CPU kernels accumulate each float32 dot
-product. ``torch_cpu_matmul`` below emulates that order for the kernels torch 2.13
-dispatches to on an AVX2 CPU (worked out by probing them with sums whose rounding
+product. ``torch_cpu_matmul`` below emulates that order for the kernels torch 2.13 and
+2.14 dispatch to on an AVX2 CPU (worked out by probing them with sums whose rounding
 depends on the order); with it the iteration gives torch's bfloat16 matrices bit for
 bit, which pins down every other rounding. arrayopt itself accumulates exactly and
 rounds once: on small matrices that is again torch's result; on larger ones a float32
@@ -95,7 +95,7 @@ def _vectorized_dot(products):
 
 
 def torch_cpu_matmul(xp, a, b):
-    """``a @ b`` of bfloat16-valued float64 NumPy matrices, summed in float32 as torch 2.13's CPU does.
+    """``a @ b`` of bfloat16-valued float64 NumPy matrices, summed in float32 as torch 2.13 and 2.14 on the CPU do.
 
     The kernel depends on the operands' layouts (C order, or a transposed view), which
     the iteration reproduces: both C: four running sums; C and transposed: torch's
@@ -300,6 +300,43 @@ def test_cupy_backend_code_runs_muon_like_numpy(monkeypatch):
     assert backend._kernels, "the CuPy backend was not used"
     for key, value in plain.items():
         np.testing.assert_array_equal(fused[key], value, err_msg=key)
+
+
+# -- adjust_lr_fn="spectral_unclamped" (torch 2.14) ----------------------------------------------
+
+#: Not in the golden file (it predates torch 2.14): compared with a live torch 2.14 only.
+SPECTRAL_CASE = ("spectral_unclamped", mg.SMALL, {"lr": 0.02, "adjust_lr_fn": "spectral_unclamped"}, ())
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("dtype", mg.DTYPES)
+def test_spectral_unclamped_matches_torch(dtype, torch):
+    try:
+        torch.optim.Muon([torch.nn.Parameter(torch.zeros(2, 3))], adjust_lr_fn="spectral_unclamped")
+    except ValueError:
+        pytest.skip(f"torch {torch.__version__} has no adjust_lr_fn='spectral_unclamped': it came with torch 2.14")
+    inputs = mg.make_inputs(mg.SMALL, dtype)
+    _, shapes, kwargs, _ = SPECTRAL_CASE
+    ours = mg.run(arrayopt.Muon, kwargs, lambda a: arrayopt.Parameter(a), np.asarray, np.array, inputs, len(shapes))
+    worst_error(ours, mg.run_torch(SPECTRAL_CASE, inputs), dtype)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (6, 4), (5, 5), (2, 12)])
+def test_spectral_unclamped_scales_the_update_by_sqrt_rows_over_cols(shape):
+    """One step without weight decay moves by lr sqrt(A/B) O; "original" by lr sqrt(max(1, A/B)) O."""
+    rng = np.random.default_rng(7)
+    start, grad = rng.standard_normal(shape), rng.standard_normal(shape)
+    moves = {}
+    for fn in ("original", "spectral_unclamped"):
+        p = arrayopt.Parameter(start.copy())
+        p.grad = grad.copy()
+        Muon([p], lr=0.1, weight_decay=0.0, adjust_lr_fn=fn).step()
+        moves[fn] = p.data - start
+    rows, cols = shape
+    expected = (rows / cols) ** 0.5 / max(1.0, rows / cols) ** 0.5
+    np.testing.assert_allclose(moves["spectral_unclamped"], expected * moves["original"], rtol=1e-12, atol=0)
+    if rows < cols:
+        assert np.max(np.abs(moves["spectral_unclamped"])) < np.max(np.abs(moves["original"]))
 
 
 # -- constructor, groups, state ------------------------------------------------------------------

@@ -53,11 +53,12 @@ class DeviceArray(np.ndarray):
 SYNCING = {"Adafactor"}  # reads the parameter's and the update's RMS on the host
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.array_hyper], ids=str)
-@pytest.mark.parametrize("elementwise", [True, False], ids=["elementwise", "fuse"])
-def test_step_reads_nothing_back(case, elementwise, monkeypatch):
-    if elementwise and cpu_elementwise.COMPILER is None:
-        pytest.skip("no C++ compiler to stand in for NVRTC")
+def install_probe(monkeypatch, elementwise=None):
+    """The CuPy backend over the CPU stand-in, serving DeviceArray too, with ``asnumpy`` counted.
+
+    ``READS`` is cleared; the backend is returned. Other tests (tests/test_functional.py,
+    tests/test_utils.py) use the same probe.
+    """
     backend = cpu_elementwise.install_cupy_stand_in(monkeypatch, elementwise)
     monkeypatch.setitem(arrayopt.backends._BY_TYPE, DeviceArray, backend)
     module = __import__("arrayopt.backends.cupy", fromlist=["cupy"])
@@ -67,6 +68,16 @@ def test_step_reads_nothing_back(case, elementwise, monkeypatch):
         return np.asarray(array)
 
     monkeypatch.setattr(module.cupy, "asnumpy", asnumpy)
+    READS.clear()
+    return backend
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.array_hyper], ids=str)
+@pytest.mark.parametrize("elementwise", [True, False], ids=["elementwise", "fuse"])
+def test_step_reads_nothing_back(case, elementwise, monkeypatch):
+    if elementwise and cpu_elementwise.COMPILER is None:
+        pytest.skip("no C++ compiler to stand in for NVRTC")
+    install_probe(monkeypatch, elementwise)
     rng = np.random.default_rng(0)
     dtype = np.float32 if "float32" in case.dtypes or "complex64" not in case.dtypes else np.complex64
     params = [arrayopt.Parameter(rng.standard_normal(s).astype(dtype).view(DeviceArray)) for s in [(3, 4), (5,)]]

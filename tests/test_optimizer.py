@@ -604,3 +604,14 @@ def test_group_params_given_as_a_generator_are_kept():
     assert opt.param_groups[0]["params"] == ps
     opt = arrayopt.SGD((p for p in ps), lr=0.1)
     assert opt.param_groups[0]["params"] == ps
+
+
+def test_a_parameter_dict_given_whole_says_to_pass_its_parameters():
+    params = arrayopt.ParameterDict({"w": np.zeros(2)})
+    with pytest.raises(TypeError) as info:
+        arrayopt.Adam(params)
+    text = str(info.value)
+    assert text.startswith("optimizer can only optimize Parameters, but one of the params is str")
+    assert "pass .parameters(), or .named_parameters() to keep the names" in text
+    arrayopt.Adam(params.parameters())
+    assert arrayopt.Adam(params.named_parameters()).param_groups[0]["param_names"] == ["w"]

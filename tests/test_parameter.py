@@ -76,8 +76,11 @@ def test_refuses_read_only_and_scalar_numpy_data():
     frozen.flags.writeable = False
     with pytest.raises(TypeError, match="read-only"):
         Parameter(frozen)
-    with pytest.raises(TypeError, match="ndarray"):
+    with pytest.raises(TypeError, match="ndarray") as info:
         Parameter(np.float64(1.0))
+    assert "pass np.asarray(x), a 0-d array" in str(info.value)  # the fix, in the message
+    with pytest.raises(TypeError, match=r"data must be an array, got float \(make one with .*np.asarray\(x\)\)"):
+        Parameter(1.0)
 
 
 def test_new_data_must_fit_an_existing_grad(xp):

@@ -1,4 +1,4 @@
-"""Every case of the table equals torch.optim 2.13, on every backend and dtype.
+"""Every case of the table equals torch.optim 2.14, on every backend and dtype.
 
 Against the golden trajectories always, and against a live torch run when torch is
 importable (which also proves the golden files are current).

@@ -221,3 +221,16 @@ def test_the_gallery_notebook_runs(mpl, tmp_path):
             client.execute_cell(cell, index)
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_schedule_history_of_an_optimizer_over_a_parameter_list_changes_nothing():
+    params = arrayopt.ParameterList([np.ones(2), np.zeros(3)])
+    params.flat_grad = np.ones(5)
+    opt = arrayopt.SGD(params, lr=1.0, momentum=0.9)
+    opt.step()
+    before = params.flat_data.copy()
+    scheduler = arrayopt.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    history = schedule_history(scheduler, 5)
+    assert history["lr"] == [[1.0], [1.0], [0.5], [0.5], [0.25]]
+    np.testing.assert_array_equal(params.flat_data, before)
+    assert opt.param_groups[0]["lr"] == 1.0

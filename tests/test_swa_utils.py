@@ -1,4 +1,4 @@
-"""arrayopt.swa_utils against torch.optim.swa_utils 2.13 (live, marker ``ref``, and golden).
+"""arrayopt.swa_utils against torch.optim.swa_utils 2.14 (live, marker ``ref``, and golden).
 
 The averages of the same parameter streams (``swa_cases.py``) must agree within 1e-12
 (float64) or 4 float32 ulp, relative to each parameter's largest magnitude. The one
@@ -194,6 +194,27 @@ def test_models_list_dict_pairs_and_objects():
         assert list(averaged.state_dict()) == ["n_averaged", *(f"module.{n}" for n in names)]
     averaged = AveragedModel({"weight": w, "bias": b})
     averaged.update_parameters({"bias": b, "weight": w})  # matched by name, not position
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_parameter_lists_and_dicts_are_models(kind):
+    """A ParameterList or ParameterDict averages as the Parameters it holds, under their names."""
+    arrays = {"weight": np.arange(4.0).reshape(2, 2), "bias": np.array([1.0, -1.0])}
+    holder = (
+        arrayopt.ParameterList(list(arrays.values()), names=list(arrays))
+        if kind == "list"
+        else (arrayopt.ParameterDict(arrays))
+    )
+    plain = [arrayopt.Parameter(a.copy()) for a in arrays.values()]
+    averaged, reference = AveragedModel(holder), AveragedModel(plain)
+    assert [name for name, _ in averaged.named_parameters()] == list(arrays)
+    for scale in (1.0, 3.0, -2.0):
+        for p, q in zip(holder.parameters(), plain, strict=True):
+            p.data, q.data = q.data * 0 + scale, q.data * 0 + scale
+        averaged.update_parameters(holder)
+        reference.update_parameters(plain)
+    for (_, a), (_, b) in zip(averaged.named_parameters(), reference.named_parameters(), strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Learning-rate schedulers with torch.optim.lr_scheduler's API (torch 2.13).
+"""Learning-rate schedulers with torch.optim.lr_scheduler's API (torch 2.14).
 
 ``from arrayopt.lr_scheduler import StepLR`` works as ``from torch.optim.lr_scheduler
 import StepLR`` does: same classes, arguments, defaults, state_dict contents, errors,
@@ -24,6 +24,22 @@ ReduceLROnPlateau      ``plateau``                         metric-driven
 =====================  ==================================  =======================
 
 ``arrayopt.swa_utils.SWALR`` is a scheduler too.
+
+The training loop steps the optimizer first and the scheduler after it (once per epoch,
+or per batch for schedules such as OneCycleLR); the other order skips the first value
+of the schedule, and the scheduler warns:
+
+>>> import numpy as np
+>>> import arrayopt
+>>> w = arrayopt.Parameter(np.zeros(2))
+>>> opt = arrayopt.SGD([w], lr=0.1)
+>>> scheduler = arrayopt.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+>>> for epoch in range(4):
+...     w.grad = np.ones(2)
+...     opt.step()          # first the optimizer
+...     scheduler.step()    # then the scheduler
+>>> scheduler.get_last_lr()
+[0.025]
 """
 
 from arrayopt.lr_scheduler.base import EPOCH_DEPRECATION_WARNING as EPOCH_DEPRECATION_WARNING

@@ -1,4 +1,4 @@
-"""``LRScheduler``: the base every learning-rate scheduler builds on (torch.optim 2.13).
+"""``LRScheduler``: the base every learning-rate scheduler builds on (torch.optim 2.14).
 
 A scheduler owns no learning rate of its own: it rewrites ``group["lr"]`` in its
 optimizer's param groups. Construction records each group's ``initial_lr`` and
@@ -22,27 +22,27 @@ from arrayopt.optimizer import Optimizer
 
 __all__ = ["EPOCH_DEPRECATION_WARNING", "LRScheduler"]
 
+# torch's texts, where they send the reader to PyTorch's issue tracker, documentation or
+# version history, say it in arrayopt's terms (issue 19).
 EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being "
     "deprecated where possible. Please use `scheduler.step()` to step the "
     "scheduler. During the deprecation, if epoch is different from None, the "
-    "closed form is used instead of the new chainable form, where available. "
-    "Please open an issue if you are unable to replicate your use case: "
-    "https://github.com/pytorch/pytorch/issues/new/choose."
+    "closed form is used instead of the new chainable form, where available "
+    "(as in torch.optim; see the table in the arrayopt.lr_scheduler docstring)."
 )
 
-_ORDER_URL = "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+_ORDER_HELP = "See the arrayopt.lr_scheduler module docstring (the training loop)."
 STEP_OVERRIDDEN_WARNING = (
     "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
     "initialization. Please, make sure to call `optimizer.step()` before "
-    f"`lr_scheduler.step()`. See more details at {_ORDER_URL}"
+    f"`lr_scheduler.step()`. {_ORDER_HELP}"
 )
 STEP_ORDER_WARNING = (
     "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
-    "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
-    "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "
-    "will result in PyTorch skipping the first value of the learning rate schedule. "
-    f"See more details at {_ORDER_URL}"
+    "Call `optimizer.step()` first and `lr_scheduler.step()` after it (the order torch.optim "
+    "has required since its version 1.1.0): in the other order the first value of the "
+    f"learning rate schedule is skipped. {_ORDER_HELP}"
 )
 GET_LR_WARNING = "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
 

@@ -255,7 +255,7 @@ class ExponentialLR(LRScheduler):
         gamma: decay factor per epoch.
         last_epoch: index of the last epoch, -1 for a new schedule. Default: -1.
 
-    Reference: torch.optim.lr_scheduler.ExponentialLR (torch 2.13), whose behaviour
+    Reference: torch.optim.lr_scheduler.ExponentialLR (torch 2.14), whose behaviour
     this reproduces.
 
     Example:

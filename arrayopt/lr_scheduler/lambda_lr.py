@@ -68,7 +68,7 @@ class LambdaLR(_LambdaState):
         >>> sched.get_last_lr()
         [0.25]
 
-    Reference: torch.optim.lr_scheduler.LambdaLR (torch 2.13).
+    Reference: torch.optim.lr_scheduler.LambdaLR (torch 2.14).
     """
 
     def __init__(
@@ -97,7 +97,7 @@ class MultiplicativeLR(_LambdaState):
             (each must be callable: TypeError otherwise).
         last_epoch: index of the last epoch, -1 for a new schedule. Default: -1.
 
-    Reference: torch.optim.lr_scheduler.MultiplicativeLR (torch 2.13).
+    Reference: torch.optim.lr_scheduler.MultiplicativeLR (torch 2.14).
 
     Example:
         >>> import numpy as np, arrayopt

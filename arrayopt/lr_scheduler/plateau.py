@@ -55,7 +55,7 @@ class ReduceLROnPlateau(LRScheduler):
         >>> sched.get_last_lr()
         [0.1]
 
-    Reference: torch.optim.lr_scheduler.ReduceLROnPlateau (torch 2.13), after the
+    Reference: torch.optim.lr_scheduler.ReduceLROnPlateau (torch 2.14), after the
     Keras callback of the same name.
     """
 

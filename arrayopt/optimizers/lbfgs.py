@@ -1,4 +1,4 @@
-r"""L-BFGS (Liu and Nocedal, 1989), torch.optim.LBFGS 2.13's variant, with an optional strong-Wolfe search.
+r"""L-BFGS (Liu and Nocedal, 1989), torch.optim.LBFGS 2.14's variant, with an optional strong-Wolfe search.
 
 Every parameter is flattened into one vector :math:`x` (complex ones as interleaved
 real and imaginary parts, like ``torch.view_as_real``), and so is the gradient
@@ -22,6 +22,11 @@ iterations, after ``max_eval`` evaluations of the closure, when
 :math:`\max|g| \le` ``tolerance_grad``, when :math:`\max|t d| \le`
 ``tolerance_change``, or when the loss changed by less than ``tolerance_change``.
 
+With ``maximize=True`` (torch 2.14) the iteration runs on :math:`-f`: the loss and the
+flat gradient are negated as they are read from the closure, so every number above
+(the stored ``prev_loss`` and ``prev_flat_grad`` included) is that of :math:`-f`;
+``step`` still returns the closure's own first value.
+
 The vector work (flattening, dot products, the two-loop recursion, moving the
 parameters) is array code through the parameters' namespace, so it runs on NumPy, on
 CuPy (on the device) and on any array-API library. Only the scalars the algorithm
@@ -40,7 +45,7 @@ dot products go to MKL or OpenBLAS, do not promise that.
 import math
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt.backends import Backend, get_backend, is_array
@@ -73,10 +78,15 @@ class LBFGS(Optimizer):
             Default: 1e-9.
         history_size: number of correction pairs kept. Default: 100.
         line_search_fn: None (fixed step ``lr``) or ``"strong_wolfe"``.
+        maximize: maximise the closure's value instead of minimising it (keyword only;
+            torch 2.14). Default: False.
 
     ``step(closure)`` needs a closure that sets every parameter's ``grad`` (None counts
     as zero) and returns the loss as a number or a 1-element array; ``step`` returns
     that original value. The closure is called several times per step.
+
+    A param group with no Parameters at all (``[{"params": []}]``) is accepted, and its
+    ``step`` only calls the closure and returns its value (torch 2.14).
 
     State, all under the first parameter as in torch: ``func_evals`` and ``n_iter``
     (ints, cumulative over steps), ``d`` (last direction), ``t`` (last step length:
@@ -112,6 +122,10 @@ class LBFGS(Optimizer):
         *Numerical Optimization*, Algorithm 7.4.
     """
 
+    #: Loaded groups saved by torch 2.13 or earlier have no ``maximize`` (torch reads it
+    #: with ``group.get("maximize", False)``).
+    _defaults_on_load: ClassVar[dict[str, Any]] = {"maximize": False}
+
     def __init__(
         self,
         params: Any,
@@ -122,6 +136,8 @@ class LBFGS(Optimizer):
         tolerance_change: float = 1e-9,
         history_size: int = 100,
         line_search_fn: str | None = None,
+        *,
+        maximize: bool = False,
     ) -> None:
         v.check_lr(lr)
         max_iter = _count(max_iter, "max_iter", minimum=0)
@@ -141,11 +157,13 @@ class LBFGS(Optimizer):
             "tolerance_change": tolerance_change,
             "history_size": history_size,
             "line_search_fn": line_search_fn,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
-        self._check_params()
+        if self._params:
+            self._check_params()
         # For arrayopt.minimize: called after every iteration (True stops the step),
         # and why the last step stopped.
         self._on_iteration: Callable[[], bool] | None = None
@@ -232,14 +250,22 @@ class LBFGS(Optimizer):
         return backend
 
     def _gather_flat_grad(self, xp: Any) -> Any:
-        """A new vector holding every gradient (zeros for None), complex ones as real pairs."""
+        """A new vector holding every gradient (zeros for None), complex ones as real pairs; negated to maximise."""
         pieces = []
         for p in self._params:
             grad = p.grad
             if grad is None:
                 grad = xp.zeros_like(p.data)
             pieces.append(_flat_real(xp, grad))
-        return xp.concat(pieces)
+        flat_grad = xp.concat(pieces)
+        if self.param_groups[0].get("maximize", False):
+            flat_grad = -flat_grad
+        return flat_grad
+
+    def _objective(self, value: Any) -> float:
+        """The closure's value as the float the iteration minimises (negated to maximise)."""
+        loss = _loss_value(value)
+        return -loss if self.param_groups[0].get("maximize", False) else loss
 
     def _add_grad(self, xp: Any, step: float, update: Any) -> None:
         """Move every parameter by ``step`` times its slice of the flat vector ``update``."""
@@ -279,7 +305,7 @@ class LBFGS(Optimizer):
         def phi(step: float) -> tuple[float, Any, Any]:
             self._add_grad(xp, step, d)
             try:
-                value = _loss_value(closure())
+                value = self._objective(closure())
                 grad = self._gather_flat_grad(xp)
             finally:
                 self._set_params(x_init)
@@ -303,6 +329,10 @@ class LBFGS(Optimizer):
             )
         if len(self.param_groups) != 1:
             raise ValueError(f"LBFGS expects exactly one param_group, but got {len(self.param_groups)}")
+        if not self._params:
+            # nothing to optimise: the closure still gives the caller a loss (torch 2.14)
+            self._stop_reason = "no parameters"
+            return closure()
         group = self.param_groups[0]
         lr = v.to_float(group["lr"]) if is_array(group["lr"]) else group["lr"]
         max_iter = group["max_iter"]
@@ -330,7 +360,7 @@ class LBFGS(Optimizer):
         state.setdefault("n_iter", 0)
 
         orig_loss = closure()
-        loss = _loss_value(orig_loss)
+        loss = self._objective(orig_loss)
         current_evals = 1
         state["func_evals"] += 1
         flat_grad = self._gather_flat_grad(xp)
@@ -427,7 +457,7 @@ class LBFGS(Optimizer):
                 self._last_eval = (loss, flat_grad, False)
                 if n_iter != max_iter:
                     # not on the last iteration: its result would be thrown away
-                    loss = _loss_value(closure())
+                    loss = self._objective(closure())
                     flat_grad = self._gather_flat_grad(xp)
                     opt_cond = host(xp.max(xp.abs(flat_grad))) <= tolerance_grad
                     ls_func_evals = 1

@@ -233,8 +233,10 @@ class Muon(ElementwiseOptimizer):
         eps: floor of the Frobenius norm the input is divided by. Default: 1e-7.
         ns_steps: Newton–Schulz iterations (< 100). Default: 5.
         adjust_lr_fn: None or ``"original"``: :math:`\gamma' = \gamma\sqrt{\max(1, A/B)}`;
-            ``"match_rms_adamw"``: :math:`\gamma' = 0.2\,\gamma\sqrt{\max(A, B)}`, for a
-            parameter of shape :math:`(A, B)`.
+            ``"match_rms_adamw"``: :math:`\gamma' = 0.2\,\gamma\sqrt{\max(A, B)}`;
+            ``"spectral_unclamped"`` (torch 2.14): :math:`\gamma' = \gamma\sqrt{A/B}`, the
+            ``"original"`` ratio without its floor of 1; for a parameter of shape
+            :math:`(A, B)` (fan-out, fan-in).
 
     State per parameter: ``momentum_buffer`` (zeros at creation); no step counter.
 
@@ -263,7 +265,9 @@ class Muon(ElementwiseOptimizer):
         Jordan, Jin, Boza, You, Cesista, Newhouse and Bernstein, "Muon: An optimizer
         for hidden layers in neural networks", 2024,
         https://kellerjordan.github.io/posts/muon/. Liu et al., "Muon is Scalable for
-        LLM Training", arXiv:2502.16982, 2025 (``match_rms_adamw``).
+        LLM Training", arXiv:2502.16982, 2025 (``match_rms_adamw``). Bernstein,
+        "Deriving Muon", 2025, https://jeremybernste.in/writing/deriving-muon
+        (``spectral_unclamped``).
     """
 
     _defaults_on_load: ClassVar[dict[str, Any]] = {}
@@ -289,7 +293,7 @@ class Muon(ElementwiseOptimizer):
         v.check_nonnegative(lr, "lr", f"Learning rate should be >= 0 but is: {lr}")
         v.check_nonnegative(momentum, "momentum", f"momentum should be >= 0 but is: {momentum}")
         v.check_nonnegative(weight_decay, "weight_decay", f"weight decay should be >= 0 but is: {weight_decay}")
-        if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
+        if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw", "spectral_unclamped"):
             raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
         defaults = {
             "lr": lr,
@@ -379,6 +383,8 @@ def _lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
         return math.sqrt(max(1, rows / cols))
     if adjust_lr_fn == "match_rms_adamw":
         return 0.2 * math.sqrt(max(rows, cols))
+    if adjust_lr_fn == "spectral_unclamped":
+        return math.sqrt(rows / cols)
     return 1.0
 
 
