@@ -34,6 +34,7 @@ def public_modules():
         "arrayopt.swa_utils",
         "arrayopt.lr_scheduler",
         "arrayopt.backends",
+        "arrayopt.batch",
     ]
     names += [
         f"arrayopt.optimizers.{m.name}"
