@@ -323,13 +323,13 @@ def covariance(xp: Any, result: LeastSquaresResult, box: "Box | None", poisson: 
             [xp.stack([xp.sum(inverse * V[:, i, ...] * V[:, j, ...], axis=0) for j in range(n)]) for i in range(n)]
         )
         full_rank = xp.all(kept, axis=0)
-        singular = ~full_rank if bounded is None else ~full_rank & ~bounded
-        bad = singular | xp.any(xp.isnan(xp.reshape(pcov, (n * n, -1))), axis=0) | ~xp.isfinite(largest)
+        bad = ~full_rank if bounded is None else ~full_rank & ~bounded
         if not poisson and not absolute_sigma:
             if m > n:
                 pcov = pcov * (2 * result["cost"][lo:hi] / (m - n))
             else:
                 bad = xp.ones_like(bad)
+        bad = bad | xp.any(xp.isnan(xp.reshape(pcov, (n * n, -1))), axis=0) | ~xp.isfinite(largest)
         pcov = xp.where(bad, math.inf, pcov)
         out[lo:hi, ...] = xp.permute_dims(pcov, (2, 0, 1))
     return out
