@@ -67,6 +67,10 @@ class LeastSquares:
         cost = 0.5 * xp.sum(values * values, axis=0)
         return cost, xp.isfinite(cost)
 
+    def reduction(self, xp: Any, values: Any, trial: Any, data: tuple[Any, ...]) -> Any:
+        r""":math:`F(x) - F(x_t) = \tfrac12 \sum (r - r_t)(r + r_t)`, without the cancellation of two sums."""
+        return 0.5 * xp.sum((values - trial) * (values + trial), axis=0)
+
     def normal(self, xp: Any, values: Any, J: Any, data: tuple[Any, ...]) -> tuple[Any, Any]:
         """The packed Gauss-Newton matrix and the gradient."""
         return gram(xp, J), jt_dot(xp, J, values)
@@ -107,6 +111,14 @@ class Poisson:
         usable = (model_ok | ((values == 0) & (y == 0))) & (y >= 0)
         cost = xp.sum(xp.where(usable, terms, math.nan), axis=0)
         return cost, xp.isfinite(cost)
+
+    def reduction(self, xp: Any, values: Any, trial: Any, data: tuple[Any, ...]) -> Any:
+        r""":math:`F(x) - F(x_t) = \sum (f - f_t) + y \log(1 + (f_t - f)/f)`, term by term (no cancellation of sums)."""
+        (y,) = data
+        ok = (values > 0) & (trial > 0)
+        safe = xp.where(ok, values, 1.0)
+        change = xp.where(ok, (trial - values) / safe, 0.0)
+        return xp.sum(values - trial + xp.where(y > 0, y * xp.log1p(change), 0.0), axis=0)
 
     def normal(self, xp: Any, values: Any, J: Any, data: tuple[Any, ...]) -> tuple[Any, Any]:
         """The packed matrix :math:`J^T \\operatorname{diag}(y/f^2) J` and the gradient."""
@@ -465,7 +477,7 @@ def solve_block(
         nfev, nit = nfev + 1, nit + 1
         trial_cost, finite = objective.cost(xp, trial_values, data)
         valid = ok & finite
-        reduction = cost - xp.where(finite, trial_cost, cost)
+        reduction = xp.where(valid, objective.reduction(xp, values, trial_values, data), 0.0)
         positive = valid & (predicted > 0)
         bounded = xp.minimum(xp.maximum(reduction, -predicted), 2 * predicted)  # ratio within [-1, 2]
         ratio = xp.where(positive, bounded / xp.where(positive, predicted, 1.0), -1.0)
