@@ -16,6 +16,9 @@ class Status(enum.IntEnum):
     for the whole call) and uses -1 and -2 for other things, so the extras start at -3.
     ``message`` is the text of each code.
 
+    Args:
+        value: the integer code, e.g. ``Status(3)`` (as for any ``IntEnum``).
+
     >>> Status(3).name, Status.XTOL.message
     ('XTOL', '`xtol` termination condition is satisfied.')
     >>> int(Status.NONFINITE_RESIDUALS)
@@ -60,6 +63,9 @@ class OptimizeWarning(UserWarning):
     SciPy's ``curve_fit`` raises when a fit fails and warns when a covariance cannot be
     estimated; a batch cannot raise for one problem, so it warns once per call with the
     number of problems concerned.
+
+    Args:
+        args: the message, as for any warning.
 
     >>> import warnings
     >>> with warnings.catch_warnings(record=True) as caught:
