@@ -1,4 +1,4 @@
-"""benchmarks/batch_fit.py runs end to end at tiny sizes: its CPU path, and its --gpu path over a NumPy CuPy.
+"""benchmarks/batch_fit.py runs end to end at tiny sizes: its CPU path, and its --gpu path on a CuPy made of NumPy.
 
 Nothing here is timed; the figures come from running the script itself. The GPU path
 must work unattended on a machine with a GPU, so its plumbing (device arrays in, JSON

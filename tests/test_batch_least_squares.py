@@ -320,6 +320,7 @@ BAD_ARGUMENTS = [
     ({"workers": 2}, ValueError, "needs pass_indices=True"),
     ({"workers": 0, "pass_indices": True}, ValueError, "workers must be"),
     ({"block_size": 0, "pass_indices": True}, ValueError, "block_size must be"),
+    ({"block_size": 8}, ValueError, "block_size=8 needs pass_indices=True"),
 ]
 
 

@@ -738,6 +738,11 @@ def run(
         )
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be None or a positive integer, got {block_size!r}")
+    if block_size is not None and not pass_indices:
+        raise ValueError(
+            f"block_size={block_size} needs pass_indices=True: without it fun receives the whole stack, "
+            "so the problems cannot be fitted in blocks"
+        )
     start = problem_last(xp, xp.astype(x0, dtype), (1, 0))
     box = Box.parse(xp, bounds, n, count, dtype, like=x0)
     if box is not None:
