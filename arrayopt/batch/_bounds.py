@@ -19,6 +19,7 @@ bounds are (n, B), the bounds possibly (n, 1) when every problem shares them.
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from arrayopt.backends import get_backend, is_array
@@ -83,14 +84,14 @@ class Box:
         upper = _as_bound(xp, ub, "ub", n, count, dtype, like)
         if bool(xp.any(xp.isnan(lower))) or bool(xp.any(xp.isnan(upper))):
             raise ValueError("bounds: lb and ub must not contain NaN")
-        wrong = lower > upper
-        if bool(xp.any(wrong)):
-            variable, problem = _first(xp, wrong)
-            raise ValueError(
-                f"bounds: each lower bound must be at most its upper bound; problem {problem}, "
-                f"variable {variable} has lb={_read(xp, lower, variable, problem)} > "
-                f"ub={_read(xp, upper, variable, problem)}"
-            )
+        _refuse(
+            xp,
+            lower > upper,
+            lambda v, b: (
+                f"bounds: each lower bound must be at most its upper bound; problem {b}, "
+                f"variable {v} has lb={_read(lower, v, b)} > ub={_read(upper, v, b)}"
+            ),
+        )
         if not bool(xp.any(lower > -math.inf)) and not bool(xp.any(upper < math.inf)):
             return None
         return cls(lower, upper)
@@ -109,14 +110,14 @@ class Box:
         ...
         ValueError: x0 is infeasible: problem 1, variable 0 is 2.0, outside [0.0, 1.0]
         """
-        outside = (x < self.lower) | (x > self.upper)
-        if bool(xp.any(outside)):
-            variable, problem = _first(xp, outside)
-            raise ValueError(
-                f"{name} is infeasible: problem {problem}, variable {variable} is "
-                f"{_read(xp, x, variable, problem)}, outside [{_read(xp, self.lower, variable, problem)}, "
-                f"{_read(xp, self.upper, variable, problem)}]"
-            )
+        _refuse(
+            xp,
+            (x < self.lower) | (x > self.upper),
+            lambda v, b: (
+                f"{name} is infeasible: problem {b}, variable {v} is {_read(x, v, b)}, "
+                f"outside [{_read(self.lower, v, b)}, {_read(self.upper, v, b)}]"
+            ),
+        )
 
     def take(self, xp: Any, rows: Any) -> "Box":
         """The box of the problems ``rows`` (an integer array), sharing shared bounds.
@@ -264,14 +265,16 @@ def _as_bound(xp: Any, value: Any, name: str, n: int, count: int, dtype: Any, li
     return xp.permute_dims(xp.broadcast_to(array, (rows, n)), (1, 0))
 
 
-def _first(xp: Any, mask: Any) -> tuple[int, int]:
-    """(variable, problem) of the first True entry of an (n, B') mask, problem-major."""
-    flat = xp.reshape(xp.permute_dims(mask, (1, 0)), (-1,))
+def _refuse(xp: Any, mask: Any, message: Callable[[int, int], str]) -> None:
+    """Raise ValueError(message(variable, problem)) for the first True entry of an (n, B') mask, if any."""
+    if not bool(xp.any(mask)):
+        return
+    flat = xp.reshape(xp.permute_dims(mask, (1, 0)), (-1,))  # problem-major
     index = int(xp.argmax(xp.astype(flat, xp.int8)))
     n = mask.shape[0]
-    return index % n, index // n
+    raise ValueError(message(index % n, index // n))
 
 
-def _read(xp: Any, array: Any, variable: int, problem: int) -> float:
+def _read(array: Any, variable: int, problem: int) -> float:
     column = problem if array.shape[1] > 1 else 0
     return float(array[variable, column])

@@ -30,6 +30,7 @@ problems cost nothing; the only host read per iteration is the number still runn
 """
 
 import concurrent.futures
+import dataclasses
 import math
 import threading
 from collections.abc import Callable
@@ -336,6 +337,7 @@ class Outputs:
 # -- the iteration ------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The numbers every problem of one call shares (tolerances, budget, scaling rule).
 
@@ -350,12 +352,11 @@ class Settings:
     500
     """
 
-    def __init__(self, ftol: float, xtol: float, gtol: float, max_nfev: int, jac_scale: bool) -> None:
-        self.ftol = ftol
-        self.xtol = xtol
-        self.gtol = gtol
-        self.max_nfev = max_nfev
-        self.jac_scale = jac_scale
+    ftol: float
+    xtol: float
+    gtol: float
+    max_nfev: int
+    jac_scale: bool
 
 
 def solve_block(
