@@ -13,7 +13,7 @@ and 0.3 px in the centre, tolerance 1e-4 and at most 10 iterations. In arrayopt 
 ``ftol=1e-4`` (Gpufit stops on the relative change of chi-square) and ``max_nfev=11``
 (the first evaluation and 10 trial steps), ``jac=True`` (the model returns its Jacobian,
 as Gpufit's built-in model does), ``pass_indices=True`` (finished fits are not
-evaluated again; on the CPU the batch runs in blocks of 4096 that stay in cache).
+evaluated again; on the CPU the batch runs in blocks of 8192 that stay in cache).
 SciPy runs ``least_squares(method="lm")`` (MINPACK) with the same ``ftol`` and
 ``max_nfev`` and the same model, one problem per call.
 

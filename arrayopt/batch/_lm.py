@@ -604,7 +604,7 @@ def least_squares(
             (see ``fun``).
         block_size: with ``pass_indices=True``, fit the batch in blocks of this many
             problems, one after another (or ``workers`` at a time), which keeps the
-            working set in the CPU's cache. Default: the backend's choice (4096 on NumPy,
+            working set in the CPU's cache. Default: the backend's choice (8192 on NumPy,
             the whole batch on CuPy and others).
         workers: with ``pass_indices=True``, the number of threads fitting blocks side by
             side. ``fun`` and ``jac`` are then called from several threads at once.
