@@ -349,3 +349,19 @@ def test_wrong_shapes_from_fun_and_jac_are_named():
         batch.least_squares(lambda p: np.ones((3, 4)), x0, jac=lambda p: np.ones((3, 4, 3)))
     with pytest.raises(TypeError, match="must return a pair"):
         batch.least_squares(lambda p: np.ones((3, 4)), x0, jac=True)
+
+
+def test_default_blocks_are_even_across_workers():
+    """On NumPy a large batch is fitted in blocks of at most 8192, as many per worker."""
+    family = BY_NAME["decay"]
+    _, p0, y = family.draw(20000, seed=14)
+    fun, _ = functions(family, np, y, "with_fun")
+    first_calls = []
+
+    def recorded(p, rows):
+        if len(rows) and not any(rows[0] == seen[0] for seen in first_calls):
+            first_calls.append((int(rows[0]), len(rows)))
+        return fun(p, rows)
+
+    batch.least_squares(recorded, p0, jac=True, pass_indices=True, workers=2, max_nfev=2)
+    assert sorted(first_calls) == [(0, 5000), (5000, 5000), (10000, 5000), (15000, 5000)]

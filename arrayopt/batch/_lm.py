@@ -757,8 +757,13 @@ def run(
     rows = xp.arange(count, dtype=xp.int64, device=device)
     if not pass_indices:
         size = max(count, 1)
-    else:
-        size = block_size or get_backend(x0).fit_block or max(count, 1)
+    elif block_size is not None:
+        size = block_size
+    else:  # the backend's block size, evened out so that every worker gets as many blocks
+        default = get_backend(x0).fit_block or max(count, 1)
+        blocks = -(-count // default)
+        blocks = -(-blocks // workers) * workers
+        size = max(-(-count // max(blocks, 1)), 1)
     spans = [(lo, min(lo + size, count)) for lo in range(0, max(count, 1), size)]
 
     quiet = get_backend(x0).quiet
