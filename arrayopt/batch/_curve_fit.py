@@ -160,7 +160,8 @@ def curve_fit(
     model = _Model(xp, f, jac, xdata, y, transform, poisson, pass_indices, m)
     residual_jac = jac if not callable(jac) else model.jacobian
     objective = Poisson() if poisson else LeastSquares()
-    data = (problem_last(xp, y, (1, 0)),) if poisson else ()
+    with get_backend(p).quiet():  # negative or NaN counts make NaN constants: those problems fail alone
+        data = Poisson().prepare(xp, problem_last(xp, y, (1, 0))) if poisson else ()
     result = run(
         xp, model, residual_jac, p, dtype, bounds, x_scale, settings, objective, data, pass_indices, block_size, workers
     )
@@ -176,7 +177,12 @@ def curve_fit(
 
 
 class _Model:
-    """The residual function (and its Jacobian) that :func:`least_squares` sees for a curve fit."""
+    """The residual function (and its Jacobian) that :func:`least_squares` sees for a curve fit.
+
+    The arithmetic on the model's values runs with the points first and the problems
+    last (``y`` and the weights are kept that way): with a model that returns transposes
+    of (m, B) arrays, as the fast ones do, nothing is copied.
+    """
 
     def __init__(
         self,
@@ -190,28 +196,48 @@ class _Model:
         pass_indices: bool,
         m: int,
     ) -> None:
-        self.xp, self.f, self.jac, self.xdata, self.y = xp, f, jac, xdata, y
-        self.transform, self.poisson, self.pass_indices, self.m = transform, poisson, pass_indices, m
+        self.xp, self.f, self.jac, self.xdata = xp, f, jac, xdata
+        self.poisson, self.pass_indices, self.m = poisson, pass_indices, m
+        self.y_t = xp.permute_dims(y, (1, 0))
+        self.scale_t = None  # weights 1/sigma, (m, B or 1)
+        self.matrix = None  # inverse Cholesky factors of the covariances, (B or 1, m, m)
+        if transform is not None and transform[0] == "scale":
+            self.scale_t = xp.permute_dims(transform[1], (1, 0))
+        elif transform is not None:
+            self.matrix = transform[1]
 
     def _call(self, function: Callable[..., Any], p: Any, rows: Any) -> Any:
         return function(self.xdata, p, rows) if self.pass_indices else function(self.xdata, p)
+
+    def _columns(self, array_t: Any, rows: Any) -> Any:
+        if rows is None or array_t.shape[1] == 1:
+            return array_t
+        return self.xp.take(array_t, rows, axis=1)
+
+    def _residuals(self, values: Any, rows: Any) -> Any:
+        """W (f - y) for values f of shape (k, m)."""
+        xp = self.xp
+        r_t = xp.permute_dims(values, (1, 0)) - self._columns(self.y_t, rows)
+        if self.scale_t is not None:
+            r_t = r_t * self._columns(self.scale_t, rows)
+        r = xp.permute_dims(r_t, (1, 0))
+        if self.matrix is not None:
+            r = xp.matmul(self._rows(self.matrix, rows), r[..., None])[..., 0]
+        return r
+
+    def _weigh_jacobian(self, J: Any, rows: Any) -> Any:
+        """W J for J of shape (k, m, n)."""
+        xp = self.xp
+        if self.scale_t is not None:
+            J = xp.permute_dims(xp.permute_dims(J, (2, 1, 0)) * self._columns(self.scale_t, rows), (2, 1, 0))
+        if self.matrix is not None:
+            J = xp.matmul(self._rows(self.matrix, rows), J)
+        return J
 
     def _rows(self, array: Any, rows: Any) -> Any:
         if rows is None or array.shape[0] == 1:
             return array
         return self.xp.take(array, rows, axis=0)
-
-    def _weigh(self, values: Any, rows: Any, trailing: bool) -> Any:
-        """Apply the weights (standard deviations) or the inverse Cholesky factor of the covariance."""
-        if self.transform is None:
-            return values
-        kind, array = self.transform
-        array = self._rows(array, rows)
-        if kind == "scale":
-            return values * (array[..., None] if trailing else array)
-        if trailing:
-            return self.xp.matmul(array, values)
-        return self.xp.matmul(array, values[..., None])[..., 0]
 
     def _check(self, values: Any, k: int, what: str) -> None:
         if not is_array(values) or values.ndim < 2 or tuple(values.shape[:2]) != (k, self.m):
@@ -226,15 +252,15 @@ class _Model:
             values, J = out, None
         self._check(values, p.shape[0], "f")
         if not self.poisson:
-            values = self._weigh(values - self._rows(self.y, rows), rows, trailing=False)
+            values = self._residuals(values, rows)
             if J is not None:
-                J = self._weigh(J, rows, trailing=True)
+                J = self._weigh_jacobian(J, rows)
         return values if J is None else (values, J)
 
     def jacobian(self, p: Any, rows: Any = None) -> Any:
         J = self._call(self.jac, p, rows)
         self._check(J, p.shape[0], "jac")
-        return J if self.poisson else self._weigh(J, rows, trailing=True)
+        return J if self.poisson else self._weigh_jacobian(J, rows)
 
 
 def _transform(xp: Any, sigma: Any, count: int, m: int, dtype: Any, like: Any) -> tuple[str, Any]:
@@ -298,6 +324,7 @@ def covariance(xp: Any, result: LeastSquaresResult, box: "Box | None", poisson: 
     dtype = J_all.dtype
     eps = float(xp.finfo(dtype).eps)
     out = xp.empty((count, n, n), dtype=dtype, device=getattr(J_all, "device", None))
+    has_fixed = box is not None and bool(xp.any(box.lower == box.upper))
     for lo in range(0, count, _COVARIANCE_CHUNK):
         hi = min(lo + _COVARIANCE_CHUNK, count)
         J = problem_last(xp, J_all[lo:hi, ...], (2, 1, 0))
@@ -311,17 +338,17 @@ def covariance(xp: Any, result: LeastSquaresResult, box: "Box | None", poisson: 
                 if box.lower.shape[1] > 1
                 else box
             )
-            fixed = part.lower == part.upper
-            J = xp.where(fixed[:, None, :], 0.0, J)
+            if has_fixed:  # a fixed variable's column does not count
+                J = J * xp.astype(part.lower != part.upper, dtype)[:, None, :]
             finite = (part.lower > -math.inf) | (part.upper < math.inf)
             bounded = xp.any(finite, axis=0)
         s, V = jacobi_svd(xp, r_factor(xp, J))
         largest = xp.max(s, axis=0)
         kept = s > eps * max(m, n) * largest
         inverse = xp.where(kept, 1 / xp.where(kept, s * s, 1.0), 0.0)
-        pcov = xp.stack(
-            [xp.stack([xp.sum(inverse * V[:, i, ...] * V[:, j, ...], axis=0) for j in range(n)]) for i in range(n)]
-        )
+        scaled = [inverse * V[:, i, ...] for i in range(n)]  # V[t, i]: entry i of singular vector t
+        lower = {(i, j): xp.sum(scaled[i] * V[:, j, ...], axis=0) for i in range(n) for j in range(i + 1)}
+        pcov = xp.stack([xp.stack([lower[max(i, j), min(i, j)] for j in range(n)]) for i in range(n)])
         full_rank = xp.all(kept, axis=0)
         bad = ~full_rank if bounded is None else ~full_rank & ~bounded
         if not poisson and not absolute_sigma:

@@ -94,39 +94,46 @@ class Poisson:
     not finite where a model value is negative, or zero under a positive count, or a count
     is negative or NaN.
 
+    The per-problem data (from :meth:`prepare`) are the counts, the indicator
+    :math:`z = [y = 0]` (so that :math:`\log(f + z)` and :math:`y / (f + z)` need no
+    branch) and the constant :math:`\sum_i y_i \log y_i - y_i`.
+
     >>> import numpy as np
-    >>> y = np.array([[2.0], [0.0]])
-    >>> cost, finite = Poisson().cost(np, np.array([[2.0], [1.0]]), (y,))
+    >>> data = Poisson().prepare(np, np.array([[2.0], [0.0]]))
+    >>> cost, finite = Poisson().cost(np, np.array([[2.0], [1.0]]), data)
     >>> cost.tolist(), finite.tolist()
     ([1.0], [True])
     """
 
+    def prepare(self, xp: Any, y: Any) -> tuple[Any, Any, Any]:
+        """The per-problem data for counts ``y`` of shape (m, B): ``(y, z, constant)``.
+
+        Args:
+            xp: the array namespace.
+            y: the counts, problem axis last.
+        """
+        zero = xp.astype(y == 0, y.dtype)
+        constant = xp.sum(y * xp.log(y + zero) - y, axis=0)  # NaN for negative or NaN counts
+        return y, zero, constant
+
     def cost(self, xp: Any, values: Any, data: tuple[Any, ...]) -> tuple[Any, Any]:
         """Half the deviance per problem and whether it is finite."""
-        (y,) = data
-        positive = y > 0
-        model_ok = values > 0
-        safe_f = xp.where(model_ok, values, 1.0)
-        safe_y = xp.where(positive, y, 1.0)
-        terms = values - y + xp.where(positive, y * (xp.log(safe_y) - xp.log(safe_f)), 0.0)
-        usable = (model_ok | ((values == 0) & (y == 0))) & (y >= 0)
-        cost = xp.sum(xp.where(usable, terms, math.nan), axis=0)
+        y, zero, constant = data
+        cost = xp.sum(values - y * xp.log(values + zero), axis=0) + constant
+        cost = xp.where(xp.any(values < 0, axis=0), math.nan, cost)
         return cost, xp.isfinite(cost)
 
     def reduction(self, xp: Any, values: Any, trial: Any, data: tuple[Any, ...]) -> Any:
         r""":math:`F(x) - F(x_t) = \sum (f - f_t) + y \log(1 + (f_t - f)/f)`, term by term (no cancellation of sums)."""
-        (y,) = data
-        ok = (values > 0) & (trial > 0)
-        safe = xp.where(ok, values, 1.0)
-        change = xp.where(ok, (trial - values) / safe, 0.0)
-        return xp.sum(values - trial + xp.where(y > 0, y * xp.log1p(change), 0.0), axis=0)
+        y, zero, _ = data
+        return xp.sum(values - trial + y * xp.log1p((trial - values) / (values + zero)), axis=0)
 
     def normal(self, xp: Any, values: Any, J: Any, data: tuple[Any, ...]) -> tuple[Any, Any]:
         """The packed matrix :math:`J^T \\operatorname{diag}(y/f^2) J` and the gradient."""
-        (y,) = data
-        ratio = xp.where(values > 0, y / xp.where(values > 0, values, 1.0), 0.0)
-        weights = xp.where(values > 0, ratio / xp.where(values > 0, values, 1.0), 0.0)
-        return gram(xp, J, weights), jt_dot(xp, J, 1 - ratio)
+        y, zero, _ = data
+        shifted = values + zero
+        ratio = y / shifted
+        return gram(xp, J, ratio / shifted), jt_dot(xp, J, 1 - ratio)
 
     def fisher_weights(self, xp: Any, values: Any, data: tuple[Any, ...]) -> Any:
         """:math:`1/f`: the Fisher information of Poisson counts is :math:`J^T \\operatorname{diag}(1/f) J`."""
