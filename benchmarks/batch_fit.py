@@ -20,8 +20,10 @@ SciPy runs ``least_squares(method="lm")`` (MINPACK) with the same ``ftol`` and
 Method: the process is pinned to one CPU for "1 thread" (``workers=1``) and to two for
 "2 threads" (``workers=2``: two Python threads fit blocks side by side; NumPy releases
 the GIL inside its loops); both run in the same process, alternating, ``--rounds`` times,
-and the median is reported. BLAS and OpenMP are limited to one thread. The SciPy loop is
-timed on a subset of ``--scipy-subset`` problems on one pinned CPU and its rate
+and the median is reported. BLAS and OpenMP are limited to one thread. On a shared
+machine the second CPU may be busy: each round also times plain NumPy work on 1 and 2
+threads, and the 2-thread rows show that control's speed-up next to arrayopt's. The
+SciPy loop is timed on a subset of ``--scipy-subset`` problems on one pinned CPU and its rate
 extrapolated to every B (a loop's cost is linear in B), which the output says; it is timed
 again in every round, right before arrayopt's runs, and each ratio is taken within its
 round (the machine's speed drifts between rounds). Parity:
@@ -200,6 +202,37 @@ def parity(ours, theirs, errors, truth):
     }
 
 
+def two_core_control(cpus_one, cpus_two, seconds=0.3):
+    """Speed-up of plain NumPy work (multiply, reduce) on 2 threads over 1, measured now.
+
+    The machine may be shared: when the second CPU is busy elsewhere, no program gets 2x
+    from it, and this control says so next to arrayopt's 2-thread figures.
+    """
+    import threading
+
+    a = np.random.default_rng(0).random((25, 8192)).astype(np.float32)
+
+    def work(deadline, done):
+        count = 0
+        while time.perf_counter() < deadline:
+            np.sum(a * a, axis=0)
+            count += 1
+        done.append(count)
+
+    rates = []
+    for cpus, threads in ((cpus_one, 1), (cpus_two, 2)):
+        pin(cpus)
+        done: list[int] = []
+        deadline = time.perf_counter() + seconds
+        workers = [threading.Thread(target=work, args=(deadline, done)) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        rates.append(sum(done))
+    return rates[1] / rates[0]
+
+
 def pin(cpus):
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
@@ -242,8 +275,11 @@ def cpu_run(args, report):
             rounds = args.rounds if count < 1_000_000 else max(1, args.rounds // 3)
             rates: dict[str, list[float]] = {name: [] for name, _, _ in configs}
             ratios: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+            controls = []
             result = None
             for r in range(rounds):
+                if len(configs) > 1:
+                    controls.append(two_core_control(configs[0][1], configs[1][1]))
                 # the SciPy loop, timed right next to this round's arrayopt runs
                 pin({available[0]})
                 seconds = scipy_loop(data_all[:timed], p0_all[:timed])[-1]
@@ -270,10 +306,18 @@ def cpu_run(args, report):
                     "mean iterations": float(result.nit.mean()),
                     "success share": float(np.mean(result.success)),
                 }
+                if workers > 1 and controls:
+                    row["plain NumPy 2-thread speed-up meanwhile"] = statistics.median(controls)
                 report["runs"].append(row)
+                control = (
+                    f"; plain NumPy on 2 threads: {statistics.median(controls):.2f}x"
+                    if workers > 1 and controls
+                    else ""
+                )
                 print(
                     f"{dtype_name:8s} B={count:>9,d} {name:9s}: {row['fits_per_s']:>12,.0f} fits/s "
-                    f"({row['vs_scipy_loop']:.1f}x the SciPy loop), mean iterations {row['mean iterations']:.2f}"
+                    f"({row['vs_scipy_loop']:.1f}x the SciPy loop), "
+                    f"mean iterations {row['mean iterations']:.2f}{control}"
                 )
             if count == largest:
                 ours = np.asarray(result.x[:subset], dtype=np.float64)
@@ -342,13 +386,15 @@ def gpu_run(args, report):
 
 def print_tables(report):
     print()
-    print("| backend | dtype | B | threads | fits/s | x SciPy loop | mean iterations |")
-    print("|---|---|---|---|---|---|---|")
+    print("| backend | dtype | B | threads | fits/s | x SciPy loop | mean iterations | NumPy control, 2 threads |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in report["runs"]:
         ratio = f"{row['vs_scipy_loop']:.1f}" if "vs_scipy_loop" in row else "-"
+        control = row.get("plain NumPy 2-thread speed-up meanwhile")
         print(
             f"| {row['backend']} | {row['dtype']} | {row['B']:,} | {row.get('threads', '-')} | "
-            f"{row['fits_per_s']:,.0f} | {ratio} | {row['mean iterations']:.2f} |"
+            f"{row['fits_per_s']:,.0f} | {ratio} | {row['mean iterations']:.2f} | "
+            f"{'-' if control is None else f'{control:.2f}x'} |"
         )
     if report.get("scipy"):
         rates = report["scipy"]["rates"]

@@ -154,7 +154,7 @@ def cholesky_solve(xp: Any, A: Any, damping: Any, b: Any, free: Any = None) -> t
     .. math:: (A_{FF} + \operatorname{diag}(\delta_F)) x_F = b_F .
 
     The factorisation :math:`L L^T` is written out entry by entry (Golub and Van Loan,
-    *Matrix Computations*, 4th ed., algorithm 4.2.1) with every entry an array over the
+    *Matrix Computations*, 4th ed., section 4.2) with every entry an array over the
     problems. A problem whose pivot is not positive beyond rounding
     (:math:`\ell_{jj}^2 \le n\,\varepsilon\,(A_{jj} + \delta_j)`) or not finite is
     reported in ``ok`` as False; its x is finite garbage, to be discarded.
@@ -218,7 +218,7 @@ def r_factor(xp: Any, J: Any) -> Any:
     r"""The triangular factor R of a thin QR factorisation :math:`J = Q R`, per problem.
 
     Modified Gram-Schmidt over the columns (Björck, *Numerical Methods for Least Squares
-    Problems*, 1996, section 2.4): R is computed as accurately as by Householder
+    Problems*, SIAM, 1996): R is computed as accurately as by Householder
     reflections, so its singular values are those of J to within
     :math:`O(\varepsilon) \lVert J \rVert`, which is all the rank decision of
     :func:`jacobi_svd` needs. A column that is (numerically) zero after the projections

@@ -12,9 +12,10 @@ the calls to the user's functions. One iteration, for every problem still runnin
    Levenberg-Marquardt step: Kanzow, Yamashita and Fukushima, J. Comput. Appl. Math.
    172:375, 2004; binding sets as in Bertsekas, SIAM J. Control Optim. 20:221, 1982);
 3. with :math:`s = x_t - x`, the gain ratio :math:`\rho = (F(x) - F(x_t)) /
-   (-g^T s - \tfrac12 s^T A s)` decides: the step is taken if :math:`\rho > 10^{-4}`,
+   (-g^T s - \tfrac12 s^T A s)` decides (the reduction summed term by term, so that
+   float32 does not lose it to cancellation): the step is taken if :math:`\rho > 10^{-4}`,
    and the damping follows Nielsen's rule (Nielsen, IMM-REP-1999-05; Madsen, Nielsen and
-   Tingleff, *Methods for Non-Linear Least Squares Problems*, 2004, eq. 3.16):
+   Tingleff, *Methods for Non-Linear Least Squares Problems*, IMM, 2004):
    :math:`\lambda \leftarrow \lambda \max(\tfrac13, 1 - (2\rho - 1)^3)` after a step
    taken, :math:`\lambda \leftarrow \lambda \nu,\ \nu \leftarrow 2 \nu` after one
    refused. :math:`D` is MINPACK's scaling (Moré, LNM 630, 1978): the running maximum of
@@ -49,6 +50,9 @@ _RUNNING = 100  # status of a problem still iterating (never returned)
 _TAU = 1e-3  # initial damping relative to the largest scaled diagonal of A (Madsen et al. 2004)
 _ACCEPT = 1e-4  # smallest gain ratio of a step taken (MINPACK's p0001)
 _EPS64 = 2.220446049250313e-16  # SciPy checks the tolerances against float64's epsilon
+#: batches are split for more workers only into blocks of at least this many problems
+#: (smaller blocks cost more in per-call overhead than a second thread gains)
+_SMALLEST_SHARED_BLOCK = 2048
 
 
 # -- objectives: what the evaluated values mean ------------------------------------------
@@ -143,6 +147,7 @@ class Poisson:
 # -- calling the user's functions --------------------------------------------------------
 
 
+@dataclasses.dataclass
 class Evaluator:
     """Calls ``fun`` (and ``jac``) for the running problems and returns problem-last arrays.
 
@@ -167,19 +172,18 @@ class Evaluator:
     [[2.0], [6.0]]
     """
 
-    def __init__(
-        self, xp: Any, fun: Callable[..., Any], jac: Any, pass_indices: bool, stack: Any, dtype: Any, n: int, count: int
-    ) -> None:
-        self.xp = xp
-        self.fun = fun
-        self.jac = jac
-        self.pass_indices = pass_indices
-        self.stack = stack
-        self.dtype = dtype
-        self.n = n
-        self.count = count
-        self.m: int | None = None
-        self.backend = get_backend(stack) if stack is not None else None
+    xp: Any
+    fun: Callable[..., Any]
+    jac: Any
+    pass_indices: bool
+    stack: Any
+    dtype: Any
+    n: int
+    count: int
+    m: int | None = None  # residuals per problem, learnt from the first call
+
+    def __post_init__(self) -> None:
+        self.backend = get_backend(self.stack) if self.stack is not None else None
 
     def _call(self, function: Callable[..., Any], x: Any, rows: Any, whole: bool) -> Any:
         xp = self.xp
@@ -253,7 +257,7 @@ class Evaluator:
         if callable(self.jac):
             return self._jacobian(self._call(self.jac, x, rows, whole), rows, whole, k, "jac")
         if self.jac is True:
-            return _pair(self._call(self.fun, x, rows, whole))[1]
+            return self.values_and_jacobian(x, rows, whole)[1]
         # forward differences, one batched evaluation per variable (SciPy's '2-point')
         eps = float(xp.finfo(self.dtype).eps)
         columns = []
@@ -769,7 +773,8 @@ def run(
     else:  # the backend's block size, evened out so that every worker gets as many blocks
         default = get_backend(x0).fit_block or max(count, 1)
         blocks = -(-count // default)
-        blocks = -(-blocks // workers) * workers
+        if count >= workers * _SMALLEST_SHARED_BLOCK:
+            blocks = -(-blocks // workers) * workers
         size = max(-(-count // max(blocks, 1)), 1)
     spans = [(lo, min(lo + size, count)) for lo in range(0, max(count, 1), size)]
 
