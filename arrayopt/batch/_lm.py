@@ -286,7 +286,13 @@ def _pair(out: Any) -> tuple[Any, Any]:
 
 
 class Outputs:
-    """The full-size result arrays, written as problems finish (from any worker thread).
+    """The full-size result arrays, problem axis last; each block stores its problems when it ends.
+
+    The arrays are (n, B), (m, B), (n, m, B) and (B,): a block writes its results as
+    contiguous runs of the last axis, and :meth:`result` hands out their transposes, the
+    (B, n), (B, m), (B, m, n) arrays of :class:`LeastSquaresResult`, without copying.
+    Blocks cover disjoint ranges of problems, so worker threads never write the same
+    entries.
 
     Args:
         xp: the array namespace.
@@ -298,7 +304,8 @@ class Outputs:
     >>> import numpy as np
     >>> out = Outputs(np, np.zeros((3, 2)), 3, 2, np.float64)
     >>> out.ensure(4)
-    >>> out.arrays["fun"].shape, out.arrays["jac"].shape
+    >>> res = out.result()
+    >>> res.fun.shape, res.jac.shape
     ((3, 4), (3, 4, 2))
     """
 
@@ -310,7 +317,6 @@ class Outputs:
         self.dtype = dtype
         self.arrays: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.backend = get_backend(like)
 
     def ensure(self, m: int) -> None:
         """Allocate the arrays once the number of residuals ``m`` is known."""
@@ -325,24 +331,41 @@ class Outputs:
                 return xp.zeros(shape, dtype=dtype, device=device)
 
             self.arrays = {
-                "x": zeros((B, n), dt),
+                "x": zeros((n, B), dt),
                 "cost": zeros((B,), dt),
-                "fun": zeros((B, m), dt),
-                "jac": zeros((B, m, n), dt),
-                "grad": zeros((B, n), dt),
+                "fun": zeros((m, B), dt),
+                "jac": zeros((n, m, B), dt),
+                "grad": zeros((n, B), dt),
                 "optimality": zeros((B,), dt),
-                "active_mask": zeros((B, n), xp.int8),
+                "active_mask": zeros((n, B), xp.int8),
                 "status": zeros((B,), index),
                 "nfev": zeros((B,), index),
                 "njev": zeros((B,), index),
                 "nit": zeros((B,), index),
             }
 
-    def write(self, rows: Any, fields: dict[str, Any]) -> None:
-        """Store ``fields`` (problem axis first) at the problems ``rows``."""
-        where = self.xp.reshape(rows, (1, -1))
-        for name, values in fields.items():
-            self.backend.put_entries(self.arrays[name], where, values)
+    def store(self, lo: int, hi: int, pieces: "list[tuple[Any, dict[str, Any]]]") -> None:
+        """Write the block of problems ``lo:hi`` from the pieces its iteration collected.
+
+        Each piece is ``(positions, fields)``: the problems' positions within the block and
+        their results, problem axis last, in the order they finished.
+        """
+        if not pieces:
+            return
+        xp = self.xp
+        order = xp.argsort(xp.concat([positions for positions, _ in pieces]))
+        for name in pieces[0][1]:
+            values = xp.concat([fields[name] for _, fields in pieces], axis=-1)
+            self.arrays[name][..., lo:hi] = xp.take(values, order, axis=-1)
+
+    def result(self) -> LeastSquaresResult:
+        """The result, each array with the problem axis first (views of the stored arrays)."""
+        xp = self.xp
+        fields = {
+            name: array if array.ndim == 1 else xp.permute_dims(array, tuple(range(array.ndim - 1, -1, -1)))
+            for name, array in self.arrays.items()
+        }
+        return LeastSquaresResult(**fields, success=fields["status"] > 0)
 
 
 # -- the iteration ------------------------------------------------------------------------
@@ -382,6 +405,7 @@ def solve_block(
     settings: Settings,
     outputs: Outputs,
     whole: bool,
+    first: int,
 ) -> None:
     """Run the iteration for the problems ``rows`` (starting at ``x0``, shape (n, k)) to the end.
 
@@ -400,8 +424,10 @@ def solve_block(
         scale: as above.
         data: as above.
         settings: tolerances and budget.
-        outputs: where finished problems are written.
+        outputs: where the block's results are stored when it ends.
         whole: as above.
+        first: the position of the block's first problem in the batch (``rows`` is
+            ``first, first + 1, ...`` on entry).
     """
     dtype = x0.dtype
     info = xp.finfo(dtype)
@@ -412,6 +438,8 @@ def solve_block(
     index = xp.int64
 
     x = x0
+    total = k  # the block is the problems first:first + total, in order
+    finished: list[tuple[Any, dict[str, Any]]] = []
     values, J = evaluator.values_and_jacobian(x, rows, whole)
     assert evaluator.m is not None
     outputs.ensure(evaluator.m)
@@ -462,7 +490,9 @@ def solve_block(
             }
             if box is not None:
                 fields["active_mask"] = box.active(xp, x, g)
-            outputs.write(xp.take(rows, done, axis=0), {key: _first_axis(xp, v, done) for key, v in fields.items()})
+            finished.append(
+                (xp.take(rows, done, axis=0) - first, {key: xp.take(v, done, axis=-1) for key, v in fields.items()})
+            )
             keep = order[:still]
             x, values, J, A, g, d = (xp.take(a, keep, axis=-1) for a in (x, values, J, A, g, d))
             cost, lam, nu, floor, nfev, njev, nit, status, rows = (
@@ -474,6 +504,7 @@ def solve_block(
             k = still
             whole = False
         if k == 0:
+            outputs.store(first, first + total, finished)
             return
 
         # the damped step on the free variables, projected into the box
@@ -537,14 +568,6 @@ def _normal(xp: Any, objective: Any, values: Any, J: Any, data: tuple[Any, ...])
     A, g = objective.normal(xp, values, J, data)
     ok = xp.all(xp.isfinite(A), axis=0) & xp.all(xp.isfinite(g), axis=0)
     return xp.where(ok, A, 0.0), xp.where(ok, g, math.nan), ok
-
-
-def _first_axis(xp: Any, a: Any, done: Any) -> Any:
-    """The entries ``done`` of a problem-last array, with the problem axis moved first."""
-    picked = xp.take(a, done, axis=-1)
-    if picked.ndim == 1:
-        return picked
-    return xp.permute_dims(picked, tuple(range(picked.ndim - 1, -1, -1)))
 
 
 # -- the public function ---------------------------------------------------------------
@@ -623,7 +646,9 @@ def least_squares(
     Returns:
         LeastSquaresResult: ``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``,
         ``active_mask``, ``status``, ``success``, ``nfev``, ``njev``, ``nit``, each with
-        a leading batch axis, on ``x0``'s device and in its dtype.
+        a leading batch axis, on ``x0``'s device and in its dtype. The 2-D and 3-D ones
+        are transposed views of arrays stored problem axis last (not C-contiguous: take
+        a copy where a library needs contiguous memory).
 
     Raises:
         ValueError: for malformed arguments (named in the message), ``x0`` outside the
@@ -796,6 +821,7 @@ def run(
                 settings,
                 outputs,
                 whole=(lo, hi) == (0, count),
+                first=lo,
             )
 
     if workers == 1 or len(spans) == 1:
@@ -805,5 +831,4 @@ def run(
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             for future in [pool.submit(block, span) for span in spans]:
                 future.result()
-    arrays = outputs.arrays
-    return LeastSquaresResult(**arrays, success=arrays["status"] > 0)
+    return outputs.result()
