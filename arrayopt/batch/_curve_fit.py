@@ -161,7 +161,7 @@ def curve_fit(
     residual_jac = jac if not callable(jac) else model.jacobian
     objective = Poisson() if poisson else LeastSquares()
     with get_backend(p).quiet():  # negative or NaN counts make NaN constants: those problems fail alone
-        data = Poisson().prepare(xp, problem_last(xp, y, (1, 0))) if poisson else ()
+        data = Poisson().prepare(xp, model.y_t) if poisson else ()
     result = run(
         xp, model, residual_jac, p, dtype, bounds, x_scale, settings, objective, data, pass_indices, block_size, workers
     )
@@ -198,11 +198,11 @@ class _Model:
     ) -> None:
         self.xp, self.f, self.jac, self.xdata = xp, f, jac, xdata
         self.poisson, self.pass_indices, self.m = poisson, pass_indices, m
-        self.y_t = xp.permute_dims(y, (1, 0))
+        self.y_t = problem_last(xp, y, (1, 0))  # contiguous: its columns are gathered every call
         self.scale_t = None  # weights 1/sigma, (m, B or 1)
         self.matrix = None  # inverse Cholesky factors of the covariances, (B or 1, m, m)
         if transform is not None and transform[0] == "scale":
-            self.scale_t = xp.permute_dims(transform[1], (1, 0))
+            self.scale_t = problem_last(xp, transform[1], (1, 0))
         elif transform is not None:
             self.matrix = transform[1]
 
