@@ -42,7 +42,7 @@ def _mount_source_backends() -> None:
 
 _mount_source_backends()
 
-from arrayopt import backends, functional, lr_scheduler, swa_utils, utils  # noqa: E402
+from arrayopt import backends, batch, functional, lr_scheduler, swa_utils, utils  # noqa: E402
 from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
@@ -91,6 +91,7 @@ __all__ = [
     "SparseGrad",
     "__version__",
     "backends",
+    "batch",
     "functional",
     "load",
     "load_into",

@@ -1,5 +1,6 @@
 """The interface every backend implements, and what they share."""
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ class Backend:
         name: short library name (``"numpy"``, ``"cupy"``, or the namespace's name).
         xp: the library's array-API namespace (through array-api-compat), used to
             allocate state and for non-elementwise work.
+        fit_block: how many problems :mod:`arrayopt.batch` fits together by default
+            (None: the whole batch).
 
     One instance per library, found with :func:`get_backend`; it takes no arguments.
 
@@ -42,6 +45,7 @@ class Backend:
 
     name: str
     xp: Any
+    fit_block: int | None = None
 
     def __init__(self) -> None:
         self._kernels: dict[tuple[Rule, tuple[tuple[str, Any], ...]], Kernel] = {}
@@ -163,6 +167,16 @@ class Backend:
         return self.xp.sum(a * b)
 
     # -- arrays ---------------------------------------------------------------------
+
+    def quiet(self) -> "contextlib.AbstractContextManager[Any]":
+        """A context in which floating-point overflow, invalid results and division by zero do not warn.
+
+        For solvers that evaluate trial points where some of many problems overflow on
+        purpose and handle the resulting inf and NaN per problem (:mod:`arrayopt.batch`).
+        NumPy warns by default (and a test suite may turn warnings into errors); other
+        libraries do not warn.
+        """
+        return contextlib.nullcontext()
 
     def is_floating(self, array: Any) -> bool:
         """True for real floating-point or complex floating-point arrays."""

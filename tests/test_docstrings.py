@@ -37,6 +37,7 @@ def public_modules():
         "arrayopt.functional",
         "arrayopt.utils",
         "arrayopt.backends",
+        "arrayopt.batch",
     ]
     names += [
         f"arrayopt.optimizers.{m.name}"

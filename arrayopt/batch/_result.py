@@ -1,0 +1,116 @@
+"""Status codes and the result object of the batched solvers."""
+
+import enum
+
+from arrayopt.backends import get_backend
+from arrayopt.minimize import OptimizeResult
+
+__all__ = ["LeastSquaresResult", "OptimizeWarning", "Status"]
+
+
+class Status(enum.IntEnum):
+    """Why one problem of a batch stopped: SciPy's ``least_squares`` codes plus named extras.
+
+    The non-negative codes mean what they mean in ``scipy.optimize.least_squares``;
+    ``success`` is ``status > 0`` as there. SciPy has no per-problem failures (it raises
+    for the whole call) and uses -1 and -2 for other things, so the extras start at -3.
+    ``message`` is the text of each code.
+
+    Args:
+        value: the integer code, e.g. ``Status(3)`` (as for any ``IntEnum``).
+
+    >>> Status(3).name, Status.XTOL.message
+    ('XTOL', '`xtol` termination condition is satisfied.')
+    >>> int(Status.NONFINITE_RESIDUALS)
+    -3
+    """
+
+    #: the evaluation budget ``max_nfev`` is spent
+    MAX_NFEV = 0
+    #: ``gtol``: the largest entry of the (bound-scaled) gradient is below ``gtol``
+    GTOL = 1
+    #: ``ftol``: the cost fell by less than ``ftol`` times itself, on a trustworthy step
+    FTOL = 2
+    #: ``xtol``: the step is shorter than ``xtol * (xtol + |x|)``
+    XTOL = 3
+    #: both ``ftol`` and ``xtol``
+    FTOL_XTOL = 4
+    #: the residuals (or, for Poisson fits, the model) are not usable at the starting point; nothing was done
+    NONFINITE_RESIDUALS = -3
+    #: the Jacobian is not finite at the point reached (which is returned)
+    NONFINITE_JACOBIAN = -4
+
+    @property
+    def message(self) -> str:
+        """The text of this status (SciPy's words for SciPy's codes)."""
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.MAX_NFEV: "The maximum number of function evaluations is exceeded.",
+    Status.GTOL: "`gtol` termination condition is satisfied.",
+    Status.FTOL: "`ftol` termination condition is satisfied.",
+    Status.XTOL: "`xtol` termination condition is satisfied.",
+    Status.FTOL_XTOL: "Both `ftol` and `xtol` termination conditions are satisfied.",
+    Status.NONFINITE_RESIDUALS: "Residuals are not finite in the initial point.",
+    Status.NONFINITE_JACOBIAN: "The Jacobian is not finite at the point reached.",
+}
+
+
+class OptimizeWarning(UserWarning):
+    """Warned by :func:`arrayopt.batch.curve_fit` where SciPy warns or raises for a single fit.
+
+    SciPy's ``curve_fit`` raises when a fit fails and warns when a covariance cannot be
+    estimated; a batch cannot raise for one problem, so it warns once per call with the
+    number of problems concerned.
+
+    Args:
+        args: the message, as for any warning.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("2 of 10 fits did not converge", OptimizeWarning)
+    >>> caught[0].category.__name__
+    'OptimizeWarning'
+    """
+
+
+class LeastSquaresResult(OptimizeResult):
+    """The result of a batched least-squares solve: SciPy's fields, each with a leading batch axis.
+
+    Keys (also attributes), for B problems of n variables and m residuals:
+
+    * ``x`` (B, n): the solutions; ``cost`` (B,): half the sum of squared residuals
+      (for a Poisson fit, half the deviance); ``fun`` (B, m): the residuals at ``x``;
+      ``jac`` (B, m, n): the Jacobian at ``x``; ``grad`` (B, n): the gradient of the
+      cost at ``x``;
+    * ``optimality`` (B,): the largest entry of the gradient scaled as for ``gtol``;
+      ``active_mask`` (B, n): -1 where a lower bound binds, 1 an upper bound, else 0;
+    * ``status`` (B,): a :class:`Status` code per problem; ``success`` (B,):
+      ``status > 0``;
+    * ``nfev``, ``njev``, ``nit`` (B,): evaluations of the residuals (not counting those
+      of finite differences, as SciPy's ``trf``), of the Jacobian, and iterations (one
+      trial step each, taken or not).
+
+    ``message(i)`` gives the text of problem i's status; :class:`Status` maps every code
+    to its text.
+
+    Args:
+        kwargs: the fields (as for ``dict``).
+
+    >>> import numpy as np
+    >>> result = LeastSquaresResult(status=np.array([2, -3]))
+    >>> result.message(1)
+    'Residuals are not finite in the initial point.'
+    """
+
+    def message(self, index: int) -> str:
+        """The text of problem ``index``'s status (reads one integer from the device).
+
+        Args:
+            index: the problem's position in the batch.
+        """
+        status = self["status"]
+        code = int(get_backend(status).to_numpy(status[index]).reshape(()))
+        return Status(code).message

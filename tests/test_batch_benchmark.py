@@ -1,0 +1,59 @@
+"""benchmarks/batch_fit.py runs end to end at tiny sizes: its CPU path, and its --gpu path on a CuPy made of NumPy.
+
+Nothing here is timed; the figures come from running the script itself. The GPU path
+must work unattended on a machine with a GPU, so its plumbing (device arrays in, JSON
+out, the CPU parity check) is exercised here with a ``cupy`` module made of NumPy.
+"""
+
+import importlib.util
+import json
+import pathlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "batch_fit.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("batch_fit_benchmark", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_run_writes_its_figures(tmp_path):
+    pytest.importorskip("scipy")
+    out = tmp_path / "cpu.json"
+    load().main(["--sizes", "300", "--rounds", "1", "--scipy-subset", "40", "--scipy-round", "20", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert {row["dtype"] for row in report["runs"]} == {"float32", "float64"}
+    assert all(row["fits_per_s"] > 0 and row["vs_scipy_loop"] > 0 for row in report["runs"])
+    tight = report["parity"]["float64, tolerances 1e-12"]
+    assert tight["largest difference in standard errors (largest)"] < 1e-3  # the same minimiser as SciPy
+    assert report["runs"][0]["success share"] > 0.95
+
+
+def fake_cupy():
+    """Just what the benchmark's GPU path calls, over NumPy."""
+    device = types.SimpleNamespace(id=0, synchronize=lambda: None)
+    runtime = types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"NumPy stand-in"})
+    module = types.ModuleType("cupy")
+    for name in ("exp", "empty", "multiply", "take", "arange", "tile", "reshape", "repeat", "asarray"):
+        setattr(module, name, getattr(np, name))
+    module.asnumpy = np.asarray
+    module.cuda = types.SimpleNamespace(Device=lambda: device, runtime=runtime)
+    module.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
+    return module
+
+
+def test_gpu_run_plumbing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    out = tmp_path / "gpu.json"
+    load().main(["--gpu", "--sizes", "2000", "--rounds", "1", "--scipy-subset", "100", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["device"] == "NumPy stand-in"
+    assert [row["backend"] for row in report["runs"]] == ["cupy", "cupy"]
+    assert report["parity"]["float64, GPU vs NumPy"]["max relative difference (largest)"] == 0.0
