@@ -44,6 +44,11 @@ stage() { # stage NAME SECONDS LOGFILE COMMAND...: run with a time limit, record
     local rc=$?
     note "$name: exit $rc after $((SECONDS - start)) s$([ $rc -eq 124 ] && echo ' (TIMED OUT)')"
     tail -n 5 "$logfile" | sed 's/^/    /' >>"$summary"
+    pack
+}
+pack() { # with PACK=FILE, everything so far in one archive after every stage (a cut-off run keeps it)
+    [ -n "${PACK:-}" ] && (cd "$out" && tar czf "$PACK.tmp" ./* && mv "$PACK.tmp" "$PACK")
+    return 0
 }
 
 note "install into $site"
@@ -84,24 +89,38 @@ stage "tests: CuPy matrix" "${TEST_SECONDS:-180}" "$out/tests.log" \
     env ARRAYOPT_TEST_BACKENDS=numpy,cupy python3 -P -m pytest -m "cuda and not ref" -q -rfE \
     -p no:cacheprovider -n "$workers" --timeout 150 --junitxml="$out/tests.xml"
 
-# 2. the benchmark (CuPy against torch's fused CUDA optimizers, and the copy bandwidth)
-bench_args=(--gpu --workloads gpu-1x256M,gpu-1000x256K,gpu-10000x1.6K --rounds 5 --batch 0.2)
-[ "$quick" = 1 ] && bench_args=(--gpu --workloads gpu-10000x1.6K --quick)
-stage "benchmark" "${BENCH_SECONDS:-150}" "$out/bench.md" \
-    python3 -P -m arrayopt.bench "${bench_args[@]}" --json "$out/bench.json"
+# 2. notebook 04, executed (on CuPy where there is a GPU)
+stage "notebook 04" "${NOTEBOOK_SECONDS:-80}" "$out/notebook.log" \
+    python3 -P notebooks/build.py --execute 04_gpu_pipeline
+cp notebooks/04_gpu_pipeline.ipynb "$out/" 2>/dev/null || note "no notebook written"
+pack
 
-# 3. half precision, CUDA graphs, LBFGS at n = 1e7
-extra_args=()
+# 3. where the loads go, half precision, CUDA graphs, LBFGS at n = 1e7
+extra_args=(--only "${EXTRA_PARTS:-loads,half,graphs,lbfgs}")
 [ "$quick" = 1 ] && extra_args+=(--quick)
 [ "$gpu" = 0 ] && extra_args+=(--cpu)
 stage "extra GPU figures" "${EXTRA_SECONDS:-100}" "$out/gpu_extra.log" \
     python3 -P benchmarks/gpu_extra.py "${extra_args[@]}" --json "$out/gpu_extra.json"
 
-# 4. notebook 04, executed (on CuPy where there is a GPU)
-stage "notebook 04" "${NOTEBOOK_SECONDS:-80}" "$out/notebook.log" \
-    python3 -P notebooks/build.py --execute 04_gpu_pipeline
-cp notebooks/04_gpu_pipeline.ipynb "$out/" 2>/dev/null || note "no notebook written"
+# 4. batched fitting on Gpufit's benchmark (CuPy)
+if [ "$gpu" = 1 ]; then
+    batch_sizes="${BATCH_SIZES:-100000,1000000,10000000}"
+    [ "$quick" = 1 ] && batch_sizes=10000
+    stage "batched fits, float32" "${BATCH_SECONDS:-60}" "$out/batch_fit.log" \
+        python3 -P benchmarks/batch_fit.py --gpu --sizes "$batch_sizes" --dtypes float32 --rounds 3 \
+        --json "$out/batch_fit_float32.json"
+    stage "batched fits, float64" "${BATCH64_SECONDS:-30}" "$out/batch_fit64.log" \
+        python3 -P benchmarks/batch_fit.py --gpu --sizes 1000000 --dtypes float64 --rounds 2 \
+        --json "$out/batch_fit_float64.json"
+fi
+
+# 5. the benchmark (CuPy against torch's fused CUDA optimizers, and the copy bandwidth)
+bench_args=(--gpu --workloads gpu-1x256M,gpu-1000x256K,gpu-10000x1.6K --rounds "${BENCH_ROUNDS:-5}" --batch 0.2)
+[ "$quick" = 1 ] && bench_args=(--gpu --workloads gpu-10000x1.6K --quick)
+stage "benchmark" "${BENCH_SECONDS:-150}" "$out/bench.md" \
+    python3 -P -m arrayopt.bench "${bench_args[@]}" --json "$out/bench.json"
 
 # everything in one archive too (the results folder may be limited to a few files)
 (cd "$out" && tar czf logs.tgz --exclude=logs.tgz --exclude='*.ipynb' ./*)
 note "done"
+pack
