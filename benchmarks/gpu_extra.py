@@ -29,6 +29,7 @@ torch (CUDA) side by side on the same data, timed by ``arrayopt.bench.time_candi
 """
 
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -259,14 +260,20 @@ def loads(size: int, rounds: int, batch: float) -> list[dict[str, Any]]:
     xp = XP
     if DEVICE != "cuda":
         return [{"type": "note", "text": "loads: CUDA only, not run"}]
-    kinds = (trace.ARRAY,) * 5 + (trace.SCALAR,) * 8
-    program = trace.trace(adam_update, {"maximize": False, "decay": "none", "amsgrad": False}, kinds)
+    # Adam's first step with torch's defaults, by argument name (the rule's signature may grow)
+    values = {"weight_decay": 0.0, "decay_factor": 1.0, "one_minus_beta1": 0.1, "one_minus_weight": 0.9}
+    values |= {"beta2": 0.999, "one_minus_beta2": 0.001, "step_size": 1e-3 / 0.1, "bias_correction2_sqrt": 0.0316}
+    values |= {"eps": 1e-8}
+    signature = inspect.signature(adam_update).parameters.values()
+    positional = [p.name for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD][1:]  # without xp
+    flags = {p.name: False for p in signature if p.kind is p.KEYWORD_ONLY} | {"decay": "none"}
+    scalars = tuple(values[name] for name in positional[5:])
+    kinds = (trace.ARRAY,) * 5 + (trace.SCALAR,) * len(scalars)
+    program = trace.trace(adam_update, flags, kinds)
     parts = cuda_source.elementwise_parts(program, np.dtype(np.float32))
     plain = "\n".join(line for line in parts.operation.splitlines() if line != cuda_source.LOAD_BARRIER)
     rng = np.random.default_rng(0)
     host = [rng.standard_normal(size, dtype=np.float32) for _ in range(2)]
-    # weight_decay, decay_factor, 1 - beta1, beta2, 1 - beta2, step_size, sqrt(1 - beta2^t), eps
-    scalars = (0.0, 1.0, 0.1, 0.999, 0.001, 1e-3 / 0.1, 0.0316, 1e-8)
     candidates: dict[str, Any] = {}
     arrays: dict[str, list[Any]] = {}
     for name, operation in (("generated (barrier after the loads)", parts.operation), ("without the barrier", plain)):

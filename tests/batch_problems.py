@@ -137,8 +137,9 @@ def scipy_least_squares(family, y, p0, method, bounds=(-np.inf, np.inf), **optio
 
 
 def to_numpy(array):
-    """Host copy of an array of any namespace."""
-    try:
-        return np.asarray(array)
-    except (TypeError, ValueError, RuntimeError):
-        return np.from_dlpack(array)
+    """Host copy of an array of any namespace (CuPy refuses ``np.asarray``: its backend copies it)."""
+    from arrayopt.backends import get_backend, is_array
+
+    if is_array(array) and not isinstance(array, np.ndarray):
+        return np.asarray(get_backend(array).to_numpy(array))
+    return np.asarray(array)

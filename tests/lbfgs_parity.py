@@ -325,7 +325,7 @@ def compare(ours: Trajectory, ref: Trajectory, state: bool = True) -> tuple[floa
 FLOAT32_TIE_GAP = 1.0
 
 
-def assert_same_run(scenario: Scenario, ours: Trajectory, ref: Trajectory) -> None:
+def assert_same_run(scenario: Scenario, ours: Trajectory, ref: Trajectory, other_sum_order: bool = False) -> None:
     """Assert that ``ours`` is the run that ``ref`` recorded (torch's), step by step.
 
     float64 and complex128: every counter equal and every loss and parameter within
@@ -335,6 +335,13 @@ def assert_same_run(scenario: Scenario, ours: Trajectory, ref: Trajectory) -> No
     resolution (``FLOAT32_TIE_GAP``, measured with the loss in float64 against SciPy's
     minimum): then both must stay there at every later step, with their counters
     advancing within the budgets.
+
+    ``other_sum_order``: ``ours`` summed its dot products in another order than
+    NumPy's pairwise one (CuPy's device reduction, ``Backend.dot``). Its float32 dot
+    products then round otherwise than torch's and NumPy's at every step, so a line
+    search may branch differently anywhere, not only at a tie: after the first step
+    whose counters differ, only the budgets and finite losses are asserted (float64
+    rows stay exact; measured on an H200, two float32 rows of the table branch).
     """
     tolerance = TOLERANCE[scenario.dtype]
     diverged = scenario.steps
@@ -354,13 +361,14 @@ def assert_same_run(scenario: Scenario, ours: Trajectory, ref: Trajectory) -> No
     group = arrayopt.LBFGS([arrayopt.Parameter(np.zeros(1))], **scenario.kwargs).param_groups[0]
     for k in range(diverged, scenario.steps):
         for name, run in (("arrayopt", ours), ("torch", ref)):
-            assert gap(run, k) <= FLOAT32_TIE_GAP, (
+            assert other_sum_order or gap(run, k) <= FLOAT32_TIE_GAP, (
                 f"step {k}: the counters differ ({_counters(ours, k)} != {_counters(ref, k)}) while the {name} run "
                 f"is {gap(run, k):.3g} float32 units above the minimum: not a tie"
             )
             before = _counters(run, k - 1) if k else (0, 0)
             evals, iters = (after - prior for after, prior in zip(_counters(run, k), before, strict=True))
             assert 0 <= evals <= group["max_eval"] and 0 <= iters <= group["max_iter"], (name, k, evals, iters)
+            assert np.isfinite(run[f"step{k}/loss"]), (name, k)
 
 
 def _counters(run: Trajectory, step: int) -> tuple[int, int]:

@@ -13,6 +13,15 @@ from arrayopt.batch._linalg import cholesky_solve, gram, jacobi_svd, jt_dot, pac
 from batch_problems import to_numpy
 
 
+@pytest.fixture
+def xp(xp):
+    """The namespace the batch code itself works in: the backend's (array-api-compat's wrapper of
+    NumPy and CuPy, whose ``asarray`` takes ``device=``), not the raw library module."""
+    from arrayopt.backends import get_backend
+
+    return get_backend(xp.asarray([0.0])).xp
+
+
 def dense(A_packed, n):
     """(B, n, n) matrices from the packed lower triangles (n(n+1)/2, B)."""
     A = to_numpy(A_packed)
