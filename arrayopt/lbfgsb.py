@@ -274,20 +274,43 @@ def _dot(a: Any, b: Any) -> Any:
     return get_backend(a).dot(a, b)
 
 
-def _products(xp: Any, rows: Any, vectors: Any) -> Any:
+def _products(backend: Backend, rows: Any, vectors: Any) -> Any:
     """``rows @ vectors.T``: every row of ``rows`` (k, n) with every row of ``vectors`` (j, n), as (k, j).
 
-    Each entry is the products rounded once and summed along the row by the library's own
-    sum (NumPy's pairwise summation), as ``Backend.dot`` sums; one ``(k, n)`` temporary per
-    row of ``vectors``.
+    In a fixed order: over blocks of ``backend.reduction_block`` columns, the products are
+    rounded once and summed along the block by the library's own sum (NumPy's pairwise
+    summation), and the blocks' partial sums are added in column order. The blocks keep
+    the ``(k, j, block)`` products in cache, so the rows are read from memory once.
     """
-    columns = [xp.sum(rows * vectors[i, :], axis=-1) for i in range(vectors.shape[0])]
-    return xp.stack(columns, axis=-1)
+    xp = backend.xp
+    n = rows.shape[-1]
+    block = backend.reduction_block or max(n, 1)
+    total = None
+    for start in range(0, n, block):
+        stop = min(start + block, n)  # array-API slices may not run past the end
+        r, v = rows[:, start:stop], vectors[:, start:stop]
+        partial = xp.sum(r[:, None, :] * v[None, :, :], axis=-1)
+        total = partial if total is None else total + partial
+    if total is None:  # no columns
+        return xp.zeros((rows.shape[0], vectors.shape[0]), dtype=rows.dtype, device=backend.device(rows))
+    return total
 
 
-def _combination(xp: Any, coefficients: Any, rows: Any) -> Any:
-    """``coefficients @ rows``: the rows (k, n) weighted by ``coefficients`` (k,), added in row order."""
-    return xp.sum(coefficients[:, None] * rows, axis=0)
+def _combine_rows(backend: Backend, coefficients: Any, rows: Any) -> Any:
+    """``coefficients @ rows``: the rows (k, n) weighted by ``coefficients`` (k,) and added in row order,
+    one block of ``backend.reduction_block`` columns at a time."""
+    xp = backend.xp
+    n = rows.shape[-1]
+    block = backend.reduction_block or max(n, 1)
+    weights = coefficients[:, None]
+    parts = [xp.sum(weights * rows[:, start : min(start + block, n)], axis=0) for start in range(0, n, block)]
+    return xp.concat(parts) if parts else xp.zeros((0,), dtype=rows.dtype, device=backend.device(rows))
+
+
+def _combination(xp: Any, vector: Any, matrix: Any) -> Any:
+    """``vector @ matrix`` for ``vector`` (n,) and ``matrix`` (n, k): the products added along the
+    first axis in row order (no BLAS)."""
+    return xp.sum(vector[:, None] * matrix, axis=0)
 
 
 def _to_host(backend: Backend, array: Any) -> Any:
@@ -634,7 +657,7 @@ class LbfgsbMemory:
 
     def products(self, vectors: Any) -> tuple[list[list[float]], list[list[float]]]:
         """``Y v`` and ``S v`` for each row ``v`` of ``vectors`` (k, n): two (filled, k) host lists, by slot."""
-        values = _to_host(self.backend, _products(self.backend.xp, self._rows(), vectors))
+        values = _to_host(self.backend, _products(self.backend, self._rows(), vectors))
         return values[0::2], values[1::2]
 
     def chronological(self, by_slot_y: list[float], by_slot_s: list[float]) -> list[float]:
@@ -650,13 +673,13 @@ class LbfgsbMemory:
             a[2 * j] = coefficients[i]
             a[2 * j + 1] = self.theta * coefficients[col + i]
         rows = self._rows()
-        return _combination(xp, xp.asarray(a, dtype=rows.dtype, device=self.backend.device(rows)), rows)
+        return _combine_rows(self.backend, xp.asarray(a, dtype=rows.dtype, device=self.backend.device(rows)), rows)
 
     def gather(self, indices: Any) -> list[list[float]]:
         """The (2m, 2m) Gram matrix of ``[Y; S]``'s columns ``indices``, in the slot layout."""
         xp = self.backend.xp
         rows = xp.take(self._rows(), indices, axis=1)
-        gram = _to_host(self.backend, _products(xp, rows, rows))
+        gram = _to_host(self.backend, _products(self.backend, rows, rows))
         return self._spread(gram)
 
     def _spread(self, gram: list[list[float]]) -> list[list[float]]:

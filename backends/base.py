@@ -26,6 +26,9 @@ class Backend:
             allocate state and for non-elementwise work.
         fit_block: how many problems :mod:`arrayopt.batch` fits together by default
             (None: the whole batch).
+        reduction_block: how many elements of a long axis a fixed-order reduction
+            (:mod:`arrayopt.lbfgsb`'s products with its memory) takes at a time, so that
+            its temporaries stay in cache (None: the whole axis at once).
 
     One instance per library, found with :func:`get_backend`; it takes no arguments.
 
@@ -46,6 +49,7 @@ class Backend:
     name: str
     xp: Any
     fit_block: int | None = None
+    reduction_block: int | None = 8192
 
     def __init__(self) -> None:
         self._kernels: dict[tuple[Rule, tuple[tuple[str, Any], ...]], Kernel] = {}

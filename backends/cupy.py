@@ -33,6 +33,7 @@ class CuPyBackend(Backend):
 
     name = "cupy"
     xp = compat_cupy
+    reduction_block = None  # the whole axis in one kernel: on a GPU a launch costs more than a pass
 
     def _compile(self, rule: Rule, flags: dict[str, Any]) -> Kernel:
         ndarray = cupy.ndarray
