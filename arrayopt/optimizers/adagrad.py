@@ -167,7 +167,7 @@ class Adagrad(ElementwiseOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p] = self._fresh_state(p, initial_accumulator_value)
-        self._lay_out_state()  # flat Parameters' sums go into a flat layout, so they update in one call
+        self._flat.hold(self)  # flat Parameters' sums are held by their buffer, so they update in one call
 
     def share_memory(self) -> None:
         """torch moves each ``sum`` to shared memory; array libraries have no such move."""
