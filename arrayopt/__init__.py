@@ -46,7 +46,7 @@ from arrayopt import backends, lr_scheduler, swa_utils  # noqa: E402
 from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
-from arrayopt.optimizer import Optimizer  # noqa: E402
+from arrayopt.optimizer import ElementwiseOptimizer, Optimizer  # noqa: E402
 from arrayopt.optimizers import (  # noqa: E402
     ASGD,
     LBFGS,
@@ -77,6 +77,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "ElementwiseOptimizer",
     "Muon",
     "NAdam",
     "OptimizeResult",

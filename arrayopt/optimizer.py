@@ -20,13 +20,16 @@ import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
+from dataclasses import dataclass
 from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from arrayopt import _nonfinite
 from arrayopt._flat_runs import Block, FlatRuns, MemberState, RunUpdate
 from arrayopt._hooks import RemovableHandle, register
+from arrayopt._scalars import scalar_array
 from arrayopt._state_check import StateKey, check_group_values, check_state_dict, check_step, step_to_float
+from arrayopt._validate import to_float
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
 from arrayopt.parameter import Parameter
@@ -34,6 +37,7 @@ from arrayopt.sparse import SparseGrad
 
 __all__ = [
     "ElementwiseOptimizer",
+    "Hyper",
     "Optimizer",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
@@ -540,19 +544,62 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
     return deepcopy(value)
 
 
-class ElementwiseOptimizer(Optimizer):
-    """Base for optimizers whose update is one elementwise rule per parameter.
+@dataclass(frozen=True)
+class Hyper:
+    """A param group's hyper-parameters for one step, as an optimizer's ``_hyper`` makes them.
 
-    A subclass provides four methods:
+    Flags are fixed, numbers flow: ``flags`` holds the keyword arguments that select
+    the compiled rule (``backend.kernel(rule, **hyper.flags)``), each combination
+    compiled once; a subclass (a frozen dataclass) adds the per-step numbers as named
+    fields, Python floats computed once per group and step with torch's expressions,
+    which ``_update`` passes to the rule.
 
-    * ``_hyper(group) -> dict``: the group's hyper-parameters as Python floats, and the
-      flags that select the compiled rule, computed once per group and step;
+    Args:
+        flags: the rule's keyword flags (bools and strings).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class SignHyper(Hyper):
+        ...     lr: float
+        >>> hyper = SignHyper(flags={"maximize": False}, lr=0.1)
+        >>> hyper.flags, hyper.lr
+        ({'maximize': False}, 0.1)
+    """
+
+    flags: dict[str, Any]
+
+
+H = TypeVar("H")
+
+
+class ElementwiseOptimizer(Optimizer, Generic[H]):
+    """Base for optimizers whose update is one elementwise rule per parameter: the way to add one.
+
+    The rule is a function at the top of the optimizer's module, written once in the
+    ``cupy.fuse`` dialect (``backends.trace``): ``rule(xp, param, grad, *state_arrays,
+    *numbers, **flags)``, in place, with its math in the docstring. The class around
+    it provides four methods, called by :meth:`step`:
+
+    * ``_hyper(group) -> H``: the group's :class:`Hyper` (its flags and per-step
+      numbers), computed once per group and step;
     * ``_init_state(p, group) -> dict | None``: fresh state for a parameter seen with a
       gradient for the first time (None if the optimizer keeps no state for it);
     * ``_operands(p, group, state) -> tuple``: the arrays the rule reads and writes,
       parameter first (a missing state key raises here);
     * ``_update(backend, hyper, state, operands)``: advance counters, compute the
       per-step scalars and run the rule (``backend`` is the parameter's).
+
+    and may set these class attributes:
+
+    * ``_state_keys``: the state it keeps, ``{key: StateKey(kind)}``
+      (``arrayopt._state_check.StateKey``), which ``load_state_dict`` checks against
+      and converts (a ``"step"`` to a Python float, a ``"scalar"`` number to a 0-d
+      float32 array, as torch keeps them);
+    * ``_defaults_on_load``: group keys filled in when loading an older state dict;
+    * ``_flat_runs = True``: the rule and state are elementwise (see below);
+    * ``_float_steps = False``: keep ``step`` counters as saved (SparseAdam's ints);
+    * ``_sparse_error``: torch's message for a sparse gradient it does not take.
 
     A parameter whose gradient is a :class:`~arrayopt.SparseGrad` goes through
     ``_sparse_operands`` and ``_sparse_update`` instead, with the same contract
@@ -590,25 +637,36 @@ class ElementwiseOptimizer(Optimizer):
 
     Example:
         >>> import numpy as np
+        >>> from dataclasses import dataclass
+        >>> import arrayopt
         >>> from arrayopt import Parameter
-        >>> def sign_update(xp, param, grad, lr):  # the rule, in the cupy.fuse dialect
-        ...     param -= lr * xp.sign(grad)
-        >>> class SignSGD(ElementwiseOptimizer):
-        ...     def __init__(self, params, lr=0.1):
-        ...         super().__init__(params, {"lr": lr})
+        >>> def sign_update(xp, param, grad, lr, *, maximize):  # the rule, in the cupy.fuse dialect
+        ...     param -= lr * (-xp.sign(grad) if maximize else xp.sign(grad))
+        >>> @dataclass(frozen=True)
+        ... class SignHyper(Hyper):
+        ...     lr: float
+        >>> class SignSGD(ElementwiseOptimizer[SignHyper]):
+        ...     _flat_runs = True  # stateless and elementwise: a ParameterList steps in one call
+        ...     def __init__(self, params, lr=0.1, maximize=False):
+        ...         super().__init__(params, {"lr": lr, "maximize": maximize})
         ...     def _hyper(self, group):
-        ...         return {"lr": float(group["lr"])}
+        ...         return SignHyper(flags={"maximize": bool(group["maximize"])}, lr=float(group["lr"]))
         ...     def _init_state(self, p, group):
         ...         return None
         ...     def _operands(self, p, group, state):
         ...         return (p.data, p.grad)
         ...     def _update(self, backend, hyper, state, operands):
-        ...         backend.kernel(sign_update)(*operands, hyper["lr"])
+        ...         backend.kernel(sign_update, **hyper.flags)(*operands, hyper.lr)
         >>> w = Parameter(np.array([1.0, -2.0, 3.0]))
         >>> w.grad = np.array([0.5, -3.0, 0.0])
         >>> SignSGD([w], lr=0.5).step()
         >>> w.data
         array([ 0.5, -1.5,  3. ])
+        >>> params = arrayopt.ParameterList([np.ones(2), np.zeros(3)])
+        >>> params.flat_grad = np.array([1.0, -1.0, 2.0, 0.0, -2.0])
+        >>> SignSGD(params, lr=0.5, maximize=True).step()   # one kernel call for both
+        >>> params.flat_data
+        array([ 1.5,  0.5,  0.5,  0. , -0.5])
     """
 
     _flat_runs: ClassVar[bool] = False
@@ -624,17 +682,30 @@ class ElementwiseOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        if self._float_steps:
-            # Counters are host floats here; a loaded one may be a number or a 0-d array
-            # (torch's tensor).
-            for group in self.param_groups:
-                for p in group["params"]:
-                    p_state = self.state.get(p)
-                    if p_state and "step" in p_state and not isinstance(p_state["step"], float):
-                        p_state["step"] = step_to_float(p_state["step"])
+        self._convert_loaded_state()
         self._flat = FlatRuns()
         if self._flat_runs:
             self._flat.hold(self)
+
+    def _convert_loaded_state(self) -> None:
+        """Give loaded counters and scalars the types this optimizer keeps them in.
+
+        ``step`` becomes a Python float (a number, or a 0-d array such as torch's
+        tensor; unless ``_float_steps`` is False); a number under a key declared
+        ``StateKey("scalar")`` becomes a 0-d float32 array on the parameter's device
+        (torch keeps these as tensors of its default dtype).
+        """
+        scalar_keys = [key for key, spec in (self._state_keys or {}).items() if spec.kind == "scalar"]
+        for group in self.param_groups:
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if not p_state:
+                    continue
+                if self._float_steps and "step" in p_state and not isinstance(p_state["step"], float):
+                    p_state["step"] = step_to_float(p_state["step"])
+                for key in scalar_keys:
+                    if key in p_state and not is_array(p_state[key]):
+                        p_state[key] = scalar_array(p.data, to_float(p_state[key]))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
@@ -690,7 +761,7 @@ class ElementwiseOptimizer(Optimizer):
             self.state.update(new_states)
         return loss
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> H:
         raise NotImplementedError
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -699,20 +770,20 @@ class ElementwiseOptimizer(Optimizer):
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: H, state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
     def _sparse_operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         raise RuntimeError(self._sparse_error.format(name=type(self).__name__))
 
-    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _sparse_update(self, backend: Backend, hyper: H, state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
     def _prepare_one(
         self,
         p: Parameter,
         group: dict[str, Any],
-        hyper: dict[str, Any],
+        hyper: H,
         pending: dict[Parameter, Any],
         updates: list[Any],
     ) -> None:
