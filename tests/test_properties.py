@@ -12,7 +12,7 @@ from arrayopt.backends import plan
 
 from cases import CASES
 
-PLAN_SETTINGS = plan.CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS
+PLAN_SETTINGS = plan.PLAN_CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS
 
 strict = pytest.importorskip("array_api_strict")
 
@@ -65,22 +65,22 @@ def test_chunk_size_never_changes_a_bit(case, size, chunk, dtype, seed):
     data = np.asarray(rng.standard_normal(size), dtype=dtype)
     grads = [np.asarray(rng.standard_normal(size), dtype=dtype) for _ in range(3)]
     whole = run(case, np, data, grads)  # compiled by numba when it is installed
-    saved = numpy_backend.CHUNK_BYTES, numpy_backend._numba, numpy_backend.SCRATCH_BYTES
-    numpy_backend.CHUNK_BYTES = chunk * np.dtype(dtype).itemsize
+    saved = numpy_backend.DIRECT_CHUNK_BYTES, numpy_backend._numba, numpy_backend.PLAN_MIN_BYTES
+    numpy_backend.DIRECT_CHUNK_BYTES = chunk * np.dtype(dtype).itemsize
     numpy_backend._numba = False
     try:
         chunked = run(case, np, data, grads)
         # The ufunc plans too, in chunks of the same size, over three threads.
-        numpy_backend.SCRATCH_BYTES = 0
+        numpy_backend.PLAN_MIN_BYTES = 0
         threads = plan.set_num_threads(3)
-        plan.CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS = chunk * np.dtype(dtype).itemsize, 8
+        plan.PLAN_CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS = chunk * np.dtype(dtype).itemsize, 8
         try:
             planned = run(case, np, data, grads)
         finally:
             plan.set_num_threads(threads)
-            plan.CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS = PLAN_SETTINGS
+            plan.PLAN_CHUNK_BYTES, plan.PARALLEL_MIN_ELEMENTS = PLAN_SETTINGS
     finally:
-        numpy_backend.CHUNK_BYTES, numpy_backend._numba, numpy_backend.SCRATCH_BYTES = saved
+        numpy_backend.DIRECT_CHUNK_BYTES, numpy_backend._numba, numpy_backend.PLAN_MIN_BYTES = saved
     np.testing.assert_array_equal(chunked, whole)
     np.testing.assert_array_equal(planned, whole)
 
