@@ -20,6 +20,13 @@ __all__ = ["NVRTC_OPTIONS", "ElementwiseParts", "elementwise_parts"]
 #: options for NVRTC: keep every multiply and add rounded on its own, as NumPy does
 NVRTC_OPTIONS = ("--fmad=false",)
 
+#: Printed after the loads: an empty asm statement that clobbers memory, so the compiler
+#: issues every load before the arithmetic instead of sinking one (the parameter, in
+#: Adam) past the square root and the division, where its latency is no longer hidden.
+#: It orders instructions only; the arithmetic, and so every bit, is unchanged.
+LOAD_BARRIER = 'asm volatile("" ::: "memory");'
+
+
 _CTYPES = {"float32": "float", "float64": "double"}
 
 
@@ -75,6 +82,7 @@ def elementwise_parts(program: Program, dtype: Any) -> ElementwiseParts:
     names, computed = element_code(program, constant)
     spelling = {"f": suffix, "zero": f"({ctype})0", "one": f"({ctype})1"}
     body = [f"const {ctype} x{p} = a{p};" for p in program.loaded()]
+    body.append(LOAD_BARRIER)
     body += [f"const {ctype} c{h} = ({ctype})h{h};" for h in hosts]
     for index in computed:
         node = nodes[index]

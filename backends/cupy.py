@@ -66,15 +66,19 @@ class CuPyBackend(Backend):
         array[tuple(indices)] = values
 
     def add_entries(self, array: Any, indices: Any, values: Any) -> None:
-        import cupyx
+        # ufunc.at (CuPy 13+); cupyx.scatter_add, its older spelling, warns from CuPy 14 on.
+        add_at = getattr(getattr(cupy, "add", None), "at", None)
+        if add_at is None:
+            import cupyx
 
+            add_at = cupyx.scatter_add
         where = tuple(indices)
         if array.dtype.kind == "c":
             # atomicAdd has no complex type; a complex sum is two independent real sums.
-            cupyx.scatter_add(array.real, where, values.real)
-            cupyx.scatter_add(array.imag, where, values.imag)
+            add_at(array.real, where, values.real)
+            add_at(array.imag, where, values.imag)
         else:
-            cupyx.scatter_add(array, where, values)
+            add_at(array, where, values)
 
     def round_scalar(self, value: float, dtype: Any) -> float:
         return round_scalar_on_host(value, dtype)  # CuPy dtypes are NumPy's: round on the host

@@ -333,8 +333,10 @@ def test_sparse_paths_stay_in_the_cupy_fuse_dialect(case, monkeypatch):
 # -- the CuPy backend's scatter and gather, on a stand-in without a GPU -----------------------
 
 
-@pytest.fixture
-def stand_in_cupy_backend(monkeypatch):
+@pytest.fixture(params=["cupy.add.at", "cupyx.scatter_add"])
+def stand_in_cupy_backend(request, monkeypatch):
+    """The CuPy backend on the stand-in, scattering with ``cupy.add.at`` (CuPy 13+) or, where the
+    stand-in has no ``cupy.add``, with ``cupyx.scatter_add``."""
     import types
 
     cupyx = types.ModuleType("cupyx")
@@ -345,9 +347,12 @@ def stand_in_cupy_backend(monkeypatch):
         calls.append(a.dtype)
         np.add.at(a, where, values)
 
-    cupyx.scatter_add = scatter_add
+    if request.param == "cupyx.scatter_add":
+        cupyx.scatter_add = scatter_add
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     backend = cpu_elementwise.install_cupy_stand_in(monkeypatch)
+    if request.param == "cupy.add.at":
+        monkeypatch.setattr(sys.modules["cupy"], "add", types.SimpleNamespace(at=scatter_add), raising=False)
     backend.scatter_calls = calls
     return backend
 

@@ -124,6 +124,11 @@ def test_averaging_rules_stay_in_the_cupy_fuse_dialect(rule, monkeypatch):
 # -- AveragedModel API ------------------------------------------------------------------------------
 
 
+def host(array):
+    """A NumPy copy of an array of any backend (CuPy refuses ``np.asarray``)."""
+    return np.asarray(arrayopt.backends.get_backend(array).to_numpy(array))
+
+
 def make_params(xp=np):
     return [arrayopt.Parameter(xp.asarray(np.arange(6.0).reshape(2, 3)), name="w"), arrayopt.Parameter(xp.zeros(3))]
 
@@ -248,17 +253,17 @@ def test_swapped_into_evaluates_the_average_and_restores(xp):
     for p in params:
         p.data[...] = p.data + 10.0
     averaged.update_parameters(params)  # mean: original + 5
-    expected_live = [np.asarray(arrayopt.backends.get_backend(a).to_numpy(a)).copy() for a in live]
+    expected_live = [host(a).copy() for a in live]
     with averaged.swapped_into(params):
         for p, array, value in zip(params, live, expected_live, strict=True):
             assert p.data is array  # written in place
-            np.testing.assert_array_equal(np.asarray(p.data), value - 5.0)
+            np.testing.assert_array_equal(host(p.data), value - 5.0)
     for p, value in zip(params, expected_live, strict=True):
-        np.testing.assert_array_equal(np.asarray(p.data), value)
+        np.testing.assert_array_equal(host(p.data), value)
     with pytest.raises(RuntimeError, match="boom"), averaged.swapped_into(params):
         raise RuntimeError("boom")
     for p, value in zip(params, expected_live, strict=True):
-        np.testing.assert_array_equal(np.asarray(p.data), value)
+        np.testing.assert_array_equal(host(p.data), value)
 
 
 def test_copy_to_writes_the_average_into_the_model():
@@ -285,7 +290,7 @@ def test_state_dict_round_trip_and_checks(xp):
     assert fresh.n_averaged == 3
     for a, b in zip(fresh.parameters(), averaged.parameters(), strict=True):
         assert a.data is not b.data
-        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+        np.testing.assert_array_equal(host(a.data), host(b.data))
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "module\.1"'):
         fresh.load_state_dict({"n_averaged": 1, "module.0": state["module.0"]})
     with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "module\.2"'):
