@@ -10,7 +10,7 @@ continues with the new one.
 
 Trajectories are plain dicts of NumPy arrays and floats keyed by strings such as
 ``"step3/param0"`` and ``"step3/state2/exp_avg"``, so they can be compared directly
-and stored as golden ``.npz`` files (``tests/make_golden.py``).
+and stored in the golden files (``tests/make_golden.py optimizers``).
 """
 
 import copy

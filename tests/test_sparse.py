@@ -24,7 +24,7 @@ from arrayopt.backends import get_backend
 import cpu_elementwise
 import harness
 import sparse_harness
-from make_sparse_golden import load_golden
+from make_golden import load_sparse
 
 CASE_DTYPES = [(case, dtype) for case in sparse_harness.CASES for dtype in case.dtypes]
 
@@ -252,7 +252,7 @@ def test_zero_grad_in_place_empties_a_sparse_grad(name, xp):
 
 @pytest.mark.parametrize(("case", "dtype"), CASE_DTYPES, ids=str)
 def test_matches_golden_torch_trajectory(case, dtype, xp):
-    golden = load_golden(case.id, dtype)
+    golden = load_sparse(case.id, dtype)
     ours = sparse_harness.run_arrayopt(case, xp, golden)
     sparse_harness.assert_matches(ours, golden, dtype)
 
@@ -269,13 +269,13 @@ def test_matches_live_torch(case, dtype, xp, quiet_torch):
 @pytest.mark.parametrize("case", sparse_harness.CASES, ids=str)
 def test_golden_file_is_current(case, quiet_torch):
     for dtype in case.dtypes:
-        stored = load_golden(case.id, dtype)
+        stored = load_sparse(case.id, dtype)
         inputs = sparse_harness.make_inputs(case, dtype)
         assert sorted(k for k in stored if k.startswith("input/")) == sorted(inputs), (
-            "run python tests/make_sparse_golden.py"
+            "run python tests/make_golden.py sparse"
         )
         for key, value in inputs.items():
-            np.testing.assert_array_equal(stored[key], value, err_msg=f"{key}: run python tests/make_sparse_golden.py")
+            np.testing.assert_array_equal(stored[key], value, err_msg=f"{key}: run python tests/make_golden.py sparse")
         trajectory = {k: v for k, v in stored.items() if not k.startswith("input/")}
         harness.assert_matches(trajectory, sparse_harness.run_torch(case, inputs), dtype)
 
