@@ -1,8 +1,11 @@
-"""Bad constructor arguments: torch's error type and message, raised before anything changes.
+"""Constructor arguments of every optimizer: torch's error type and message, raised before anything changes.
 
-Every row is checked against the expected text below (copied from torch 2.13's
-source) and, when torch is importable, against what torch itself raises for the same
-call.
+Every row of ``BAD_ARGUMENTS`` is checked against the expected text below (copied
+from torch 2.13's source) and, when torch is importable, against what torch itself
+raises for the same call; ``ARRAYOPT_ONLY`` holds what arrayopt refuses and torch
+accepts, ``ACCEPTED`` what both accept (and keep as given). ``Array(values)`` stands
+for a hyper-parameter given as an array: a NumPy array for arrayopt, a float64 tensor
+for torch.
 """
 
 import math
@@ -117,6 +120,23 @@ BAD_ARGUMENTS = [
     ("Adafactor", {"eps": (None, -1e-3)}, ValueError, "epsilon2 should be >= 0 but is: -0.001"),
     ("Adafactor", {"d": 0.5}, ValueError, "Clipping threshold d should be >= 1 but is: 0.5"),
     ("Adafactor", {"weight_decay": -0.1}, ValueError, "weight_decay should be >= 0 but is: -0.1"),
+    ("ASGD", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("NAdam", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("RAdam", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("Adafactor", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    # SparseAdam, Adagrad
+    ("SparseAdam", {"lr": 0.0}, ValueError, "Invalid learning rate: 0.0"),
+    ("SparseAdam", {"lr": -1.0}, ValueError, "Invalid learning rate: -1.0"),
+    ("SparseAdam", {"eps": 0.0}, ValueError, "Invalid epsilon value: 0.0"),
+    ("SparseAdam", {"betas": (1.0, 0.999)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
+    ("SparseAdam", {"betas": (0.9, -0.1)}, ValueError, "Invalid beta parameter at index 1: -0.1"),
+    ("Adagrad", {"lr": -0.1}, ValueError, "Invalid learning rate: -0.1"),
+    ("Adagrad", {"lr_decay": -0.5}, ValueError, "Invalid lr_decay value: -0.5"),
+    ("Adagrad", {"weight_decay": -1.0}, ValueError, "Invalid weight_decay value: -1.0"),
+    ("Adagrad", {"initial_accumulator_value": -0.1}, ValueError, "Invalid initial_accumulator_value value: -0.1"),
+    ("Adagrad", {"eps": -1e-10}, ValueError, "Invalid epsilon value: -1e-10"),
+    ("Adagrad", {"fused": True, "foreach": True}, RuntimeError, "`fused` and `foreach` cannot be `True` together."),
+    ("Adagrad", {"fused": True, "differentiable": True}, RuntimeError, "`fused` does not support `differentiable`"),
 ]
 
 # Rows where arrayopt is stricter than torch (torch accepts these values).
@@ -167,6 +187,12 @@ ARRAYOPT_ONLY = [
     ("Adafactor", {"lr": math.inf}, ValueError, "Learning rate should be >= 0 but is: inf"),
     ("Adafactor", {"eps": (None, 1e-3, 1.0)}, ValueError, "eps must be a pair (eps1, eps2), got (None, 0.001, 1.0)"),
     ("Adafactor", {"eps": ("a", 1e-3)}, TypeError, "eps[0] must be a real number, got 'a'"),
+    # SparseAdam, Adagrad
+    ("SparseAdam", {"lr": math.inf}, ValueError, "Invalid learning rate: inf"),
+    ("SparseAdam", {"lr": Array([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
+    ("SparseAdam", {"betas": (0.9,)}, ValueError, "betas must be a pair (beta1, beta2), got (0.9,)"),
+    ("Adagrad", {"lr": math.nan}, ValueError, "Invalid learning rate: nan"),
+    ("Adagrad", {"differentiable": True}, NotImplementedError, "differentiable=True is not supported"),
 ]
 
 
@@ -237,3 +263,41 @@ def test_array_hyper_parameters_are_accepted_and_kept():
 def test_betas_list_becomes_a_tuple():
     opt = arrayopt.Adam([arrayopt.Parameter(np.zeros(2))], betas=[0.8, 0.9])
     assert opt.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+# Values torch accepts and arrayopt must accept too.
+ACCEPTED = [
+    ("Adadelta", {"rho": 0.0, "eps": 0.0, "lr": 0.0}),
+    ("Adadelta", {"rho": 1.0}),
+    ("Adadelta", {"lr": Array(0.5), "rho": Array([0.9]), "eps": Array(1e-6), "weight_decay": Array(0.1)}),
+    ("Adamax", {"betas": (0, 0.5)}),  # ints: Adamax has no "both floats" rule
+    ("Adamax", {"betas": [0.8, 0.9]}),  # stored as given, a list stays a list
+    ("Adamax", {"betas": (Array(0.9), 0.99), "lr": Array([0.01])}),
+    ("RMSprop", {"alpha": 2.0, "momentum": 0.0, "centered": True}),
+    ("RMSprop", {"alpha": Array(0.9), "momentum": Array(0.5), "lr": Array(0.1)}),
+    ("Rprop", {"etas": (0.1, math.inf)}),
+    ("Rprop", {"step_sizes": (1.0, 0.5)}),  # min > max: not checked, as torch
+    ("Rprop", {"etas": [0.5, 1.5], "step_sizes": [0, 1]}),
+    ("Rprop", {"lr": Array(0.1), "step_sizes": (Array(1e-6), Array(50.0))}),
+    # unlike Adam, torch's NAdam and RAdam do not require both betas to be floats
+    ("NAdam", {"betas": [0, 0.99]}),
+    ("RAdam", {"betas": [0, 0.99]}),
+]
+
+
+@pytest.mark.parametrize("row", ACCEPTED, ids=ids)
+def test_accepted_values_are_kept_as_given(row):
+    name, kwargs = row
+    kwargs = ours(kwargs)
+    opt = getattr(arrayopt, name)([arrayopt.Parameter(np.zeros(2))], **kwargs)
+    for key, value in kwargs.items():
+        assert opt.param_groups[0][key] is value
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("row", ACCEPTED, ids=ids)
+def test_torch_accepts_them_too(row, torch):
+    name, kwargs = row
+    getattr(torch.optim, name)(
+        [torch.nn.Parameter(torch.zeros(2))], **_convert(kwargs, lambda x: torch.tensor(x, dtype=torch.float64))
+    )
