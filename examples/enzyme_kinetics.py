@@ -1,4 +1,4 @@
-"""``python -m arrayopt``: fit Michaelis-Menten enzyme kinetics with arrayopt on NumPy.
+"""Fit Michaelis-Menten enzyme kinetics with arrayopt on NumPy: ``python examples/enzyme_kinetics.py``.
 
 The data are synthetic reaction rates ``v = Vmax S / (Km + S)`` with 3 % noise. The
 model is fitted in log-parameters (both constants are positive) by least squares,
@@ -65,7 +65,7 @@ def fit(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arrayopt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python examples/enzyme_kinetics.py", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps per method (default 3000)")
     args = parser.parse_args(argv)
 
