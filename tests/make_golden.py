@@ -8,17 +8,18 @@ torch == ``TORCH_VERSION`` importable, whenever a case table or a harness change
     python tests/make_golden.py sparse [NAME ...]      # sparse_harness.py's cases
     python tests/make_golden.py muon                   # make_golden's MUON_CASES (test_muon.py)
     python tests/make_golden.py schedulers             # lr_cases.py and swa_cases.py
+    python tests/make_golden.py lbfgs                  # lbfgs_parity.py's scenarios
 
 Trajectory files (``tests/golden/<Optimizer>.npz``, one per optimizer) hold *runs*:
 one run per case and dtype (``optimizers/<case id>/<dtype>``, ``sparse/...``,
-``muon/...``), each a dict of arrays as the harnesses record
+``muon/...``, ``lbfgs/<scenario id>``), each a dict of arrays as the harnesses record
 them (``step3/param0``, ``step3/state2/exp_avg``, ...). A file stores an ``index``
 (JSON: the torch version and CPU kernel level, and every run's entries with dtype,
 shape and offset) and
 one 1-D array per dtype holding every entry of that dtype back to back: the runs are
 stacked, so a file has a handful of members instead of thousands. The harness inputs
 (the same for every case of a dtype) are stored once, in ``tests/golden/inputs.npz``;
-cases with inputs of their own (sparse) keep them in their run under
+cases with inputs of their own (sparse, LBFGS) keep them in their run under
 ``input/``; Muon's inputs are drawn again from their seed and checked by a checksum.
 The schedulers' results are ``tests/golden/lr_scheduler.json`` and ``swa_utils.npz``.
 
@@ -143,6 +144,11 @@ def load_inputs(dtype: str) -> Run:
 def load_sparse(case_id: str, dtype: str) -> Run:
     """The inputs and torch's trajectory of one case of ``sparse_harness.py`` and dtype."""
     return read_run(golden_path(case_id.split("-", 1)[0]), f"sparse/{case_id}/{dtype}")
+
+
+def load_lbfgs() -> dict[str, Run]:
+    """scenario id -> torch's LBFGS trajectory (its starting parameters under ``input/``)."""
+    return {name.split("/", 1)[1]: run for name, run in read_file(golden_path("LBFGS")).items()}
 
 
 def load_muon(name: str, dtype: str) -> Run:
@@ -340,7 +346,23 @@ def schedulers(names: list[str]) -> None:
     print(f"wrote {LR_SCHEDULER} and {SWA_UTILS}")
 
 
-SUBCOMMANDS = {"optimizers": optimizers, "sparse": sparse, "muon": muon, "schedulers": schedulers}
+def lbfgs(names: list[str]) -> None:
+    """tests/golden/LBFGS.npz: torch.optim.LBFGS on every scenario of lbfgs_parity.py."""
+    from lbfgs_parity import SCENARIOS, run_torch
+    from lbfgs_problems import PROBLEMS
+
+    runs = {}
+    for scenario in SCENARIOS:
+        run = {f"input/param{i}": a for i, a in enumerate(PROBLEMS[scenario.problem].init(scenario.dtype))}
+        for key, value in run_torch(scenario).items():
+            if not key.startswith("state/"):  # compared only with aligned arithmetic (live torch)
+                run[key] = np.asarray(value)
+        runs[f"lbfgs/{scenario.id}"] = run
+    write_runs(golden_path("LBFGS"), runs, replace="lbfgs/")
+    print(f"LBFGS: {len(runs)} scenarios")
+
+
+SUBCOMMANDS = {"optimizers": optimizers, "sparse": sparse, "muon": muon, "schedulers": schedulers, "lbfgs": lbfgs}
 
 
 def main(argv: list[str]) -> None:

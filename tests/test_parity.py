@@ -48,7 +48,7 @@ def test_golden_file_is_current(case, torch):
 
 def test_every_golden_file_comes_from_the_reference_torch():
     """Regenerate them all when TORCH_VERSION (tests/make_golden.py) moves to another release."""
-    for name in {case.optimizer for case in CASES} | {"Muon", "SparseAdam"}:
+    for name in {case.optimizer for case in CASES} | {"Muon", "SparseAdam", "LBFGS"}:
         assert written_with(golden_path(name))[0] == TORCH_VERSION, name
 
 
