@@ -488,9 +488,8 @@ class FlatRuns:
             pieces = self._pieces_of_mixed(held, lo, hi, list(map(state.get, params)), ours)
         for a, b, kind in pieces:
             part = params[a - lo : b - lo]
-            if kind is Kind.HELD:
-                self._prepare_held(optimizer, held, a, b, part, group, hyper, updates)
-            elif kind is Kind.OWN or not self._prepare_fresh(optimizer, held, a, b, part, group, hyper, updates):
+            fresh = kind is Kind.FRESH
+            if kind is Kind.OWN or not self._prepare_run(optimizer, held, a, b, part, group, hyper, updates, fresh):
                 for p in part:
                     optimizer._prepare_one(p, group, hyper, pending, updates)
 
@@ -524,11 +523,7 @@ class FlatRuns:
                 merged.append((a, b, kind))
         return merged
 
-    @staticmethod
-    def _stand_in(buffer: FlatBuffer, start: int, stop: int) -> Parameter:
-        return Parameter._unchecked(buffer.data[start:stop], buffer.raw_grad[start:stop])
-
-    def _prepare_held(
+    def _prepare_run(
         self,
         optimizer: Any,
         held: HeldState,
@@ -538,50 +533,41 @@ class FlatRuns:
         group: dict[str, Any],
         hyper: Any,
         updates: list[Any],
-    ) -> None:
-        buffer = held.buffer
-        start, stop = buffer.offsets[a], buffer.offsets[b]
-        entries = held.layouts[a]
-        assert entries is not None
-        state: dict[str, Any] = {}
-        slices: dict[str, Any] = {}
-        for key in entries.keys:
-            if key in entries.scalars:
-                state[key] = held.columns[key][a]
-            else:
-                state[key] = slices[key] = held.arrays[key][start:stop]
-        operands = optimizer._operands(self._stand_in(buffer, start, stop), group, state)
-        _check_operands(buffer, operands, params)
-        updates.append(RunUpdate(held, a, b, params, entries, state, slices, operands, hyper))
-
-    def _prepare_fresh(
-        self,
-        optimizer: Any,
-        held: HeldState,
-        a: int,
-        b: int,
-        params: list[Parameter],
-        group: dict[str, Any],
-        hyper: Any,
-        updates: list[Any],
+        fresh: bool,
     ) -> bool:
-        """Make the state of members ``a .. b-1`` in one piece; False if the buffer cannot hold it."""
+        """Prepare one kernel call for members ``a .. b-1``: their held state, or fresh state made for them.
+
+        False (nothing prepared) if fresh state is something the buffer cannot hold.
+        """
         buffer = held.buffer
         start, stop = buffer.offsets[a], buffer.offsets[b]
-        stand_in = self._stand_in(buffer, start, stop)
-        state = optimizer._init_state(stand_in, group)
+        stand_in = Parameter._unchecked(buffer.data[start:stop], buffer.raw_grad[start:stop])
+        entries = None if fresh else held.layouts[a]
         slices: dict[str, Any] = {}
-        if state is not None:
-            if not all(holds_scalar(k, value) or fits(buffer, value, (stop - start,)) for k, value in state.items()):
-                return False
-            for key, value in state.items():
-                if not holds_scalar(key, value):
-                    slot = held.array(key)[start:stop]
-                    slot[...] = value  # a slot no held state uses: harmless if the step fails
-                    state[key] = slices[key] = slot
+        state: dict[str, Any] | None
+        if entries is not None:
+            state = {}
+            for key in entries.keys:
+                if key in entries.scalars:
+                    state[key] = held.columns[key][a]
+                else:
+                    state[key] = slices[key] = held.arrays[key][start:stop]
+        else:
+            state = optimizer._init_state(stand_in, group)
+            if state is not None:
+                if not all(holds_scalar(k, v) or fits(buffer, v, (stop - start,)) for k, v in state.items()):
+                    return False
+                for key, value in state.items():
+                    if not holds_scalar(key, value):
+                        slot = held.array(key)[start:stop]
+                        slot[...] = value  # a slot no held state uses: harmless if the step fails
+                        state[key] = slices[key] = slot
         operands = optimizer._operands(stand_in, group, state)
-        _check_operands(buffer, operands, params)
-        updates.append(RunUpdate(held, a, b, params, None, state, slices, operands, hyper))
+        try:
+            buffer.backend.check_operands(operands)
+        except ValueError as exc:
+            raise ValueError(f"{params[0]._label()}: {exc}") from None
+        updates.append(RunUpdate(held, a, b, params, entries, state, slices, operands, hyper))
         return True
 
     def commit(self, optimizer: Any, update: RunUpdate, new_states: dict[Parameter, Any]) -> None:
@@ -683,10 +669,3 @@ def _find(flags: list[bool], value: bool, start: int, stop: int) -> int:
         return flags.index(value, start, stop)
     except ValueError:
         return stop
-
-
-def _check_operands(buffer: FlatBuffer, operands: tuple[Any, ...], params: list[Parameter]) -> None:
-    try:
-        buffer.backend.check_operands(operands)
-    except ValueError as exc:
-        raise ValueError(f"{params[0]._label()}: {exc}") from None

@@ -1,7 +1,7 @@
 """Adam (Kingma and Ba, 2015), with AMSGrad (Reddi et al., 2018) and decoupled weight decay."""
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
@@ -100,6 +100,30 @@ class AdamHyper(Hyper):
     beta2: float
     weight_decay: float
     eps: float
+
+    @classmethod
+    def from_group(
+        cls: type["_Family"], group: dict[str, Any], *, amsgrad: bool = False, lerp: bool = False, **more: Any
+    ) -> "_Family":
+        """A group's numbers and flags: ``maximize``, ``decay`` (``"none"``, ``"decoupled"`` as AdamW,
+        or ``"l2"``), then ``amsgrad`` (Adam's) or ``lerp_from_end`` (NAdam's and RAdam's first moment
+        lerps from the far end when ``1 - beta1 >= 0.5``); ``more``: a subclass's fields."""
+        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
+        weight_decay = v.to_float(group["weight_decay"])
+        if weight_decay == 0:
+            decay = "none"
+        else:
+            decay = "decoupled" if group["decoupled_weight_decay"] else "l2"
+        flags: dict[str, Any] = {"maximize": bool(group["maximize"]), "decay": decay}
+        if amsgrad:
+            flags["amsgrad"] = bool(group["amsgrad"])
+        if lerp:
+            flags["lerp_from_end"] = abs(1 - beta1) >= 0.5
+        eps = v.to_float(group["eps"])
+        return cls(flags, v.to_float(group["lr"]), beta1, beta2, weight_decay, eps, **more)
+
+
+_Family = TypeVar("_Family", bound=AdamHyper)
 
 
 class Adam(ElementwiseOptimizer[AdamHyper]):
@@ -211,20 +235,7 @@ class Adam(ElementwiseOptimizer[AdamHyper]):
         super().__init__(params, defaults)
 
     def _hyper(self, group: dict[str, Any]) -> AdamHyper:
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        return AdamHyper(
-            flags={
-                "maximize": bool(group["maximize"]),
-                "decay": decay_kind(weight_decay, group["decoupled_weight_decay"]),
-                "amsgrad": bool(group["amsgrad"]),
-            },
-            lr=v.to_float(group["lr"]),
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=v.to_float(group["eps"]),
-        )
+        return AdamHyper.from_group(group, amsgrad=True)
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -257,13 +268,6 @@ class Adam(ElementwiseOptimizer[AdamHyper]):
             (1 - beta2**t) ** 0.5,
             hyper.eps,
         )
-
-
-def decay_kind(weight_decay: float, decoupled: Any) -> str:
-    """The ``decay`` flag of the Adam family's rules: ``"none"``, ``"decoupled"`` (AdamW's) or ``"l2"``."""
-    if weight_decay == 0:
-        return "none"
-    return "decoupled" if decoupled else "l2"
 
 
 def _squeeze(value: Any) -> Any:

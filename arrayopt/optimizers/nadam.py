@@ -8,7 +8,7 @@ from arrayopt._scalars import ScalarMirror, scalar_array
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
-from arrayopt.optimizers.adam import AdamHyper, decay_kind
+from arrayopt.optimizers.adam import AdamHyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["NAdam", "nadam_update"]
@@ -201,21 +201,7 @@ class NAdam(ElementwiseOptimizer[NAdamHyper]):
         self._scalars = ScalarMirror()
 
     def _hyper(self, group: dict[str, Any]) -> NAdamHyper:
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        return NAdamHyper(
-            flags={
-                "maximize": bool(group["maximize"]),
-                "decay": decay_kind(weight_decay, group["decoupled_weight_decay"]),
-                "lerp_from_end": abs(1 - beta1) >= 0.5,
-            },
-            lr=v.to_float(group["lr"]),
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=v.to_float(group["eps"]),
-            momentum_decay=v.to_float(group["momentum_decay"]),
-        )
+        return NAdamHyper.from_group(group, lerp=True, momentum_decay=v.to_float(group["momentum_decay"]))
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp

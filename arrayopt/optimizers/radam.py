@@ -6,7 +6,7 @@ from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
-from arrayopt.optimizers.adam import AdamHyper, decay_kind
+from arrayopt.optimizers.adam import AdamHyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["RAdam", "radam_update"]
@@ -193,20 +193,7 @@ class RAdam(ElementwiseOptimizer[AdamHyper]):
         super().__init__(params, defaults)
 
     def _hyper(self, group: dict[str, Any]) -> AdamHyper:
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        return AdamHyper(
-            flags={
-                "maximize": bool(group["maximize"]),
-                "decay": decay_kind(weight_decay, group["decoupled_weight_decay"]),
-                "lerp_from_end": abs(1 - beta1) >= 0.5,
-            },
-            lr=v.to_float(group["lr"]),
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=v.to_float(group["eps"]),
-        )
+        return AdamHyper.from_group(group, lerp=True)
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
