@@ -36,6 +36,7 @@ from arrayopt.backends import get_backend, plan
 
 import harness
 from cases import CASES
+from conftest import fuzz_examples
 from harness import draws
 from test_transactional_load import GARBAGE, assert_unchanged, paths, replaced, snapshot
 
@@ -443,7 +444,7 @@ def assert_refusal_has_a_message(exc):
     assert message.strip() and message.strip() not in {"''", '""'}, repr(exc)
 
 
-@settings(max_examples=150, **FAST)
+@settings(max_examples=fuzz_examples(150), **FAST)
 @given(
     case=st.sampled_from(CASES),
     complex_=st.booleans(),
@@ -567,7 +568,7 @@ def target():
     return opt, [p for g in opt.param_groups for p in g["params"]]
 
 
-@settings(max_examples=150, **FAST)
+@settings(max_examples=fuzz_examples(150), **FAST)
 @given(blob=damaged_checkpoints())
 def test_garbage_checkpoints_are_refused_with_a_message_and_load_into_changes_nothing(blob):
     try:
