@@ -341,10 +341,10 @@ class Block:
         self.hi = lo + 1
         self.params = [first]
 
-    def spans_with_grad(self) -> list[tuple[int, int]]:
-        """The maximal stretches ``(lo, hi)`` of members that have a gradient."""
+    def ranges_with_grad(self) -> list[tuple[int, int]]:
+        """The maximal index ranges ``(lo, hi)`` of members that have a gradient."""
         flags = self.buffer.has_grad
-        spans = []
+        ranges = []
         i, hi = self.lo, self.hi
         while i < hi:
             j = flags.find(1, i, hi)
@@ -353,9 +353,9 @@ class Block:
             k = flags.find(0, j, hi)
             if k < 0:
                 k = hi
-            spans.append((j, k))
+            ranges.append((j, k))
             i = k
-        return spans
+        return ranges
 
 
 class RunUpdate:
@@ -402,7 +402,7 @@ class FlatRuns:
     def plan(self, group: dict[str, Any]) -> list[Any] | None:
         """The group's params with each buffer's members merged into blocks; None if it has no flat ones.
 
-        A block is a stretch of consecutive members of one buffer that all belong to
+        A block is a range of consecutive members of one buffer that all belong to
         the group, whatever their order in it: updates of different parameters are
         independent, so the order they run in changes nothing. A buffer's blocks take
         the place of its first member; parameters listed twice stay apart (each

@@ -548,11 +548,10 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
 class Hyper:
     """A param group's hyper-parameters for one step, as an optimizer's ``_hyper`` makes them.
 
-    Flags are fixed, numbers flow: ``flags`` holds the keyword arguments that select
-    the compiled rule (``backend.kernel(rule, **hyper.flags)``), each combination
-    compiled once; a subclass (a frozen dataclass) adds the per-step numbers as named
-    fields, Python floats computed once per group and step with torch's expressions,
-    which ``_update`` passes to the rule.
+    Flags are fixed, numbers flow: ``flags`` are the keyword arguments that select the
+    compiled rule (``backend.kernel(rule, **hyper.flags)``); a subclass (a frozen
+    dataclass) adds the per-step numbers as fields: Python floats, computed with
+    torch's expressions once per group and step.
 
     Args:
         flags: the rule's keyword flags (bools and strings).
@@ -612,24 +611,17 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
     state, operands, shape and dtype checks) and only then updates them, so an error
     leaves every parameter and every piece of state as it was.
 
-    **Flat runs.** A subclass whose four methods treat every element alike sets the
-    class attribute ``_flat_runs = True``: its state arrays have the parameter's shape
-    and are created, read and written elementwise, and its other state values are a
-    float ``step`` (or None). Then the buffer of a :class:`~arrayopt.ParameterList`
-    holds its members' state: one array per state key, laid out like the buffer, and
-    one ``step`` per member. ``state[p]`` of a member is a mutable mapping whose
-    entries are its views of those arrays and its ``step`` (it copies and pickles as a
-    dict, and ``state_dict`` has torch's layout), and the methods are called once for
-    each run of members (next to each other in the buffer and in a param group, all
-    with a gradient, with the same state keys and ``step``) with a stand-in Parameter
-    whose ``data`` and ``grad`` are the run's flat slices, so the rule runs once per
-    run. Anything you do to ``state[p]`` is seen by the next step: an entry you set is
-    written to the buffer's state, or, when the buffer cannot hold it (an array of your
-    own, which the optimizer then updates in place; an ``int`` step), the member keeps
-    its own state and is updated alone, as is a member whose ``state[p]`` you replaced.
-    The same per-parameter update serves every other Parameter and every optimizer
-    that leaves ``_flat_runs`` False (the default, required when the update is not
-    elementwise: per-row means, norms). See ``arrayopt._flat_runs``.
+    **Flat runs.** With ``_flat_runs = True`` (state arrays shaped like the parameter,
+    created, read and written elementwise; other state a float ``step`` or None), the
+    buffer of a :class:`~arrayopt.ParameterList` holds its members' state, one array
+    per key laid out like the buffer, and the methods run once per *run* of members
+    (neighbours in the buffer and in a group, with a gradient, the same state keys and
+    ``step``) on a stand-in Parameter over the run's flat slices. ``state[p]`` is then
+    a mapping of ``p``'s views and ``step``, copied and pickled as a dict; whatever is
+    done to it is seen by the next step (a value the buffer cannot hold, such as an
+    array of your own, makes the member keep its own state and step alone). Every other
+    Parameter, and every optimizer whose update is not elementwise (per-row means,
+    norms), is updated one parameter at a time. See ``arrayopt._flat_runs``.
 
     Args:
         params: as :class:`Optimizer`'s.
@@ -688,13 +680,8 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
             self._flat.hold(self)
 
     def _convert_loaded_state(self) -> None:
-        """Give loaded counters and scalars the types this optimizer keeps them in.
-
-        ``step`` becomes a Python float (a number, or a 0-d array such as torch's
-        tensor; unless ``_float_steps`` is False); a number under a key declared
-        ``StateKey("scalar")`` becomes a 0-d float32 array on the parameter's device
-        (torch keeps these as tensors of its default dtype).
-        """
+        """Loaded ``step`` counters become Python floats (unless ``_float_steps`` is False), and numbers
+        under ``StateKey("scalar")`` keys 0-d float32 arrays on the parameter's device, as torch keeps them."""
         scalar_keys = [key for key, spec in (self._state_keys or {}).items() if spec.kind == "scalar"]
         for group in self.param_groups:
             for p in group["params"]:
@@ -727,7 +714,7 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
             plan = flat.plan(group) if flat is not None else None
             for item in group["params"] if plan is None else plan:
                 if type(item) is Block:
-                    for lo, hi in item.spans_with_grad():
+                    for lo, hi in item.ranges_with_grad():
                         if hyper is None:
                             hyper = self._hyper(group)
                         flat.prepare(self, item, lo, hi, group, hyper, pending, updates)  # type: ignore[union-attr]
