@@ -145,11 +145,12 @@ class HeldState:
         layouts = self.layouts
         first = layouts[lo]
         n = hi - lo
-        if first is not None and first.keys and layouts[lo:hi].count(first) == n:
+        whole = n == len(layouts)  # the usual case: no slice to copy
+        if first is not None and first.keys and (layouts if whole else layouts[lo:hi]).count(first) == n:
             columns = self.columns
             for key in first.scalars:
                 values = columns[key]
-                if values[lo:hi].count(values[lo]) != n:
+                if (values if whole else values[lo:hi]).count(values[lo]) != n:
                     break
             else:
                 return [(lo, hi, Kind.HELD)]
@@ -479,8 +480,10 @@ class FlatRuns:
     ) -> None:
         """Prepare members ``lo .. hi-1`` of ``block`` (all with a gradient) in as few kernel calls as allowed."""
         held, members = self.of(block.buffer)
-        params = block.params[lo - block.lo : hi - block.lo]
-        ours = members[lo:hi]
+        if hi - lo == len(members):  # the usual case: every member, so no slices to copy
+            params, ours = block.params, members
+        else:
+            params, ours = block.params[lo - block.lo : hi - block.lo], members[lo:hi]
         state = optimizer.state
         if all(map(operator.is_, map(state.get, params), ours)):
             pieces = held.pieces(lo, hi)
