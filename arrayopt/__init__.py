@@ -13,9 +13,11 @@ at the top of ``arrayopt/optimizers/<name>.py``; ``arrayopt.backends`` runs it o
 NumPy, on CuPy (one fused kernel) or on any array-API library.
 """
 
+import importlib
 import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -43,10 +45,9 @@ def _mount_source_backends() -> None:
 _mount_source_backends()
 
 from arrayopt import backends, batch, functional, lr_scheduler, swa_utils, utils  # noqa: E402
-from arrayopt.checkpoint import load, load_into, save  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
-from arrayopt.optimizer import Optimizer  # noqa: E402
+from arrayopt.optimizer import ElementwiseOptimizer, Optimizer  # noqa: E402
 from arrayopt.optimizers import (  # noqa: E402
     ASGD,
     LBFGS,
@@ -67,6 +68,23 @@ from arrayopt.optimizers import (  # noqa: E402
 from arrayopt.parameter import Parameter  # noqa: E402
 from arrayopt.sparse import SparseGrad  # noqa: E402
 
+if TYPE_CHECKING:
+    from arrayopt.checkpoint import load, load_into, save
+
+# Imported on first use (PEP 562), so that ``import arrayopt`` loads no zipfile, json
+# or hashlib for checkpoints nobody asked for yet.
+_LAZY = {"load": "arrayopt.checkpoint", "load_into": "arrayopt.checkpoint", "save": "arrayopt.checkpoint"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'arrayopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "ASGD",
     "LBFGS",
@@ -77,6 +95,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "ElementwiseOptimizer",
     "Muon",
     "NAdam",
     "OptimizeResult",

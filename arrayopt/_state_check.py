@@ -35,7 +35,7 @@ from arrayopt.backends import get_backend, is_array
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
-__all__ = ["StateKey", "check_group_values", "check_state_dict"]
+__all__ = ["StateKey", "check_group_values", "check_state_dict", "check_step", "step_to_float"]
 
 #: torch's implementation flags: arrayopt ignores them (or refuses them when the
 #: optimizer is built), so a loaded group may hold any value for them.
@@ -284,9 +284,25 @@ def _check_param_state(
         check_more(param, value, groups[g], where)
 
 
-def _check_counter(value: Any, where: str) -> None:
-    from arrayopt.optimizer import step_to_float
+def step_to_float(step: Any) -> float:
+    """A loaded ``step`` counter (number or 0-d array) as a Python float."""
+    if is_array(step):
+        step = get_backend(step).to_numpy(step).reshape(())
+    return float(check_step(step))
 
+
+def check_step(step: Any) -> Any:
+    """``step`` itself if it is a finite number >= 0 (not a bool or string), else ValueError."""
+    try:
+        ok = not isinstance(step, (bool, str, bytes)) and math.isfinite(float(step)) and float(step) >= 0
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float
+        ok = False
+    if not ok:
+        raise ValueError(f"invalid step counter in optimizer state: {reprlib.repr(step)}")
+    return step
+
+
+def _check_counter(value: Any, where: str) -> None:
     if is_array(value) and math.prod(value.shape) != 1:
         raise ValueError(f"{where}: invalid step counter in optimizer state: an array of shape {tuple(value.shape)}")
     try:

@@ -59,6 +59,19 @@ def check_finite(value: Any, name: str, message: str) -> None:
     require(math.isfinite(number(value, name)), message)
 
 
+def check_pair(value: Any, name: str, parts: str) -> None:
+    """``value`` has two entries, else ``ValueError("<name> must be a pair (<parts>), got ...")``."""
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair ({parts}), got {value!r}")
+
+
+def check_betas(betas: Any) -> None:
+    """torch's checks on ``betas`` (``0 <= beta < 1``, kept as given), plus: it must be a pair."""
+    check_pair(betas, "betas", "beta1, beta2")
+    for i in range(2):
+        require(0.0 <= number(betas[i], f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {betas[i]}")
+
+
 def check_flag_conflicts(fused: Any, foreach: Any, differentiable: Any, capturable: Any = False) -> None:
     """torch's implementation-flag errors, then ours for the flags we cannot honour.
 

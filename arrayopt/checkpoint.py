@@ -706,9 +706,7 @@ class _StateDictPlan(_Plan):
     def commit(self) -> None:
         target = self.target
         if self.optimizer:
-            # load_state_dict replaces these three objects and never mutates them,
-            # so holding them is a snapshot.
-            self.snapshot = (target.state, target.param_groups, dict(target.defaults))
+            self.snapshot = target._snapshot()
         else:
             self.snapshot = copy.deepcopy(target.state_dict())
         target.load_state_dict(self.state_dict)
@@ -717,9 +715,7 @@ class _StateDictPlan(_Plan):
         if self.snapshot is None:
             return
         if self.optimizer:
-            self.target.state, self.target.param_groups, defaults = self.snapshot
-            self.target.defaults.clear()
-            self.target.defaults.update(defaults)
+            self.target._restore(self.snapshot)
         else:
             self.target.load_state_dict(self.snapshot)
 

@@ -4,8 +4,8 @@ Both take arrays, copy them into one contiguous 1-D buffer per (array library, d
 dtype) and hand out :class:`~arrayopt.Parameter` objects whose ``data`` are views into
 that buffer (a slice reshaped to the array's shape). Gradients live the same way, in a
 second buffer allocated when the first gradient is set. An elementwise optimizer given
-such Parameters keeps their state in flat buffers too and runs its rule once per
-contiguous stretch of parameters instead of once per parameter, so the Python cost of
+such Parameters keeps their state in flat buffers too and runs its rule once per run
+of neighbouring parameters instead of once per parameter, so the Python cost of
 a step no longer grows with the number of arrays (see
 :class:`arrayopt.optimizer.ElementwiseOptimizer`).
 

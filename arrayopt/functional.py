@@ -61,8 +61,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from arrayopt import optimizers as _optimizers
+from arrayopt._state_check import step_to_float
 from arrayopt.backends import get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer, step_to_float
+from arrayopt.optimizer import ElementwiseOptimizer
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
@@ -95,7 +96,7 @@ class _State:
 
 def _apply(
     name: str,
-    cls: type[ElementwiseOptimizer],
+    cls: type[ElementwiseOptimizer[Any]],
     kwargs: dict[str, Any],
     params: Sequence[Any],
     grads: Sequence[Any],

@@ -16,28 +16,28 @@ Differences from torch.optim, all deliberate:
 """
 
 import functools
-import math
-import operator
-import reprlib
 import warnings
-import weakref
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
-from itertools import chain, repeat
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, ClassVar, Generic, TypeVar
 
 from arrayopt import _nonfinite
+from arrayopt._flat_runs import Block, FlatRuns, MemberState, RunUpdate
 from arrayopt._hooks import RemovableHandle, register
-from arrayopt._state_check import StateKey, check_group_values, check_state_dict
+from arrayopt._scalars import scalar_array
+from arrayopt._state_check import StateKey, check_group_values, check_state_dict, check_step, step_to_float
+from arrayopt._validate import to_float
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.flat import FlatBuffer
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
 __all__ = [
     "ElementwiseOptimizer",
+    "Hyper",
     "Optimizer",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
@@ -431,7 +431,8 @@ class Optimizer:
         ``{"state": {index: {key: value}}, "param_groups": [{..., "params": [index]}]}``
         where parameters are numbered consecutively across groups. State arrays are
         returned by reference, not copied (as torch): deep-copy the dict, or save it,
-        before stepping again if you need a snapshot.
+        before stepping again if you need a snapshot. (The entry of a flat Parameter
+        whose state its buffer holds is a new dict of the same arrays.)
         """
         return self._packed_state_dict(self.state)
 
@@ -453,7 +454,10 @@ class Optimizer:
             return packed
 
         param_groups = [pack_group(g) for g in self.param_groups]
-        packed_state = {(param_mappings[id(k)] if isinstance(k, Parameter) else k): v for k, v in state.items()}
+        packed_state = {
+            (param_mappings[id(k)] if isinstance(k, Parameter) else k): v.copy() if type(v) is MemberState else v
+            for k, v in state.items()
+        }
         state_dict: StateDict = {"state": packed_state, "param_groups": param_groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
@@ -516,6 +520,24 @@ class Optimizer:
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 
+    def _snapshot(self) -> Any:
+        """What :meth:`_restore` needs to put the optimizer back as it is now, after a ``load_state_dict``.
+
+        ``load_state_dict`` replaces what it changes (``state``, ``param_groups``, the
+        flat runs' held state: see ``ElementwiseOptimizer``) rather than writing into
+        it, except ``defaults``, so holding the attributes and a copy of ``defaults``
+        is a snapshot. Used by :func:`arrayopt.load_into` to roll back.
+        """
+        return dict(self.__dict__), dict(self.defaults)
+
+    def _restore(self, snapshot: Any) -> None:
+        """Put back every attribute as :meth:`_snapshot` found it."""
+        attributes, defaults = snapshot
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+        self.defaults.clear()
+        self.defaults.update(defaults)
+
 
 def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
     """A copy of ``value`` with its arrays on ``param``'s library and device.
@@ -523,284 +545,77 @@ def _cast_state(param: Parameter, value: Any, key: Any = None) -> Any:
     Real floating-point parameters also give their dtype to every array except
     ``step`` (torch's policy, pytorch/pytorch#74424).
     """
-    if key == "step" and not isinstance(value, (dict, list, tuple)):
+    if key == "step" and not isinstance(value, (dict, MemberState, list, tuple)):
         # Counters are host numbers in arrayopt; a 0-d array (e.g. torch's tensor) is read.
-        return step_to_float(value) if is_array(value) else _check_step(value)
+        return step_to_float(value) if is_array(value) else check_step(value)
     if is_array(value) or isinstance(value, SparseGrad):
         backend = get_backend(param.data)
         cast = backend.is_floating(param.data) and not backend.is_complex(param.data)
         if isinstance(value, SparseGrad):  # e.g. SGD's momentum buffer under sparse gradients
             return value._converted(backend, param.data, cast=cast)
         return backend.convert(value, param.data, cast=cast)
-    if isinstance(value, dict):
+    if isinstance(value, (dict, MemberState)):
         return {k: _cast_state(param, v, key=k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_cast_state(param, v, key=key) for v in value)
     return deepcopy(value)
 
 
-# State values that runs of flat Parameters may share: immutable, compared by type and repr.
-_SCALAR_TYPES = frozenset({float, int, bool, complex, str, type(None)})
-_FRESH = "fresh"  # segment kinds (see ElementwiseOptimizer._segments)
-_LAID = "laid"
-_PLAIN = "plain"
-_MISSING = object()
+@dataclass(frozen=True)
+class Hyper:
+    """A param group's hyper-parameters for one step, as an optimizer's ``_hyper`` makes them.
 
+    Flags are fixed, numbers flow: ``flags`` are the keyword arguments that select the
+    compiled rule (``backend.kernel(rule, **hyper.flags)``); a subclass (a frozen
+    dataclass) adds the per-step numbers as fields: Python floats, computed with
+    torch's expressions once per group and step.
 
-class _Run:
-    """Members ``lo .. hi-1`` of one FlatBuffer, consecutive and in order in one param group."""
+    Args:
+        flags: the rule's keyword flags (bools and strings).
 
-    __slots__ = ("buffer", "caches", "hi", "lo", "params")
-
-    def __init__(self, buffer: FlatBuffer, lo: int, first: Parameter) -> None:
-        self.buffer = buffer
-        self.lo = lo
-        self.hi = lo + 1
-        self.params = [first]
-        #: (lo, hi) of a stretch with a gradient -> its state, known to merge (see _SpanCache)
-        self.caches: dict[tuple[int, int], _SpanCache] = {}
-
-    def spans_with_grad(self) -> list[tuple[int, int]]:
-        """The maximal stretches ``(lo, hi)`` of members that have a gradient."""
-        flags = self.buffer.has_grad
-        spans = []
-        i, hi = self.lo, self.hi
-        while i < hi:
-            j = flags.find(1, i, hi)
-            if j < 0:
-                break
-            k = flags.find(0, j, hi)
-            if k < 0:
-                k = hi
-            spans.append((j, k))
-            i = k
-        return spans
-
-
-class _FlatState(dict[str, Any]):
-    """The state dict of a flat Parameter: a dict that tells its cached stretch when it changes.
-
-    The optimizer creates these for the members of flat buffers (and converts loaded
-    ones). Every mutating method first marks the :class:`_SpanCache` holding the dict
-    (if any) as stale, so a later step can reuse a stretch's merged state without
-    checking every value again. Copies and pickles are plain dicts.
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class SignHyper(Hyper):
+        ...     lr: float
+        >>> hyper = SignHyper(flags={"maximize": False}, lr=0.1)
+        >>> hyper.flags, hyper.lr
+        ({'maximize': False}, 0.1)
     """
 
-    __slots__ = ("_span",)
-    # Weak: the cache holds its dicts, and a cycle would keep their state arrays
-    # alive past the optimizer until the garbage collector runs.
-    _span: "weakref.ref[_SpanCache] | None"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._changed()
-        dict.__init__(self, *args, **kwargs)
-
-    def _changed(self) -> None:
-        span = getattr(self, "_span", None)
-        self._span = None
-        cache = None if span is None else span()
-        if cache is not None:
-            cache.valid = False
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._changed()
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self._changed()
-        dict.__delitem__(self, key)
-
-    def __ior__(self, other: Any) -> "_FlatState":  # type: ignore[override,misc]
-        self._changed()
-        return dict.__ior__(self, other)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        self._changed()
-        dict.update(self, *args, **kwargs)
-
-    def setdefault(self, *args: Any) -> Any:
-        self._changed()
-        return dict.setdefault(self, *args)
-
-    def pop(self, *args: Any) -> Any:
-        self._changed()
-        return dict.pop(self, *args)
-
-    def popitem(self) -> tuple[str, Any]:
-        self._changed()
-        return dict.popitem(self)
-
-    def clear(self) -> None:
-        self._changed()
-        dict.clear(self)
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        return (dict, (dict(self),))
+    flags: dict[str, Any]
 
 
-class _StateView:
-    """Attribute access to one ``_FlatState`` dict (its ``__dict__``), for the optimizer's own writes.
-
-    ``setattr(view, "step", t)`` stores into the dict through CPython's
-    ``PyDict_SetItem``, which does not call ``_FlatState.__setitem__``: the cache
-    stays valid, and a pass ``map(setattr, views, ...)`` over the members runs in C at
-    about half the cost of calling ``dict.__setitem__`` on each.
-    """
-
-    __slots__ = ("__dict__",)
+H = TypeVar("H")
 
 
-class _StateMap(defaultdict[Any, Any]):
-    """``optimizer.state`` of an optimizer with flat runs: a defaultdict that counts its changes.
+class ElementwiseOptimizer(Optimizer, Generic[H]):
+    """Base for optimizers whose update is one elementwise rule per parameter: the way to add one.
 
-    ``version`` grows whenever an entry is set, added (also by a lookup of a missing
-    key) or removed, so a step knows without a pass over the members that they still
-    map to the dicts it cached. It copies and pickles as itself; its repr is a
-    defaultdict's.
-    """
+    The rule is a function at the top of the optimizer's module, written once in the
+    ``cupy.fuse`` dialect (``backends.trace``): ``rule(xp, param, grad, *state_arrays,
+    *numbers, **flags)``, in place, with its math in the docstring. The class around
+    it provides four methods, called by :meth:`step`:
 
-    __slots__ = ("version",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.version = getattr(self, "version", 0) + 1
-        defaultdict.__init__(self, *args, **kwargs)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.version += 1
-        defaultdict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.version += 1
-        defaultdict.__delitem__(self, key)
-
-    def __ior__(self, other: Any) -> "_StateMap":  # type: ignore[misc]
-        self.version += 1
-        return defaultdict.__ior__(self, other)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        self.version += 1
-        defaultdict.update(self, *args, **kwargs)
-
-    def setdefault(self, *args: Any) -> Any:
-        self.version += 1
-        return defaultdict.setdefault(self, *args)
-
-    def pop(self, *args: Any) -> Any:
-        self.version += 1
-        return defaultdict.pop(self, *args)
-
-    def popitem(self) -> tuple[Any, Any]:
-        self.version += 1
-        return defaultdict.popitem(self)
-
-    def clear(self) -> None:
-        self.version += 1
-        defaultdict.clear(self)
-
-    def __repr__(self) -> str:
-        return repr(defaultdict(self.default_factory, self))
-
-
-class _SpanCache:
-    """What one stretch of members (``params``) needs to step again without ``_merge``.
-
-    ``dicts``: the members' ``_FlatState`` dicts, which ``_merge`` accepted, and
-    ``views`` onto them; ``merged``: the stretch's state (flat slices and scalars) as
-    the last step left it. Or ``dicts`` None: no member has state. ``valid`` turns
-    False when one of the dicts changes (or joins another cache); ``mapping`` and
-    ``version`` are the ``optimizer.state`` (and its version) last seen to map the
-    members to ``dicts``.
-    """
-
-    __slots__ = ("__weakref__", "dicts", "mapping", "merged", "params", "valid", "version", "views")
-
-    def __init__(self, params: list[Parameter], dicts: list[Any] | None, merged: dict[str, Any]) -> None:
-        self.params, self.dicts, self.merged = params, dicts, merged
-        self.views: list[_StateView] = []
-        self.valid = True
-        self.mapping: Any = None
-        self.version = -1
-
-    def still_mapped(self, mapping: Any) -> bool:
-        """Whether ``mapping`` (``optimizer.state``) gives the members ``dicts`` (or no state)."""
-        if mapping is self.mapping and type(mapping) is _StateMap and mapping.version == self.version:
-            return True
-        current = map(mapping.get, self.params)
-        if self.dicts is None:
-            same = not any(current)
-        else:
-            same = all(map(operator.is_, current, self.dicts))
-        if same:
-            self.mapping = mapping
-            self.version = mapping.version if type(mapping) is _StateMap else -1
-        return same
-
-
-def _views_write_quietly() -> bool:
-    """Whether ``setattr`` on a ``_StateView`` bypasses ``_FlatState.__setitem__`` (CPython does)."""
-    probe = _FlatState(step=0.0)
-    cache = _SpanCache([], [probe], {})
-    probe._span = weakref.ref(cache)
-    view = _StateView()
-    view.__dict__ = probe
-    try:
-        view.step = 1.0  # type: ignore[attr-defined]
-    except Exception:  # an interpreter that refuses a dict subclass as __dict__
-        return False
-    return cache.valid and dict.get(probe, "step") == 1.0 and list(probe) == ["step"]
-
-
-_QUIET_VIEWS = _views_write_quietly()
-_span_of = operator.attrgetter("_span")
-
-
-class _StateLayout:
-    """One state entry (``exp_avg``, ...) of every member of a FlatBuffer, in one flat array."""
-
-    __slots__ = ("flat", "views")
-
-    def __init__(self, buffer: FlatBuffer) -> None:
-        self.flat = buffer.companion()
-        self.views = buffer.member_views(self.flat)
-
-
-class _RunUpdate:
-    """A prepared update of members ``lo .. hi-1`` of a buffer by one kernel call."""
-
-    __slots__ = ("before", "buffer", "cache", "dicts", "hi", "hyper", "lo", "operands", "params", "slices", "state")
-
-    def __init__(
-        self,
-        buffer: FlatBuffer,
-        lo: int,
-        hi: int,
-        params: list[Parameter],
-        dicts: list[dict[str, Any]] | None,
-        state: dict[str, Any] | None,
-        slices: dict[str, Any],
-        operands: tuple[Any, ...],
-        hyper: dict[str, Any],
-        cache: _SpanCache | None,
-    ) -> None:
-        self.buffer, self.lo, self.hi, self.params = buffer, lo, hi, params
-        self.dicts, self.state, self.slices = dicts, state, slices
-        self.before = dict(state) if state is not None else {}
-        self.operands, self.hyper, self.cache = operands, hyper, cache
-
-
-class ElementwiseOptimizer(Optimizer):
-    """Base for optimizers whose update is one elementwise rule per parameter.
-
-    A subclass provides four methods:
-
-    * ``_hyper(group) -> dict``: the group's hyper-parameters as Python floats, and the
-      flags that select the compiled rule, computed once per group and step;
+    * ``_hyper(group) -> H``: the group's :class:`Hyper` (its flags and per-step
+      numbers), computed once per group and step;
     * ``_init_state(p, group) -> dict | None``: fresh state for a parameter seen with a
       gradient for the first time (None if the optimizer keeps no state for it);
     * ``_operands(p, group, state) -> tuple``: the arrays the rule reads and writes,
       parameter first (a missing state key raises here);
     * ``_update(backend, hyper, state, operands)``: advance counters, compute the
       per-step scalars and run the rule (``backend`` is the parameter's).
+
+    and may set these class attributes:
+
+    * ``_state_keys``: the state it keeps, ``{key: StateKey(kind)}``
+      (``arrayopt._state_check.StateKey``), which ``load_state_dict`` checks against
+      and converts (a ``"step"`` to a Python float, a ``"scalar"`` number to a 0-d
+      float32 array, as torch keeps them);
+    * ``_defaults_on_load``: group keys filled in when loading an older state dict;
+    * ``_flat_runs = True``: the rule and state are elementwise (see below);
+    * ``_float_steps = False``: keep ``step`` counters as saved (SparseAdam's ints);
+    * ``_sparse_error``: torch's message for a sparse gradient it does not take.
 
     A parameter whose gradient is a :class:`~arrayopt.SparseGrad` goes through
     ``_sparse_operands`` and ``_sparse_update`` instead, with the same contract
@@ -813,34 +628,17 @@ class ElementwiseOptimizer(Optimizer):
     state, operands, shape and dtype checks) and only then updates them, so an error
     leaves every parameter and every piece of state as it was.
 
-    **Flat runs.** A subclass whose four methods treat every element alike sets the
-    class attribute ``_flat_runs = True``: its state arrays have the parameter's shape
-    and are created, read and written elementwise, and its other state values are
-    plain Python scalars (``step``). Then, for the Parameters of a
-    :class:`~arrayopt.ParameterList` (members of one flat buffer that sit next to each
-    other in a param group, all with a gradient and with equal scalar state), the
-    methods are called once for the whole stretch with a stand-in Parameter whose
-    ``data`` and ``grad`` are the flat slices, so the rule runs once per stretch. The
-    state arrays of flat Parameters live in flat arrays laid out like their buffer:
-    ``state[p]["exp_avg"]`` is still ``p``'s own array (a view), and ``state_dict`` is
-    unchanged. Whatever breaks a stretch (a None grad, another group, a different
-    ``step``, a state array that is not the optimizer's view, a duplicate parameter)
-    splits it, down to the ordinary per-parameter update, which also serves every
-    non-flat Parameter and every optimizer that leaves ``_flat_runs`` False (the
-    default, required when the update is not elementwise: per-row means, norms).
-    Arrays that are not the optimizer's own (a user's Parameters, arrays assigned into
-    ``state``) are never moved.
-
-    Checking that a stretch may still run as one call would cost a pass over every
-    member's state each step, so a stretch that did keeps its merged state for the
-    next: ``optimizer.state`` is then a ``defaultdict`` subclass and the state of a
-    flat Parameter a ``dict`` subclass, which note every change made through their
-    methods (``state[p] = ...``, ``del state[p]``, ``state[p]["step"] = ...``,
-    ``update``, ``pop``, ...), and a step that finds nothing changed reuses the merged
-    state; the optimizer writes each new ``step`` into the members' dicts in one pass
-    in C. Changes made by calling ``dict``'s own methods on them
-    (``dict.__setitem__(state[p], ...)``) go unnoticed. ``state_dict()`` is unchanged;
-    the state dicts copy and pickle as plain dicts.
+    **Flat runs.** With ``_flat_runs = True`` (state arrays shaped like the parameter,
+    created, read and written elementwise; other state a float ``step`` or None), the
+    buffer of a :class:`~arrayopt.ParameterList` holds its members' state, one array
+    per key laid out like the buffer, and the methods run once per *run* of members
+    (neighbours in the buffer and in a group, with a gradient, the same state keys and
+    ``step``) on a stand-in Parameter over the run's flat slices. ``state[p]`` is then
+    a mapping of ``p``'s views and ``step``, copied and pickled as a dict; whatever is
+    done to it is seen by the next step (a value the buffer cannot hold, such as an
+    array of your own, makes the member keep its own state and step alone). Every other
+    Parameter, and every optimizer whose update is not elementwise (per-row means,
+    norms), is updated one parameter at a time. See ``arrayopt._flat_runs``.
 
     Args:
         params: as :class:`Optimizer`'s.
@@ -848,25 +646,36 @@ class ElementwiseOptimizer(Optimizer):
 
     Example:
         >>> import numpy as np
+        >>> from dataclasses import dataclass
+        >>> import arrayopt
         >>> from arrayopt import Parameter
-        >>> def sign_update(xp, param, grad, lr):  # the rule, in the cupy.fuse dialect
-        ...     param -= lr * xp.sign(grad)
-        >>> class SignSGD(ElementwiseOptimizer):
-        ...     def __init__(self, params, lr=0.1):
-        ...         super().__init__(params, {"lr": lr})
+        >>> def sign_update(xp, param, grad, lr, *, maximize):  # the rule, in the cupy.fuse dialect
+        ...     param -= lr * (-xp.sign(grad) if maximize else xp.sign(grad))
+        >>> @dataclass(frozen=True)
+        ... class SignHyper(Hyper):
+        ...     lr: float
+        >>> class SignSGD(ElementwiseOptimizer[SignHyper]):
+        ...     _flat_runs = True  # stateless and elementwise: a ParameterList steps in one call
+        ...     def __init__(self, params, lr=0.1, maximize=False):
+        ...         super().__init__(params, {"lr": lr, "maximize": maximize})
         ...     def _hyper(self, group):
-        ...         return {"lr": float(group["lr"])}
+        ...         return SignHyper(flags={"maximize": bool(group["maximize"])}, lr=float(group["lr"]))
         ...     def _init_state(self, p, group):
         ...         return None
         ...     def _operands(self, p, group, state):
         ...         return (p.data, p.grad)
         ...     def _update(self, backend, hyper, state, operands):
-        ...         backend.kernel(sign_update)(*operands, hyper["lr"])
+        ...         backend.kernel(sign_update, **hyper.flags)(*operands, hyper.lr)
         >>> w = Parameter(np.array([1.0, -2.0, 3.0]))
         >>> w.grad = np.array([0.5, -3.0, 0.0])
         >>> SignSGD([w], lr=0.5).step()
         >>> w.data
         array([ 0.5, -1.5,  3. ])
+        >>> params = arrayopt.ParameterList([np.ones(2), np.zeros(3)])
+        >>> params.flat_grad = np.array([1.0, -1.0, 2.0, 0.0, -2.0])
+        >>> SignSGD(params, lr=0.5, maximize=True).step()   # one kernel call for both
+        >>> params.flat_data
+        array([ 1.5,  0.5,  0.5,  0. , -0.5])
     """
 
     _flat_runs: ClassVar[bool] = False
@@ -877,24 +686,30 @@ class ElementwiseOptimizer(Optimizer):
     _sparse_error: ClassVar[str] = "{name} does not support sparse gradients"
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        self._flat_reset()
+        self._flat = FlatRuns()
         super().__init__(params, defaults)
-        self._count_state_changes()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._count_state_changes()
-        if self._float_steps:
-            # Counters are host floats here; a loaded one may be a number or a 0-d array
-            # (torch's tensor).
-            for group in self.param_groups:
-                for p in group["params"]:
-                    p_state = self.state.get(p)
-                    if p_state and "step" in p_state and not isinstance(p_state["step"], float):
-                        p_state["step"] = step_to_float(p_state["step"])
-        self._flat_reset()
+        self._convert_loaded_state()
+        self._flat = FlatRuns()
         if self._flat_runs:
-            self._lay_out_state()
+            self._flat.hold(self)
+
+    def _convert_loaded_state(self) -> None:
+        """Loaded ``step`` counters become Python floats (unless ``_float_steps`` is False), and numbers
+        under ``StateKey("scalar")`` keys 0-d float32 arrays on the parameter's device, as torch keeps them."""
+        scalar_keys = [key for key, spec in (self._state_keys or {}).items() if spec.kind == "scalar"]
+        for group in self.param_groups:
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if not p_state:
+                    continue
+                if self._float_steps and "step" in p_state and not isinstance(p_state["step"], float):
+                    p_state["step"] = step_to_float(p_state["step"])
+                for key in scalar_keys:
+                    if key in p_state and not is_array(p_state[key]):
+                        p_state[key] = scalar_array(p.data, to_float(p_state[key]))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
@@ -908,19 +723,18 @@ class ElementwiseOptimizer(Optimizer):
             loss = closure()
         pending: dict[Parameter, Any] = {}
         updates: list[Any] = []
-        flat_runs = self._flat_runs
-        if flat_runs and "_flat_plans" not in self.__dict__:  # a subclass that skipped our __init__
-            self._flat_reset()
+        flat = self.__dict__.get("_flat") if self._flat_runs else None
+        if flat is None and self._flat_runs:  # a subclass that skipped our __init__
+            flat = self._flat = FlatRuns()
         for group in self.param_groups:
             hyper = None
-            plan = self._flat_plan(group) if flat_runs else None
+            plan = flat.plan(group) if flat is not None else None
             for item in group["params"] if plan is None else plan:
-                if type(item) is _Run:
-                    spans = item.spans_with_grad()
-                    if spans and hyper is None:
-                        hyper = self._hyper(group)
-                    for lo, hi in spans:
-                        self._prepare_span(item, lo, hi, group, hyper, pending, updates)  # type: ignore[arg-type]
+                if type(item) is Block:
+                    for lo, hi in item.ranges_with_grad():
+                        if hyper is None:
+                            hyper = self._hyper(group)
+                        flat.prepare(self, item, lo, hi, group, hyper, pending, updates)  # type: ignore[union-attr]
                     continue
                 if item.grad is None:
                     continue
@@ -929,8 +743,8 @@ class ElementwiseOptimizer(Optimizer):
                 self._prepare_one(item, group, hyper, pending, updates)
         new_states: dict[Parameter, Any] = {}
         for update in updates:
-            if type(update) is _RunUpdate:
-                self._commit_run(update, new_states)
+            if type(update) is RunUpdate:
+                flat.commit(self, update, new_states)  # type: ignore[union-attr]
                 continue
             p, backend, hyper, state, operands, sparse = update
             if p in pending:
@@ -951,7 +765,7 @@ class ElementwiseOptimizer(Optimizer):
             self.state.update(new_states)
         return loss
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> H:
         raise NotImplementedError
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -960,25 +774,24 @@ class ElementwiseOptimizer(Optimizer):
     def _operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: H, state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
     def _sparse_operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         raise RuntimeError(self._sparse_error.format(name=type(self).__name__))
 
-    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _sparse_update(self, backend: Backend, hyper: H, state: Any, operands: tuple[Any, ...]) -> None:
         raise NotImplementedError
-
-    # -- one parameter --------------------------------------------------------------------
 
     def _prepare_one(
         self,
         p: Parameter,
         group: dict[str, Any],
-        hyper: dict[str, Any],
+        hyper: H,
         pending: dict[Parameter, Any],
         updates: list[Any],
     ) -> None:
+        """Prepare the update of one parameter (with a gradient) on its own."""
         state = self.state.get(p) or pending.get(p)
         if not state:
             state = pending[p] = self._init_state(p, group)
@@ -990,370 +803,6 @@ class ElementwiseOptimizer(Optimizer):
         except ValueError as exc:
             raise ValueError(f"{p._label()}: {exc}") from None
         updates.append((p, backend, hyper, state, operands, sparse))
-
-    # -- runs of flat parameters ------------------------------------------------------------
-
-    def _count_state_changes(self) -> None:
-        """With flat runs, make a plain ``state`` defaultdict (not yet shared: new or loaded) a ``_StateMap``."""
-        if self._flat_runs and type(self.state) is defaultdict:
-            self.state = _StateMap(self.state.default_factory, self.state)
-
-    def _flat_reset(self) -> None:
-        # (group, its params when planned, plan) per id(group); FlatBuffer -> key -> layout
-        self._flat_plans: dict[int, tuple[dict[str, Any], list[Parameter], list[Any] | None]] = {}
-        self._flat_layouts: dict[FlatBuffer, dict[str, _StateLayout]] = {}
-
-    def _flat_plan(self, group: dict[str, Any]) -> list[Any] | None:
-        """The group's params with each buffer's members merged into runs; None if it has no flat ones.
-
-        A run is a stretch of consecutive members of one buffer that all belong to the
-        group, whatever their order in it: updates of different parameters are
-        independent, so the order they run in changes nothing. A buffer's runs take the
-        place of its first member; parameters listed twice stay apart (each occurrence
-        is a step, as in torch).
-        """
-        params = group["params"]
-        cached = self._flat_plans.get(id(group))
-        if cached is not None and cached[0] is group and cached[1] == params:
-            return cached[2]
-        counts: dict[int, int] = {}
-        for p in params:
-            counts[id(p)] = counts.get(id(p), 0) + 1
-        order: list[Any] = []
-        members: dict[FlatBuffer, list[tuple[int, Parameter]]] = {}
-        for p in params:
-            flat = p._flat
-            if flat is None or counts[id(p)] > 1:
-                order.append(p)
-                continue
-            entry = members.get(flat[0])
-            if entry is None:
-                entry = members[flat[0]] = []
-                order.append(flat[0])
-            entry.append((flat[1], p))
-        result: list[Any] | None = None
-        if members:
-            result = []
-            for item in order:
-                if type(item) is not FlatBuffer:
-                    result.append(item)
-                    continue
-                run: _Run | None = None
-                for index, p in sorted(members[item], key=operator.itemgetter(0)):
-                    if run is not None and run.hi == index:
-                        run.hi += 1
-                        run.params.append(p)
-                    else:
-                        run = _Run(item, index, p)
-                        result.append(run)
-        self._flat_plans[id(group)] = (group, list(params), result)
-        return result
-
-    def _layout(self, buffer: FlatBuffer, key: str) -> _StateLayout:
-        layouts = self._flat_layouts.get(buffer)
-        if layouts is None:
-            layouts = self._flat_layouts[buffer] = {}
-        entry = layouts.get(key)
-        if entry is None:
-            entry = layouts[key] = _StateLayout(buffer)
-        return entry
-
-    def _lay_out_state(self) -> None:
-        """Move loaded state arrays of flat Parameters into flat layouts (they are the optimizer's copies).
-
-        Their plain state dicts become ``_FlatState`` dicts, so the stretches they form
-        can be cached (nothing else refers to a dict that was just loaded).
-        """
-        for group in self.param_groups:
-            for p in group["params"]:
-                flat = p._flat
-                state = self.state.get(p)
-                if flat is None or not state:
-                    continue
-                if type(state) is dict:
-                    state = self.state[p] = _FlatState(state)
-                buffer, index = flat
-                for key, value in state.items():
-                    if _fits(buffer, value, p.shape):
-                        view = self._layout(buffer, key).views[index]
-                        if view is not value:
-                            view[...] = value
-                            state[key] = view
-
-    def _prepare_span(
-        self,
-        run: _Run,
-        lo: int,
-        hi: int,
-        group: dict[str, Any],
-        hyper: dict[str, Any],
-        pending: dict[Parameter, Any],
-        updates: list[Any],
-    ) -> None:
-        """Prepare members ``lo .. hi-1`` of ``run`` (all with a gradient), in as few kernel calls as allowed.
-
-        A stretch whose state merged on an earlier step and has not changed since (its
-        ``_FlatState`` dicts say so, and ``optimizer.state`` still maps the members to
-        them) reuses that merged state instead of checking every value again.
-        """
-        cache = run.caches.get((lo, hi))
-        if cache is not None and cache.valid and cache.still_mapped(self.state):
-            if cache.dicts is not None:
-                state = dict(cache.merged)  # the rule's _update rebinds scalars in it
-                self._prepare_run(run.buffer, lo, hi, cache.params, cache.dicts, state, group, hyper, updates, cache)
-                return
-            if self._prepare_run(run.buffer, lo, hi, cache.params, None, None, group, hyper, updates):
-                return
-        params = run.params[lo - run.lo : hi - run.lo]
-        states: list[Any] = list(map(self.state.get, params))
-        segments = self._segments(run.buffer, lo, hi, states)
-        cache = None
-        if len(segments) == 1 and segments[0][2] is _FRESH:
-            self._cache_span(run, lo, hi, params, None, {})
-        elif len(segments) == 1 and segments[0][2] is _LAID and set(map(type, states)) == {_FlatState}:
-            cache = self._cache_span(run, lo, hi, params, states, segments[0][3])
-        else:
-            run.caches.pop((lo, hi), None)
-        for a, b, kind, merged in segments:
-            members = params[a - lo : b - lo]
-            if kind is _PLAIN:
-                for p in members:
-                    self._prepare_one(p, group, hyper, pending, updates)
-            else:
-                dicts: list[dict[str, Any]] | None = None if kind is _FRESH else states[a - lo : b - lo]
-                if cache is not None:  # the one segment, all of the span
-                    dicts = cache.dicts
-                if not self._prepare_run(run.buffer, a, b, members, dicts, merged, group, hyper, updates, cache):
-                    for p in members:
-                        self._prepare_one(p, group, hyper, pending, updates)
-
-    def _cache_span(
-        self, run: _Run, lo: int, hi: int, params: list[Parameter], states: list[Any] | None, merged: Any
-    ) -> _SpanCache:
-        """Remember the merged state of members ``lo .. hi-1``: their ``_FlatState`` dicts, or None for none.
-
-        A dict belongs to one cache at a time: the cache it leaves becomes stale, so
-        the optimizer's quiet writes (which skip ``_FlatState``'s notice) only ever
-        reach dicts of the valid cache being stepped.
-        """
-        cache = _SpanCache(params, states, dict(merged))
-        if states is not None:
-            spans = list(map(_span_of, states))
-            for old in dict(zip(map(id, spans), spans, strict=True)).values():  # by id: a dead weakref has no hash
-                left = None if old is None else old()
-                if left is not None:
-                    left.valid = False
-            deque(map(setattr, states, repeat("_span"), repeat(weakref.ref(cache))), maxlen=0)
-            if _QUIET_VIEWS:
-                cache.views = [_StateView() for _ in states]
-                deque(map(setattr, cache.views, repeat("__dict__"), states), maxlen=0)
-        cache.still_mapped(self.state)
-        # Keep the caches of the stretches this step may still meet: valid, and apart.
-        for key, known in list(run.caches.items()):
-            if not known.valid or (key[0] < hi and lo < key[1]):
-                del run.caches[key]
-        run.caches[(lo, hi)] = cache
-        return cache
-
-    def _segments(
-        self, buffer: FlatBuffer, lo: int, hi: int, states: list[Any]
-    ) -> list[tuple[int, int, str, dict[str, Any] | None]]:
-        """Split members ``lo .. hi-1`` into stretches that one kernel call may update.
-
-        Each is ``(a, b, kind, merged)``: ``_FRESH`` (no state yet), ``_LAID`` (state
-        arrays are this optimizer's flat views, equal scalars; ``merged`` is the
-        stretch's state with flat slices) or ``_PLAIN`` (update one by one).
-        """
-        if not any(states):
-            return [(lo, hi, _FRESH, None)]
-        merged = self._merge(buffer, lo, hi, states)
-        if merged is not None:
-            return [(lo, hi, _LAID, merged)]
-        signatures = [self._signature(buffer, lo + k, s) for k, s in enumerate(states)]
-        segments: list[tuple[int, int, str, dict[str, Any] | None]] = []
-        start = 0
-        for k in range(1, len(states) + 1):
-            if k < len(states) and signatures[k] == signatures[start]:
-                continue
-            a, b, signature = lo + start, lo + k, signatures[start]
-            if signature is _FRESH or signature is _PLAIN:
-                segments.append((a, b, signature, None))
-            else:
-                part = self._merge(buffer, a, b, states[start:k])
-                segments.append((a, b, _LAID, part) if part is not None else (a, b, _PLAIN, None))
-            start = k
-        return segments
-
-    def _signature(self, buffer: FlatBuffer, index: int, state: Any) -> Any:
-        """What must be equal between neighbours for one kernel call to update both."""
-        if not state:
-            return _FRESH
-        layouts = self._flat_layouts.get(buffer, {})
-        parts: list[tuple[Any, ...]] = []
-        for key, value in state.items():
-            entry = layouts.get(key)
-            if entry is not None and value is entry.views[index]:
-                parts.append((key,))
-            elif type(value) in _SCALAR_TYPES:
-                parts.append((key, type(value), repr(value)))
-            else:
-                return _PLAIN
-        return tuple(parts)
-
-    def _merge(self, buffer: FlatBuffer, lo: int, hi: int, states: list[Any]) -> dict[str, Any] | None:
-        """The shared state of members ``lo .. hi-1`` as flat slices and scalars, or None if they differ.
-
-        This runs every step over every member, so each check is one pass in C
-        (``map``) rather than a Python loop.
-        """
-        first = states[0]
-        if not first:
-            return None
-        try:
-            if set(map(len, states)) != {len(first)}:  # also fails on a missing state (None)
-                return None
-        except TypeError:
-            return None
-        layouts = self._flat_layouts.get(buffer, {})
-        start, stop = buffer.offsets[lo], buffer.offsets[hi]
-        merged: dict[str, Any] = {}
-        for key, value in first.items():
-            values = map(operator.itemgetter(key), states)
-            entry = layouts.get(key)
-            try:
-                if entry is not None and value is entry.views[lo]:
-                    if not all(map(operator.is_, values, entry.views[lo:hi])):
-                        return None
-                    merged[key] = entry.flat[start:stop]
-                elif type(value) in _SCALAR_TYPES:
-                    if not all(map(operator.is_, values, repeat(value))):
-                        wanted = (type(value), repr(value))
-                        if any((type(v), repr(v)) != wanted for v in map(operator.itemgetter(key), states)):
-                            return None
-                    merged[key] = value
-                else:
-                    return None
-            except KeyError:  # a member without this key
-                return None
-        return merged
-
-    def _prepare_run(
-        self,
-        buffer: FlatBuffer,
-        lo: int,
-        hi: int,
-        params: list[Parameter],
-        dicts: list[dict[str, Any]] | None,
-        merged: dict[str, Any] | None,
-        group: dict[str, Any],
-        hyper: dict[str, Any],
-        updates: list[Any],
-        cache: _SpanCache | None = None,
-    ) -> bool:
-        """Prepare one kernel call for members ``lo .. hi-1``; False if fresh state cannot be laid out flat.
-
-        ``cache``: the members' cached stretch, when ``dicts`` are its dicts.
-        """
-        start, stop = buffer.offsets[lo], buffer.offsets[hi]
-        stand_in = Parameter._unchecked(buffer.data[start:stop], buffer.raw_grad[start:stop])
-        slices: dict[str, Any] = {}
-        if dicts is None:
-            state = self._init_state(stand_in, group)
-            if state is not None:
-                for value in state.values():
-                    if not (type(value) in _SCALAR_TYPES or _fits(buffer, value, (stop - start,))):
-                        return False
-                for key, value in state.items():
-                    if type(value) not in _SCALAR_TYPES:
-                        slot = self._layout(buffer, key).flat[start:stop]
-                        slot[...] = value  # a slot no state uses yet: harmless if the step fails
-                        state[key] = slices[key] = slot
-        else:
-            state = merged
-        operands = self._operands(stand_in, group, state)
-        try:
-            buffer.backend.check_operands(operands)
-        except ValueError as exc:
-            raise ValueError(f"{params[0]._label()}: {exc}") from None
-        if dicts is None or cache is None or cache.dicts is not dicts:
-            cache = None
-        updates.append(_RunUpdate(buffer, lo, hi, params, dicts, state, slices, operands, hyper, cache))
-        return True
-
-    def _commit_run(self, u: _RunUpdate, new_states: dict[Parameter, Any]) -> None:
-        """Run the kernel once, then give each member its share of the new state."""
-        self._update(u.buffer.backend, u.hyper, u.state, u.operands)
-        state = u.state
-        if state is None:  # the optimizer keeps no state for these parameters
-            return
-        fresh = u.dicts is None
-        dicts = [_FlatState() for _ in u.params] if u.dicts is None else u.dicts
-        before, cache = u.before, u.cache
-        for key, value in state.items():
-            if not fresh and before.get(key, _MISSING) is value:
-                continue
-            scalar = type(value) in _SCALAR_TYPES
-            values = repeat(value) if scalar else self._member_values(u, key, value)
-            if fresh:  # new dicts: one pass in C
-                deque(map(dict.__setitem__, dicts, repeat(key), values), maxlen=0)
-                continue
-            if scalar and key in before and cache is not None and cache.valid:
-                # A new value for a key every dict of the valid cache has: written
-                # quietly, so the cache stays valid (and right).
-                if cache.views and type(key) is str and not hasattr(_StateView, key):
-                    deque(map(setattr, cache.views, repeat(key), values), maxlen=0)
-                else:
-                    deque(map(dict.__setitem__, dicts, repeat(key), values), maxlen=0)
-                continue
-            for d, member_value in zip(dicts, values, strict=not scalar):
-                d[key] = member_value
-        for key in before:
-            if key not in state:
-                for d in dicts:
-                    del d[key]
-        if cache is not None and cache.valid:
-            cache.merged = dict(state)
-        if fresh:
-            new_states.update(zip(u.params, dicts, strict=True))
-
-    def _member_values(self, u: _RunUpdate, key: str, value: Any) -> list[Any]:
-        """Each member's own array for a state array ``value`` that covers the whole stretch."""
-        buffer = u.buffer
-        start, stop = buffer.offsets[u.lo], buffer.offsets[u.hi]
-        if u.slices.get(key) is value:
-            return self._layout(buffer, key).views[u.lo : u.hi]
-        if _fits(buffer, value, (stop - start,)):
-            entry = self._layout(buffer, key)
-            entry.flat[start:stop] = value
-            return entry.views[u.lo : u.hi]
-        # Not laid out like the parameters (a 0-d array, say): every member gets a copy.
-        xp = get_backend(value).xp
-        return [xp.asarray(value, copy=True) for _ in u.params]
-
-
-def _fits(buffer: FlatBuffer, value: Any, shape: tuple[int, ...]) -> bool:
-    """Whether ``value`` is an array of ``shape`` with the buffer's library, dtype and device."""
-    if not is_array(value) or tuple(value.shape) != shape:
-        return False
-    backend = get_backend(value)
-    return backend is buffer.backend and value.dtype == buffer.dtype and backend.device(value) == buffer._device
-
-
-def step_to_float(step: Any) -> float:
-    """A loaded ``step`` counter (number or 0-d array) as a Python float."""
-    if is_array(step):
-        step = get_backend(step).to_numpy(step).reshape(())
-    return float(_check_step(step))
-
-
-def _check_step(step: Any) -> Any:
-    try:
-        ok = not isinstance(step, (bool, str, bytes)) and math.isfinite(float(step)) and float(step) >= 0
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float
-        ok = False
-    if not ok:
-        raise ValueError(f"invalid step counter in optimizer state: {reprlib.repr(step)}")
-    return step
 
 
 Optimizer.step = _with_step_hooks(Optimizer.step)  # type: ignore[method-assign]

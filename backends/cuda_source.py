@@ -13,7 +13,7 @@ as C++ for the CPU, which is how the tests check it without a GPU.
 import math
 from typing import Any
 
-from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, NotCompilable, Program, host_code
+from arrayopt.backends.trace import ARRAY, OPERATIONS, NotCompilable, Program, element_code, host_code
 
 __all__ = ["NVRTC_OPTIONS", "ElementwiseParts", "elementwise_parts"]
 
@@ -74,30 +74,21 @@ def elementwise_parts(program: Program, dtype: Any) -> ElementwiseParts:
     hosts = program.host_inputs()
     statements, host_values = host_code(program)
 
-    names: dict[int, str] = {}
+    def constant(index: int, value: Any) -> str:
+        if not math.isfinite(float(value)):
+            raise NotCompilable(f"the literal {value!r}")
+        return f"(({ctype}){float(value)!r})"
+
+    names, computed = element_code(program, constant)
+    spelling = {"f": suffix, "zero": f"({ctype})0", "one": f"({ctype})1"}
     body = [f"const {ctype} x{p} = a{p};" for p in program.loaded()]
     body.append(LOAD_BARRIER)
     body += [f"const {ctype} c{h} = ({ctype})h{h};" for h in hosts]
-    for index in program.live():
+    for index in computed:
         node = nodes[index]
-        if node.kind == HOST:
-            continue
-        if node.op == "array":
-            names[index] = f"x{node.value}"
-        elif node.op == "cast":
-            source = nodes[node.args[0]]
-            if source.op == "const":
-                value = float(source.value)
-                if not math.isfinite(value):
-                    raise NotCompilable(f"the literal {source.value!r}")
-                names[index] = f"(({ctype}){value!r})"
-            else:
-                names[index] = f"c{node.args[0]}"
-        else:
-            names[index] = f"t{index}"
-            kind = "bool" if node.kind != "value" else ctype
-            expression = _expression(node.op, [names[a] for a in node.args], ctype, suffix)
-            body.append(f"const {kind} t{index} = {expression};")
+        kind = "bool" if node.kind != "value" else ctype
+        expression = OPERATIONS[node.op].cpp.format(*(names[a] for a in node.args), **spelling)
+        body.append(f"const {kind} t{index} = {expression};")
     body += [f"a{p} = {names[index]};" for p, index in sorted(program.stores.items())]
 
     real = "float32" if ctype == "float" else "float64"
@@ -108,35 +99,3 @@ def elementwise_parts(program: Program, dtype: Any) -> ElementwiseParts:
     launcher = [f"def launch({params}):", *[f"    {line}" for line in statements], f"    _kernel({call})"]
     assert all(program.kinds[p] == ARRAY for p in inputs + outputs)
     return ElementwiseParts(in_params, out_params, "\n".join(body), "\n".join(launcher) + "\n", inputs, outputs)
-
-
-def _expression(op: str, args: list[str], ctype: str, suffix: str) -> str:
-    """One operation on element values, in C++, rounded as NumPy's ufunc rounds it."""
-    if op in BINARY:
-        a, b = args
-        return f"{a} {BINARY[op]} {b}"
-    if op in COMPARE:
-        a, b = args
-        return f"{a} {COMPARE[op]} {b}"
-    if op == "neg":
-        return f"-{args[0]}"
-    if op == "sqrt":
-        return f"sqrt{suffix}({args[0]})"
-    if op == "abs":
-        return f"fabs{suffix}({args[0]})"
-    if op == "square":
-        return f"{args[0]} * {args[0]}"
-    if op == "sign":  # NumPy: sign(-0.0) is +0.0 and sign(nan) is nan
-        x = args[0]
-        one, zero = f"({ctype})1", f"({ctype})0"
-        return f"{x} > {zero} ? {one} : ({x} < {zero} ? -{one} : ({x} == {zero} ? {zero} : {x}))"
-    if op == "maximum":  # NumPy: NaN propagates from either side; on a tie, the second
-        a, b = args
-        return f"({a} > {b} || {a} != {a}) ? {a} : {b}"
-    if op == "minimum":
-        a, b = args
-        return f"({a} < {b} || {a} != {a}) ? {a} : {b}"
-    if op == "where":
-        c, a, b = args
-        return f"{c} ? {a} : {b}"
-    raise AssertionError(f"no element expression for {op!r}")

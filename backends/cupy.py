@@ -105,16 +105,11 @@ def _elementwise_launcher(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...
     from arrayopt.backends import cuda_source, trace
 
     real, *types = key
-    kinds = []
-    for t in types:
-        if issubclass(t, cupy.ndarray):
-            kinds.append(trace.ARRAY)
-        elif t in (float, int, bool):
-            kinds.append(trace.SCALAR)
-        else:
-            return None
+    kinds = trace.argument_kinds(types, cupy.ndarray)
+    if kinds is None:
+        return None
     try:
-        program = trace.trace(rule, flags, tuple(kinds))
+        program = trace.trace(rule, flags, kinds)
         parts = cuda_source.elementwise_parts(program, real)
     except trace.NotCompilable:
         return None

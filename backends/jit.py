@@ -46,7 +46,15 @@ from typing import Any
 import numba
 import numpy
 
-from arrayopt.backends.trace import ARRAY, BINARY, COMPARE, HOST, Program, host_code, number_literal, register_source
+from arrayopt.backends.trace import (
+    ARRAY,
+    OPERATIONS,
+    Program,
+    element_code,
+    host_code,
+    number_literal,
+    register_source,
+)
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 
@@ -214,10 +222,8 @@ def _in_memory(source: str, name: str) -> ModuleType:
 def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
     """The kernel module's source and the launcher's source."""
     nodes = program.nodes
-    live = program.live()
     arrays = sorted(set(program.loaded()) | set(program.stores))
     hosts = program.host_inputs()
-    names: dict[int, str] = {}
     constants: list[str] = []
 
     # The launcher: host arithmetic in Python (as on NumPy), then the loop.
@@ -228,24 +234,16 @@ def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
     lines = [f"def launch({params}):", *[f"    {line}" for line in statements], f"    _run(v{first}.shape[0])({call})"]
     launcher = "\n".join(lines) + "\n"
 
-    # The kernel body, one element at a time.
+    # The kernel body, one element at a time; literals are module constants of the dtype.
+    def constant(index: int, value: Any) -> str:
+        constants.append(f"K{index} = T({number_literal(value)})")
+        return f"K{index}"
+
+    names, computed = element_code(program, constant)
     body = [f"x{p} = a{p}[i]" for p in program.loaded()]
-    for index in live:
+    for index in computed:
         node = nodes[index]
-        if node.kind == HOST:
-            continue
-        if node.op == "array":
-            names[index] = f"x{node.value}"
-        elif node.op == "cast":
-            source = nodes[node.args[0]]
-            if source.op == "const":
-                names[index] = f"K{index}"
-                constants.append(f"K{index} = T({number_literal(source.value)})")
-            else:
-                names[index] = f"c{node.args[0]}"
-        else:
-            names[index] = f"t{index}"
-            body.append(f"t{index} = {_expression(node.op, [names[a] for a in node.args])}")
+        body.append(f"t{index} = {OPERATIONS[node.op].python.format(*(names[a] for a in node.args))}")
     body += [f"a{p}[i] = {names[index]}" for p, index in sorted(program.stores.items())]
 
     signature = ", ".join([f"a{p}" for p in arrays] + [f"h{h}" for h in hosts])
@@ -282,34 +280,3 @@ def _sources(program: Program, dtype: Any, name: str) -> tuple[str, str]:
         *[f"        {line}" for line in body],
     ]
     return "\n".join(text) + "\n", launcher
-
-
-def _expression(op: str, args: list[str]) -> str:
-    """One operation on element values, rounded as NumPy's ufunc rounds it."""
-    if op in BINARY:
-        a, b = args
-        return f"{a} {BINARY[op]} {b}"
-    if op in COMPARE:
-        a, b = args
-        return f"{a} {COMPARE[op]} {b}"
-    if op == "neg":
-        return f"-{args[0]}"
-    if op == "sqrt":
-        return f"math.sqrt({args[0]})"
-    if op == "abs":
-        return f"abs({args[0]})"
-    if op == "square":
-        return f"{args[0]} * {args[0]}"
-    if op == "sign":  # NumPy: sign(-0.0) is +0.0 and sign(nan) is nan
-        x = args[0]
-        return f"ONE if {x} > ZERO else (MINUS_ONE if {x} < ZERO else (ZERO if {x} == ZERO else {x}))"
-    if op == "maximum":  # NumPy: NaN propagates from either side; on a tie, the second
-        a, b = args
-        return f"{a} if ({a} > {b}) | ({a} != {a}) else {b}"
-    if op == "minimum":
-        a, b = args
-        return f"{a} if ({a} < {b}) | ({a} != {a}) else {b}"
-    if op == "where":
-        c, a, b = args
-        return f"{a} if {c} else {b}"
-    raise AssertionError(f"no element expression for {op!r}")

@@ -2,46 +2,34 @@
 
 import importlib.util
 import os
-import threading
 import warnings
 from typing import Any
 
 import array_api_compat.numpy as compat_numpy
 import numpy
 
-from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Backend, Kernel, Rule, real_layouts
+from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
 
-# A rule is a chain of ufuncs, each a full pass over its operands. Running the chain
-# on slices of about 1 MiB per operand keeps the work in cache.
-CHUNK_BYTES = 1 << 20
+#: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
+#: when numba does not compile the rule. Below it, the rule itself runs on the whole
+#: arrays: its temporaries are small enough for malloc's heap, and it costs less
+#: Python per operation than a plan's chunk loop.
+PLAN_MIN_BYTES = 1 << 17
 
-# Temporaries of 128 KiB and more (glibc's default mmap threshold) are served from
-# preallocated scratch buffers instead of malloc: glibc hands such blocks back to the
-# kernel when they are freed, and the page faults on the next allocation made Adam's
-# chain on 1 MiB chunks 8-10x slower on the project machines (a 16.8M-element Adam
-# step took 300-380 ms instead of 50-60 ms). Below that size plain NumPy expressions
-# are as fast (measured at 64 KiB) and cost less Python per operation.
-SCRATCH_BYTES = 1 << 17
+#: Bytes per operand of each chunk when the rule itself runs on large operands (rules
+#: a plan cannot express, or operands it cannot take). Below glibc's mmap threshold
+#: (128 KiB), so the temporaries of one chunk are reused from the heap instead of
+#: being mapped and faulted in again on every call.
+DIRECT_CHUNK_BYTES = 1 << 16
 
-
-# Whether large arrays go through ufunc plans (``arrayopt.backends.plan``); tests turn
-# it off to reach the scratch evaluation, which serves the rules a plan cannot express.
+# Whether large arrays go through ufunc plans; tests turn it off to run rules directly.
 _ufunc_plans = True
 
 
 def _apply(rule: Rule, args: "list[Any] | tuple[Any, ...]", flags: dict[str, Any]) -> None:
     # The single place a rule is called on NumPy data; tests wrap it to check that
     # rules stay within the dialect cupy.fuse can compile. args[0] is the parameter.
-    first = args[0]
-    if first.nbytes < SCRATCH_BYTES:
-        rule(numpy, *args, **flags)
-        return
-    scratch = _scratch_for_thread()
-    scratch.start(first.dtype, first.shape)
-    try:
-        rule(scratch.ops, *[_Value(a, scratch) if isinstance(a, numpy.ndarray) else a for a in args], **flags)
-    finally:
-        scratch.release()
+    rule(numpy, *args, **flags)
 
 
 class NumPyBackend(Backend):
@@ -50,17 +38,17 @@ class NumPyBackend(Backend):
     With numba (see :func:`set_numba`), contiguous float32 and float64 operands
     (complex ones viewed as interleaved reals, like ``torch.view_as_real``) are updated
     by the rule compiled into one loop (``arrayopt.backends.jit``). Otherwise operands
-    of ``SCRATCH_BYTES`` and more run through a ufunc plan
+    of ``PLAN_MIN_BYTES`` and more run through a ufunc plan
     (``arrayopt.backends.plan``): the traced rule as one ufunc call per operation,
     over cache-sized chunks, with results written into their operands and large arrays
-    split over threads (``plan.set_num_threads``). Rules a plan cannot express (an
-    ``exp``, NumPy-scalar arguments, dtypes beyond float16/32/64 and their complex
-    forms) run the rule itself: contiguous operands flattened and processed in chunks
-    of ``CHUNK_BYTES`` per operand, with large temporaries taken from preallocated
-    scratch buffers; non-contiguous operands whole, complex ones through their
-    ``.real`` and ``.imag`` views. Small arrays run the rule itself too. Python-float
-    scalars are weak under NEP 50, so float32 arrays stay float32. Every path gives
-    the same bits.
+    split over threads (``plan.set_num_threads``). Every shipped rule has a plan.
+    What a plan cannot take (a rule with an ``exp``, NumPy-scalar arguments, dtypes
+    beyond float16/32/64 and their complex forms, non-contiguous operands of more
+    than one dimension) runs the rule itself: contiguous operands flattened and
+    processed in chunks of ``DIRECT_CHUNK_BYTES`` per operand, non-contiguous ones
+    whole, complex ones through their ``.real`` and ``.imag`` views. Small arrays run
+    the rule itself too. Python-float scalars are weak under NEP 50, so float32 arrays
+    stay float32. Every path gives the same bits.
     """
 
     name = "numpy"
@@ -95,12 +83,12 @@ class NumPyBackend(Backend):
                             stacklevel=2,
                         )
             first = args[0]
-            if first.nbytes >= SCRATCH_BYTES and _ufunc_plans:
+            if first.nbytes >= PLAN_MIN_BYTES and _ufunc_plans:
                 _, ufunc_plan, values = _prepare(plans, _ufunc_plan, rule, flags, args)
                 if values is not None:
                     ufunc_plan(*values)
                     return
-            if first.nbytes <= CHUNK_BYTES and first.dtype.kind != "c":
+            if first.nbytes <= DIRECT_CHUNK_BYTES and first.dtype.kind != "c":
                 # One chunk and real: any layout works as it is (elementwise rule).
                 _apply(rule, args, flags)
                 return
@@ -260,16 +248,11 @@ def _traced(rule: Rule, flags: dict[str, Any], key: tuple[Any, ...], dtypes: tup
     real = numpy.dtype(dtype.char.lower()) if complex_ else dtype
     if real not in dtypes:
         return None
-    kinds = []
-    for t in types:
-        if issubclass(t, numpy.ndarray):
-            kinds.append(trace.ARRAY)
-        elif t in (float, int, bool):
-            kinds.append(trace.SCALAR)
-        else:
-            return None
+    kinds = trace.argument_kinds(types, numpy.ndarray)
+    if kinds is None:
+        return None
     try:
-        program = trace.trace(rule, flags, tuple(kinds))
+        program = trace.trace(rule, flags, kinds)
     except trace.NotCompilable:
         return None
     if not program.stores:
@@ -340,7 +323,7 @@ def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:
     first = values[positions[0]]
     n = first.shape[0]
-    step = max(1, CHUNK_BYTES // first.itemsize)
+    step = max(1, DIRECT_CHUNK_BYTES // first.itemsize)
     if n <= step:
         _apply(rule, values, flags)
         return
@@ -350,143 +333,3 @@ def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dic
         for i in positions:
             values[i] = whole[i][start:stop]
         _apply(rule, values, flags)
-
-
-# -- scratch evaluation ---------------------------------------------------------------
-
-
-class _Scratch:
-    """Temporaries for one rule call, taken from buffers kept between calls.
-
-    Every operation of the rule writes into a free buffer (``ufunc(..., out=buffer)``,
-    the same loop and the same rounding as without ``out``). A temporary's buffer is
-    free again as soon as the temporary is dropped, so a chain like ``a * (b - c)``
-    cycles through two or three buffers that stay in cache; whatever is left is freed
-    when the call ends. Arithmetic results have the operands' dtype (they all share
-    it, and Python scalars are weak); comparisons give booleans.
-    """
-
-    def __init__(self) -> None:
-        self._free: dict[Any, list[Any]] = {}
-        self._taken: dict[int, Any] = {}
-        self.dtype: Any = None
-        self.shape: Any = None
-        self.size = 0
-        self.ops = _ScratchOps(self)
-
-    def start(self, dtype: Any, shape: Any) -> None:
-        self.dtype, self.shape = dtype, shape
-        self.size = 1
-        for extent in shape:
-            self.size *= extent
-
-    def take(self, dtype: Any) -> tuple[Any, Any]:
-        """A free buffer of ``dtype`` (kept for reuse) and its view shaped for this call."""
-        free = self._free.get(dtype)
-        if free and free[-1].size >= self.size:
-            buffer = free.pop()
-        else:
-            buffer = numpy.empty(max(self.size, CHUNK_BYTES // numpy.dtype(dtype).itemsize), dtype)
-        self._taken[id(buffer)] = buffer
-        view = buffer[: self.size]
-        return buffer, view if len(self.shape) == 1 else view.reshape(self.shape)
-
-    def give_back(self, buffer: Any) -> None:
-        if self._taken.pop(id(buffer), None) is not None:
-            self._free.setdefault(buffer.dtype, []).append(buffer)
-
-    def release(self) -> None:
-        for buffer in list(self._taken.values()):
-            self.give_back(buffer)
-
-    def compute(self, ufunc: Any, *args: Any, boolean: bool = False) -> "_Value":
-        buffer, out = self.take(numpy.dtype(numpy.bool_) if boolean else self.dtype)
-        ufunc(*(_unwrap(a) for a in args), out=out)
-        return _Value(out, self, buffer)
-
-
-_local = threading.local()
-
-
-def _scratch_for_thread() -> _Scratch:
-    scratch = getattr(_local, "scratch", None)
-    if scratch is None:
-        scratch = _local.scratch = _Scratch()
-    return scratch
-
-
-def _unwrap(x: Any) -> Any:
-    return x.array if isinstance(x, _Value) else x
-
-
-def _binary(ufunc: Any, boolean: bool = False) -> tuple[Any, Any, Any]:
-    def forward(self: "_Value", other: Any) -> "_Value":
-        return self.scratch.compute(ufunc, self.array, other, boolean=boolean)
-
-    def reverse(self: "_Value", other: Any) -> "_Value":
-        return self.scratch.compute(ufunc, other, self.array, boolean=boolean)
-
-    def in_place(self: "_Value", other: Any) -> "_Value":
-        ufunc(self.array, _unwrap(other), out=self.array)
-        return self
-
-    return forward, reverse, in_place
-
-
-class _Value:
-    """An operand or a temporary inside a scratch evaluation: arithmetic goes through ``out=``.
-
-    It offers what cupy.fuse's proxies offer (operators, in-place operators on arrays,
-    ``x[...] = value``), so a rule that runs here also compiles there.
-    """
-
-    __slots__ = ("array", "buffer", "scratch")
-
-    def __init__(self, array: Any, scratch: _Scratch, buffer: Any = None) -> None:
-        self.array = array
-        self.scratch = scratch
-        self.buffer = buffer  # the scratch buffer behind a temporary; None for operands
-
-    def __del__(self) -> None:
-        if self.buffer is not None:
-            self.scratch.give_back(self.buffer)
-
-    __add__, __radd__, __iadd__ = _binary(numpy.add)
-    __sub__, __rsub__, __isub__ = _binary(numpy.subtract)
-    __mul__, __rmul__, __imul__ = _binary(numpy.multiply)
-    __truediv__, __rtruediv__, __itruediv__ = _binary(numpy.divide)
-    __pow__ = _binary(numpy.power)[0]
-    __lt__ = _binary(numpy.less, boolean=True)[0]
-    __le__ = _binary(numpy.less_equal, boolean=True)[0]
-    __gt__ = _binary(numpy.greater, boolean=True)[0]
-    __ge__ = _binary(numpy.greater_equal, boolean=True)[0]
-    __eq__ = _binary(numpy.equal, boolean=True)[0]
-    __ne__ = _binary(numpy.not_equal, boolean=True)[0]
-    __hash__ = None  # type: ignore[assignment]
-
-    def __neg__(self) -> "_Value":
-        return self.scratch.compute(numpy.negative, self.array)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        numpy.copyto(self.array[key], _unwrap(value))
-
-
-class _ScratchOps:
-    """The namespace a rule sees during scratch evaluation (``ELEMENTWISE_FUNCTIONS``)."""
-
-    def __init__(self, scratch: _Scratch) -> None:
-        self._scratch = scratch
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in ELEMENTWISE_FUNCTIONS:
-            raise AttributeError(f"update rules may only use the elementwise functions {sorted(ELEMENTWISE_FUNCTIONS)}")
-        if name == "where":
-            return self._where
-        ufunc = getattr(numpy, name)
-        return lambda *args: self._scratch.compute(ufunc, *args)
-
-    def _where(self, condition: Any, x: Any, y: Any) -> _Value:
-        buffer, out = self._scratch.take(self._scratch.dtype)
-        numpy.copyto(out, _unwrap(y))
-        numpy.copyto(out, _unwrap(x), where=_unwrap(condition))
-        return _Value(out, self._scratch, buffer)

@@ -11,7 +11,7 @@ buffer (``ufunc(..., out=...)``: the same loop and rounding as without ``out``):
         add(a2, t0, out=a2)           # m + ...: the new m, written in place
         ...
 
-The function runs on slices of :data:`CHUNK_BYTES` per operand, so the operands and
+The function runs on slices of :data:`PLAN_CHUNK_BYTES` per operand, so the operands and
 the few temporaries stay in the core's cache between the operations; large arrays are
 split into one contiguous block per thread (:func:`set_num_threads`), since ufuncs
 release the GIL. Every operation is the ufunc the rule itself would call on NumPy, so
@@ -32,37 +32,26 @@ from typing import Any
 
 import numpy
 
-from arrayopt.backends.trace import BOOL, HOST, NotCompilable, Program, host_code, number_literal, register_source
+from arrayopt.backends.trace import (
+    BOOL,
+    HOST,
+    OPERATIONS,
+    NotCompilable,
+    Program,
+    host_code,
+    number_literal,
+    register_source,
+)
 
-__all__ = ["CHUNK_BYTES", "PARALLEL_MIN_ELEMENTS", "UfuncPlan", "get_num_threads", "set_num_threads"]
+__all__ = ["PARALLEL_MIN_ELEMENTS", "PLAN_CHUNK_BYTES", "UfuncPlan", "get_num_threads", "set_num_threads"]
 
 #: Bytes of each operand processed per chunk. With Adam's five operands and one
 #: temporary this keeps about 3 MiB in play; measured on the project machines (Zen 3,
 #: 512 KiB L2, 32 MiB L3), 128K float32 elements were the fastest of 8K .. 1M.
-CHUNK_BYTES = 1 << 19
+PLAN_CHUNK_BYTES = 1 << 19
 
 #: Arrays of at least this many elements are split over the threads.
 PARALLEL_MIN_ELEMENTS = 1 << 20
-
-_UFUNCS = {
-    "add": "add",
-    "sub": "subtract",
-    "mul": "multiply",
-    "div": "divide",
-    "lt": "less",
-    "le": "less_equal",
-    "gt": "greater",
-    "ge": "greater_equal",
-    "eq": "equal",
-    "ne": "not_equal",
-    "neg": "negative",
-    "sqrt": "sqrt",
-    "abs": "absolute",
-    "square": "square",
-    "sign": "sign",
-    "maximum": "maximum",
-    "minimum": "minimum",
-}
 
 
 class UfuncPlan:
@@ -77,7 +66,7 @@ class UfuncPlan:
         self.dtype = numpy.dtype(dtype)
         self.name = name
         self.source, self.value_temps, self.bool_temps = _source(program, name)
-        namespace: dict[str, Any] = {ufunc: getattr(numpy, ufunc) for ufunc in set(_UFUNCS.values())}
+        namespace: dict[str, Any] = {op.ufunc: getattr(numpy, op.ufunc) for op in OPERATIONS.values() if op.ufunc}
         namespace.update(copyto=numpy.copyto, T=self.dtype.type, _run=self._run)
         exec(compile(self.source, register_source(self.source, f"plan-{name}"), "exec"), namespace)
         self._body: Callable[..., None] = namespace["body"]
@@ -90,7 +79,7 @@ class UfuncPlan:
         n = arrays[0].shape[0]
         threads = get_num_threads()
         if threads > 1 and n >= PARALLEL_MIN_ELEMENTS:
-            chunk = max(1, CHUNK_BYTES // self.dtype.itemsize)
+            chunk = max(1, PLAN_CHUNK_BYTES // self.dtype.itemsize)
             # Blocks of whole chunks, one per thread; this thread runs the first.
             per_thread = -(-n // (threads * chunk)) * chunk
             bounds = [(lo, min(lo + per_thread, n)) for lo in range(0, n, per_thread)]
@@ -110,7 +99,7 @@ class UfuncPlan:
         self._block(arrays, scalars, 0, n)
 
     def _block(self, arrays: tuple[Any, ...], scalars: tuple[Any, ...], lo: int, hi: int) -> None:
-        chunk = max(1, CHUNK_BYTES // self.dtype.itemsize)
+        chunk = max(1, PLAN_CHUNK_BYTES // self.dtype.itemsize)
         temps = _temporaries(self.dtype, self.value_temps, self.bool_temps, min(chunk, hi - lo))
         body = self._body
         if hi - lo <= chunk:
@@ -297,7 +286,7 @@ def _source(program: Program, name: str) -> tuple[str, int, int]:
             condition, x, y = names
             lines += [f"copyto({out}, {y})", f"copyto({out}, {x}, where={condition})"]
         else:
-            lines.append(f"{_UFUNCS[node.op]}({', '.join(names)}, out={out})")
+            lines.append(f"{OPERATIONS[node.op].ufunc}({', '.join(names)}, out={out})")
         for a in node.args:
             held = location.get(a)
             if held in occupant and occupant[held] == a and last_use.get(a) == k:

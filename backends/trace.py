@@ -34,10 +34,14 @@ from arrayopt.backends.base import ELEMENTWISE_FUNCTIONS, Rule
 
 __all__ = [
     "ARRAY",
+    "OPERATIONS",
     "SCALAR",
     "Node",
     "NotCompilable",
+    "Operation",
     "Program",
+    "argument_kinds",
+    "element_code",
     "host_code",
     "number_literal",
     "register_source",
@@ -57,6 +61,60 @@ COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 UNARY_FUNCTIONS = {"sqrt": "sqrt", "abs": "abs", "absolute": "abs", "square": "square", "sign": "sign"}
 # Their results differ in the last bit between NumPy's SIMD loops and libm.
 INEXACT_FUNCTIONS = {"exp", "log"}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """How each code generator spells one operation of a traced program.
+
+    ``ufunc``: the NumPy ufunc (``backends/plan.py``; None: planned specially);
+    ``python``: an element expression for numba (``backends/jit.py``), whose module
+    defines ``ZERO``, ``ONE`` and ``MINUS_ONE`` of the dtype; ``cpp``: the same for
+    CUDA C++ (``backends/cuda_source.py``), with ``{f}`` the float suffix of ``sqrt``
+    and ``fabs`` and ``{zero}``, ``{one}`` constants of the element type. ``{0}``,
+    ``{1}``, ``{2}`` are the operands. Each spelling rounds as NumPy's ufunc does.
+    """
+
+    ufunc: str | None
+    python: str
+    cpp: str
+
+
+def _operator(symbol: str, ufunc: str) -> Operation:
+    return Operation(ufunc, f"{{0}} {symbol} {{1}}", f"{{0}} {symbol} {{1}}")
+
+
+#: every operation a program may hold, for every code generator
+OPERATIONS: dict[str, Operation] = {
+    "add": _operator("+", "add"),
+    "sub": _operator("-", "subtract"),
+    "mul": _operator("*", "multiply"),
+    "div": _operator("/", "divide"),
+    "lt": _operator("<", "less"),
+    "le": _operator("<=", "less_equal"),
+    "gt": _operator(">", "greater"),
+    "ge": _operator(">=", "greater_equal"),
+    "eq": _operator("==", "equal"),
+    "ne": _operator("!=", "not_equal"),
+    "neg": Operation("negative", "-{0}", "-{0}"),
+    "sqrt": Operation("sqrt", "math.sqrt({0})", "sqrt{f}({0})"),
+    "abs": Operation("absolute", "abs({0})", "fabs{f}({0})"),
+    "square": Operation("square", "{0} * {0}", "{0} * {0}"),
+    # NumPy: sign(-0.0) is +0.0 and sign(nan) is nan
+    "sign": Operation(
+        "sign",
+        "ONE if {0} > ZERO else (MINUS_ONE if {0} < ZERO else (ZERO if {0} == ZERO else {0}))",
+        "{0} > {zero} ? {one} : ({0} < {zero} ? -{one} : ({0} == {zero} ? {zero} : {0}))",
+    ),
+    # NumPy: NaN propagates from either side; on a tie, the second
+    "maximum": Operation(
+        "maximum", "{0} if ({0} > {1}) | ({0} != {0}) else {1}", "({0} > {1} || {0} != {0}) ? {0} : {1}"
+    ),
+    "minimum": Operation(
+        "minimum", "{0} if ({0} < {1}) | ({0} != {0}) else {1}", "({0} < {1} || {0} != {0}) ? {0} : {1}"
+    ),
+    "where": Operation(None, "{1} if {0} else {2}", "{0} ? {1} : {2}"),
+}
 
 
 class NotCompilable(Exception):
@@ -141,6 +199,49 @@ def host_code(program: Program) -> tuple[list[str], list[str]]:
             statements.append(f"h{h} = {expression(h)}")
             values.append(f"h{h}")
     return statements, values
+
+
+def element_code(program: Program, constant: Callable[[int, Any], str]) -> tuple[dict[int, str], list[int]]:
+    """Names for the live per-element nodes of ``program``, and the ones to compute, in order.
+
+    An array argument's value is ``x<position>``; a host number cast to the dtype is
+    ``c<host node>`` (the generator casts it once), a cast literal is what
+    ``constant(node, value)`` returns; every other node is ``t<node>``, computed (in
+    the returned order) from its arguments as :data:`OPERATIONS` spells its ``op``.
+    """
+    nodes = program.nodes
+    names: dict[int, str] = {}
+    computed: list[int] = []
+    for index in program.live():
+        node = nodes[index]
+        if node.kind == HOST:
+            continue
+        if node.op == "array":
+            names[index] = f"x{node.value}"
+        elif node.op == "cast":
+            source = nodes[node.args[0]]
+            names[index] = constant(index, source.value) if source.op == "const" else f"c{node.args[0]}"
+        else:
+            names[index] = f"t{index}"
+            computed.append(index)
+    return names, computed
+
+
+def argument_kinds(types: Any, array_type: type) -> tuple[str, ...] | None:
+    """The kind of each argument of a launch from its type: arrays of ``array_type``, Python numbers.
+
+    None if one is neither (a NumPy scalar, say: it is not weak under NEP 50, so the
+    rule run directly may compute in another dtype than a traced program would).
+    """
+    kinds = []
+    for t in types:
+        if issubclass(t, array_type):
+            kinds.append(ARRAY)
+        elif t in (float, int, bool):
+            kinds.append(SCALAR)
+        else:
+            return None
+    return tuple(kinds)
 
 
 def number_literal(value: Any) -> str:

@@ -5,7 +5,7 @@ CUDA-graph capture of a whole step, and L-BFGS at n = 1e7 against torch.optim.LB
     python benchmarks/gpu_extra.py --cpu --quick      # a dry run of the logic on NumPy and torch's CPU
 
 Everything runs in this one process on the current CUDA device, arrayopt (CuPy) and
-torch (CUDA) side by side on the same data, timed by ``arrayopt.bench.time_candidates``
+torch (CUDA) side by side on the same data, timed by ``benchmarks/bench.py``'s ``time_candidates``
 (interleaved rounds, medians, the device synchronised around each batch).
 
 * **Where the loads go**: Adam's generated kernel on 256M float32 elements, as printed
@@ -31,6 +31,7 @@ torch (CUDA) side by side on the same data, timed by ``arrayopt.bench.time_candi
 import argparse
 import inspect
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,7 +41,9 @@ import numpy as np
 
 import arrayopt
 import arrayopt.backends
-from arrayopt.bench import time_candidates
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run with python -P too
+from bench import time_candidates
 
 #: the array library and torch device under test: CuPy and "cuda", or NumPy and "cpu" (--cpu, a dry run)
 XP: Any = None

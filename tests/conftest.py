@@ -54,6 +54,22 @@ def torch():
     return module
 
 
+def fuzz_examples(full: int) -> int:
+    """A hypothesis budget for a fuzzing suite: ``full`` examples when the slow tests run, else a fifth.
+
+    The slow tests run with ``--runslow``, ``-m slow`` or ``ARRAYOPT_SLOW=1`` (read when
+    the test modules are imported, after ``pytest_configure``): the default run fuzzes
+    every suite a little, a slow run fully.
+    """
+    return full if os.environ.get("ARRAYOPT_SLOW", "") not in ("", "0") else max(10, full // 5)
+
+
+def pytest_configure(config):
+    markexpr = config.getoption("markexpr") or ""
+    if config.getoption("--runslow") or ("slow" in markexpr and "not slow" not in markexpr):
+        os.environ["ARRAYOPT_SLOW"] = "1"  # for fuzz_examples, before the test modules are imported
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow (or ARRAYOPT_SLOW=1)")
 

@@ -10,7 +10,7 @@ continues with the new one.
 
 Trajectories are plain dicts of NumPy arrays and floats keyed by strings such as
 ``"step3/param0"`` and ``"step3/state2/exp_avg"``, so they can be compared directly
-and stored as golden ``.npz`` files (``tests/make_golden.py``).
+and stored in the golden files (``tests/make_golden.py optimizers``).
 """
 
 import copy
@@ -218,3 +218,43 @@ def assert_matches(ours: Trajectory, ref: Trajectory, dtype: str, ulps: float = 
             continue
         err = float(np.max(np.abs(a - b)))
         assert err <= tolerance * scales[key], f"{key}: max|diff| {err:.3e} > {tolerance:.1e} x scale {scales[key]:.3e}"
+
+
+# -- side by side: a scenario through arrayopt and torch at once --------------------------------
+
+
+def draws(seed, shapes, steps, dtype="float64"):
+    """Starting arrays of ``shapes`` and ``steps`` lists of gradients, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+
+    def draw(shape):
+        x = rng.standard_normal(shape)
+        if np.dtype(dtype).kind == "c":
+            x = x + 1j * rng.standard_normal(shape)
+        return x.astype(dtype)
+
+    return [draw(s) for s in shapes], [[draw(s) for s in shapes] for _ in range(steps)]
+
+
+def run_pair(torch, name, kwargs, start, grads, between=None):
+    """Run arrayopt and torch side by side; ``between(k, opt)`` may change either optimizer."""
+    ours_p = [arrayopt.Parameter(a.copy()) for a in start]
+    theirs_p = [torch.nn.Parameter(torch.tensor(a.copy())) for a in start]
+    ours = getattr(arrayopt, name)(ours_p, **kwargs)
+    theirs = getattr(torch.optim, name)(theirs_p, **kwargs)
+    for k, step_grads in enumerate(grads):
+        for p, tp, g in zip(ours_p, theirs_p, step_grads, strict=True):
+            p.grad = None if g is None else g.copy()
+            tp.grad = None if g is None else torch.tensor(g.copy())
+        if between is not None:
+            between(k, ours)
+            between(k, theirs)
+        ours.step()
+        theirs.step()
+    return ours, theirs, ours_p, theirs_p
+
+
+def assert_close(ours_p, theirs_p):
+    """arrayopt's Parameters equal torch's to float64 rounding."""
+    for p, tp in zip(ours_p, theirs_p, strict=True):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-13, atol=1e-15)

@@ -1,4 +1,4 @@
-"""The scheduler cases shared by tests/test_lr_scheduler.py and tests/make_lr_golden.py.
+"""The scheduler cases shared by tests/test_lr_scheduler.py and tests/make_golden.py.
 
 Every case is written once against a namespace ``m`` holding the scheduler classes, so
 the same line builds ``torch.optim.lr_scheduler.StepLR`` or
@@ -12,7 +12,7 @@ record after construction and after every step:
 * ``warnings``: the text of every warning raised during the run.
 
 Trajectories are plain lists of Python floats, so they compare exactly and store
-exactly in JSON (``tests/golden/lr_scheduler.json``, written by make_lr_golden.py).
+exactly in JSON (``tests/golden/lr_scheduler.json``, written by make_golden.py schedulers).
 """
 
 import math

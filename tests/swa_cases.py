@@ -1,5 +1,5 @@
 """Parameter streams averaged by torch.optim.swa_utils and arrayopt.swa_utils (shared by the
-tests and make_lr_golden.py).
+tests and make_golden.py schedulers).
 
 A stream is a sequence of snapshots of three parameters (a matrix, a vector and a
 0-d one); each snapshot is written into the live parameters, then
@@ -87,7 +87,7 @@ def run_arrayopt(config: str, stream: dict[str, np.ndarray], xp: Any = np) -> di
 
 
 def golden_arrays() -> dict[str, np.ndarray]:
-    """Everything make_lr_golden.py stores (torch needed), one stacked array per parameter:
+    """Everything make_golden.py schedulers stores (torch needed), one stacked array per parameter:
 
     ``"{dtype}/input/param{i}"``: the initial value then the snapshots;
     ``"{dtype}/{config}/param{i}"``: torch's average after each update.

@@ -73,10 +73,11 @@ def test_the_dialect_checker_catches_violations():
 
 @pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "complex128"), CASES[::3]), ids=str)
 def test_numpy_chunking_changes_no_bit(case, dtype, monkeypatch, numpy_path):
-    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)  # the scratch path (plans: test_ufunc_plan.py)
+    """The rule run directly on chunks of large operands (what a plan cannot take) gives the same bits."""
+    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)  # the direct path (plans: test_ufunc_plan.py)
     inputs = harness.make_inputs(dtype)
     whole = harness.run_arrayopt(case, np, inputs)
-    monkeypatch.setattr(numpy_backend, "CHUNK_BYTES", 16)  # 2-4 elements per chunk
+    monkeypatch.setattr(numpy_backend, "DIRECT_CHUNK_BYTES", 16)  # 2-4 elements per chunk
     chunked = harness.run_arrayopt(case, np, inputs)
     for key, value in whole.items():
         np.testing.assert_array_equal(chunked[key], value, err_msg=key)
@@ -111,37 +112,6 @@ def test_mismatched_operands_are_refused():
         backend.check_operands([np.zeros(3), np.zeros(3), np.zeros(4)])
     with pytest.raises(ValueError, match="dtype float32"):
         backend.check_operands([np.zeros(3), np.zeros(3, dtype=np.float32)])
-
-
-@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
-def test_scratch_evaluation_changes_no_bit(case, dtype, monkeypatch, numpy_path):
-    """Temporaries in preallocated buffers (ufunc out=) give the same bits as plain NumPy."""
-    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)  # the scratch path (plans: test_ufunc_plan.py)
-    inputs = harness.make_inputs(dtype)
-    monkeypatch.setattr(numpy_backend, "SCRATCH_BYTES", 1 << 62)
-    plain = harness.run_arrayopt(case, np, inputs)
-    monkeypatch.setattr(numpy_backend, "SCRATCH_BYTES", 0)
-    monkeypatch.setattr(numpy_backend, "CHUNK_BYTES", 48)  # several chunks, a short last one
-    scratch = harness.run_arrayopt(case, np, inputs)
-    for key, value in plain.items():
-        np.testing.assert_array_equal(scratch[key], value, err_msg=key)
-
-
-def test_scratch_buffers_are_reused_between_steps(numpy_path, monkeypatch):
-    # A fresh thread scratch: earlier tests' rules (some need more live temporaries) leave buffers in it.
-    monkeypatch.setattr(numpy_backend._local, "scratch", numpy_backend._Scratch())
-    monkeypatch.setattr(numpy_backend, "_ufunc_plans", False)
-    p = arrayopt.Parameter(np.ones(3 * numpy_backend.CHUNK_BYTES // 8 + 5))
-    p.grad = np.full(p.shape, 0.5)
-    opt = arrayopt.Adam([p], amsgrad=True, weight_decay=0.1)
-    opt.step()
-    scratch = numpy_backend._scratch_for_thread()
-    held = {dtype: len(buffers) for dtype, buffers in scratch._free.items()}
-    # Adam with amsgrad and weight decay makes 13 temporaries per chunk; they recycle as they die.
-    assert 0 < held[np.dtype(np.float64)] <= 6 and not scratch._taken
-    for _ in range(3):
-        opt.step()
-    assert {dtype: len(buffers) for dtype, buffers in scratch._free.items()} == held
 
 
 def _pairwise_sum(values):

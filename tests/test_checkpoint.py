@@ -30,6 +30,7 @@ from arrayopt.backends.archive import _MAX_DIRECTORY_BYTES, MAX_ARRAYS, MAX_META
 from arrayopt.checkpoint import FORMAT, VERSION
 
 from cases import CASES, by_dtype
+from conftest import fuzz_examples
 
 
 def to_numpy(a):
@@ -139,7 +140,7 @@ TREE = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=TREE)
 def test_any_tree_round_trips(tree):
     assert same(round_trip(tree=tree)["tree"], tree)
@@ -513,7 +514,7 @@ def test_every_truncation_is_refused():
             load_bytes(GOOD[:n])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(position=st.integers(0, len(GOOD) - 1), flip=st.integers(1, 255))
 def test_a_damaged_byte_is_refused_or_harmless(position, flip):
     data = bytearray(GOOD)
@@ -525,14 +526,14 @@ def test_a_damaged_byte_is_refused_or_harmless(position, flip):
     assert same(loaded, GOOD_CONTENT)  # the byte was one nothing reads (a timestamp, say)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=fuzz_examples(200), deadline=None)
 @given(data=st.binary(max_size=600))
 def test_random_bytes_are_refused(data):
     with pytest.raises(ValueError):
         load_bytes(data)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=fuzz_examples(100), deadline=None)
 @given(tail=st.binary(max_size=200), keep=st.integers(0, len(GOOD)))
 def test_spliced_bytes_are_refused_or_harmless(tail, keep):
     try:

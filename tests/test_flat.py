@@ -12,11 +12,13 @@ import doctest
 import pickle
 import warnings
 from collections import defaultdict
+from collections.abc import MutableMapping
 
 import numpy as np
 import pytest
 
 import arrayopt
+import arrayopt._flat_runs
 import arrayopt.flat
 from arrayopt import Parameter, ParameterDict, ParameterList
 from arrayopt.backends import get_backend
@@ -709,12 +711,11 @@ def test_a_subclass_following_the_protocol_runs_flat_or_falls_back(xp, monkeypat
     assert len({id(a) for a in arrays_in_state}) == len(arrays_in_state)  # never shared between parameters
 
 
-# -- steady state: cached stretches, and edits between steps -----------------------------
+# -- held state, and edits between steps --------------------------------------------------
 #
-# After a step a stretch of members keeps its merged state; a later step reuses it as
-# long as neither optimizer.state nor any member's state dict has changed. Whatever a
-# user does to either between steps must give exactly what it gives Parameters made
-# one by one (which never take that path), errors included.
+# The buffer holds its members' state and a step finds its runs from that state alone.
+# Whatever a user does to optimizer.state or a member's state between steps must give
+# exactly what it gives Parameters made one by one, errors included.
 
 EDIT_SHAPES = [(3,), (2, 2), (), (4,), (1,), (2, 3), (5,), (2,)]  # the last two join by add_param_group
 
@@ -847,28 +848,30 @@ def _step_both(sides, rng, xp, missing=None, nonfinite=None):
     assert sides[0][0].skipped_steps == sides[1][0].skipped_steps
 
 
-def count_merges(monkeypatch):
+def count_stepped_alone(monkeypatch):
+    """A list that receives every flat Parameter an optimizer prepares on its own (not in a run)."""
     calls = []
-    merge = arrayopt.optimizer.ElementwiseOptimizer._merge
+    prepare_one = arrayopt.optimizer.ElementwiseOptimizer._prepare_one
 
-    def counted(self, *args):
-        calls.append(args[1:3])
-        return merge(self, *args)
+    def counted(self, p, *args):
+        if p._flat is not None:
+            calls.append(p)
+        return prepare_one(self, p, *args)
 
-    monkeypatch.setattr(arrayopt.optimizer.ElementwiseOptimizer, "_merge", counted)
+    monkeypatch.setattr(arrayopt.optimizer.ElementwiseOptimizer, "_prepare_one", counted)
     return calls
 
 
 @pytest.mark.parametrize("case", FLAT_CASES, ids=str)
-def test_each_edit_meets_a_cached_stretch_and_gives_what_separate_parameters_give(case, xp, monkeypatch):
-    merges = count_merges(monkeypatch)
+def test_each_edit_of_held_state_gives_what_separate_parameters_give(case, xp, monkeypatch):
+    alone = count_stepped_alone(monkeypatch)
     for kind in [*EDITS, *BREAKING_EDITS, "no grad", "not finite", "add group"]:
         rng = np.random.default_rng(len(kind))
         sides = _pair(case, xp, rng)
         for _ in range(3):
-            merges.clear()
+            alone.clear()
             _step_both(sides, rng, xp)
-        assert merges == []  # the third step reused every stretch: nothing was merged again
+        assert alone == []  # the buffer holds every member's state: each block steps as one run
         k = int(rng.integers(6))
         put_back = _edit_both(sides, kind, k, int(rng.integers(1 << 30)), xp)
         with warnings.catch_warnings():
@@ -898,8 +901,8 @@ def test_edits_at_random_between_steps_give_what_separate_parameters_give(case, 
             state[key] = value
 
 
-def test_loaded_and_copied_state_reaches_the_cached_steady_state(monkeypatch):
-    merges = count_merges(monkeypatch)
+def test_loaded_and_copied_state_is_held_by_the_buffer(monkeypatch):
+    alone = count_stepped_alone(monkeypatch)
     plist = ParameterList([np.ones(3), np.ones((2, 2)), np.ones(1)])
     opt = arrayopt.AdamW(plist, lr=0.1)
     for _ in range(2):
@@ -913,31 +916,64 @@ def test_loaded_and_copied_state_reaches_the_cached_steady_state(monkeypatch):
         for _ in range(2):
             for p in params:
                 p.grad = np.full(p.shape, 0.5)
-            merges.clear()
+            alone.clear()
             target.step()
-        assert merges == []  # merged once after the load or copy, then reused
+        assert alone == []  # held by the buffer again after the load or copy: one run
     for p, q, r in zip(plist, *(c.param_groups[0]["params"] for c in clones), strict=True):
         assert to_numpy(p.data).tobytes() == to_numpy(q.data).tobytes() == to_numpy(r.data).tobytes()
 
 
-def test_state_stays_a_dict_that_copies_and_pickles_as_one():
+def test_state_is_a_mapping_that_copies_and_pickles_as_a_dict():
     plist = ParameterList([np.ones(3), np.ones(2)])
     opt = arrayopt.Adam(plist, lr=0.1)
     for _ in range(3):
         plist.flat_grad = np.ones(5)
         opt.step()
     state = opt.state[plist[0]]
-    assert isinstance(state, dict) and isinstance(opt.state, defaultdict)
+    assert isinstance(state, MutableMapping) and type(opt.state) is defaultdict
     assert list(state) == ["step", "exp_avg", "exp_avg_sq"] and state["step"] == 3.0
     assert repr(opt.state).startswith("defaultdict(<class 'dict'>, {")
+    assert repr(state).startswith("{'step': 3.0, 'exp_avg': array([")
     saved = opt.state_dict()
-    assert b"_FlatState" not in pickle.dumps(saved)  # loads without arrayopt's private classes
+    assert all(type(entry) is dict for entry in saved["state"].values())
+    assert saved["state"][0]["exp_avg"] is state["exp_avg"]  # by reference, as torch
+    pickled = pickle.dumps((saved, opt.state))
+    assert b"MemberState" not in pickled and b"_flat_runs" not in pickled  # loads without private classes
     for twin in (copy.deepcopy(saved), pickle.loads(pickle.dumps(saved)), copy.copy(saved["state"][0])):
         entries = [twin] if "step" in twin else list(twin["state"].values())
         assert all(type(entry) is dict for entry in entries)
     assert type(copy.copy(state)) is dict and type(state.copy()) is dict
     state_copy = copy.deepcopy(opt.state)
     assert isinstance(state_copy, defaultdict) and all(type(s) is dict for s in state_copy.values())
+    assert (state | {"note": 1})["note"] == 1 and "note" not in state and ({"note": 1} | state)["step"] == 3.0
+    state |= {"step": 4.0}
+    key, view = state.popitem()
+    assert opt.state[plist[0]]["step"] == 4.0 and key == "exp_avg_sq"  # the last entry, as dict.popitem
+    assert list(state) == ["step", "exp_avg"]
+    state[key] = view  # its own view: held by the buffer again
+    assert list(state) == ["step", "exp_avg", "exp_avg_sq"] and state._own is None
+
+
+def test_a_failed_load_into_rolls_back_the_held_state(tmp_path, monkeypatch):
+    plist = ParameterList([np.ones(3), np.ones(2)])
+    opt = arrayopt.Adam(plist, lr=0.1)
+    plist.flat_grad = np.ones(5)
+    opt.step()
+    other = arrayopt.Adam([Parameter(np.ones(2))], lr=0.1)
+    arrayopt.save(tmp_path / "a.ckpt", optimizer=opt, other=other)
+    held, state = opt._flat, opt.state
+
+    def refuse(optimizer, state_dict):
+        raise RuntimeError("refused while loading")
+
+    other.register_load_state_dict_pre_hook(refuse)  # fails after opt was loaded: opt is rolled back
+    with pytest.raises(RuntimeError, match="refused while loading"):
+        arrayopt.load_into(tmp_path / "a.ckpt", optimizer=opt, other=other)
+    assert opt._flat is held and opt.state is state
+    alone = count_stepped_alone(monkeypatch)
+    plist.flat_grad = np.ones(5)
+    opt.step()
+    assert alone == [] and opt.state[plist[1]]["step"] == 2.0  # still one run, not one call per member
 
 
 def test_the_optimizer_frees_its_state_without_the_garbage_collector():

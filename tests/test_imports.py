@@ -1,4 +1,4 @@
-"""Import hygiene: arrayopt pulls in neither CuPy nor torch, and backends/ is not top-level."""
+"""Import hygiene: arrayopt pulls in neither CuPy, torch nor numba, stays light, and backends/ is not top-level."""
 
 import os
 import subprocess
@@ -37,6 +37,25 @@ def test_import_does_not_load_numba(tmp_path):
     result = run_python(code, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+#: what ``import arrayopt`` leaves for later: checkpoints (zip, JSON, hashes), plots, threads
+HEAVY = ("zipfile", "json", "hashlib", "secrets", "urllib", "tempfile", "matplotlib", "concurrent.futures")
+
+
+def test_import_leaves_the_heavy_modules_for_when_they_are_used(tmp_path):
+    """Loading them is measured by the benchmarks (import time); this checks which are loaded."""
+    code = (
+        "import sys, numpy\n"
+        f"before = {{m for m in {HEAVY!r} if m in sys.modules}}\n"
+        "import arrayopt\n"
+        f"print(sorted({{m for m in {HEAVY!r} if m in sys.modules}} - before))\n"
+        "arrayopt.save\n"
+        "print(sorted({'zipfile', 'json'} - set(sys.modules)))\n"
+    )
+    result = run_python(code, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "[]"]  # none at import; the checkpoint module on first use
 
 
 def test_backends_is_a_subpackage_only():

@@ -21,9 +21,9 @@ import arrayopt
 
 import lbfgs_parity as lp
 from lbfgs_problems import PROBLEMS
-from make_lbfgs_golden import load_golden
+from make_golden import load_lbfgs
 
-GOLDEN = load_golden()
+GOLDEN = load_lbfgs()
 
 
 def _reference(scenario, torch_module):
@@ -61,7 +61,7 @@ def test_matches_torch(scenario, xp, maybe_torch):
 def test_golden_file_is_current(scenario, torch):
     stored = GOLDEN[scenario.id]
     for i, a in enumerate(PROBLEMS[scenario.problem].init(scenario.dtype)):
-        np.testing.assert_array_equal(stored[f"input/param{i}"], a, err_msg="run tests/make_lbfgs_golden.py")
+        np.testing.assert_array_equal(stored[f"input/param{i}"], a, err_msg="run tests/make_golden.py lbfgs")
     fresh = {k: v for k, v in lp.run_torch(scenario).items() if not k.startswith("state/")}
     lp.assert_same_run(scenario, {k: v for k, v in stored.items() if not k.startswith("input/")}, fresh)
 

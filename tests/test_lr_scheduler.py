@@ -1,6 +1,6 @@
 """Every scheduler against torch.optim.lr_scheduler 2.14: live (marker ``ref``) and golden.
 
-The cases live in ``lr_cases.py``; ``make_lr_golden.py`` stores torch's results in
+The cases live in ``lr_cases.py``; ``make_golden.py schedulers`` stores torch's results in
 ``golden/lr_scheduler.json`` so the schedules stay tested without torch. Numbers must
 agree within 1e-12 relative to each group's largest learning rate (they agree to the
 last bit on the machine the golden file was made on); errors and warnings must have
@@ -11,7 +11,6 @@ import copy
 import doctest
 import json
 import math
-import os
 import warnings
 
 import numpy as np
@@ -35,8 +34,9 @@ from arrayopt.lr_scheduler import (
 )
 
 import lr_cases as C
+import make_golden
 
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "lr_scheduler.json")
+GOLDEN = make_golden.LR_SCHEDULER
 RTOL = 1e-12
 TRAJECTORY_KEYS = ("lr", "last_lr", "momentum", "num_bad_epochs", "cooldown_counter", "best")
 

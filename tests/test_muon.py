@@ -11,7 +11,7 @@ sum now and then lands on the other side of a bfloat16 rounding boundary, and th
 test states how far that moves the parameters.
 
 Every comparison uses a live torch when it is importable (and, for the emulated
-order, runs on AVX2 kernels), otherwise the golden file of tests/make_golden_muon.py.
+order, runs on AVX2 kernels), otherwise the golden file (``python tests/make_golden.py muon``).
 """
 
 import copy
@@ -28,7 +28,7 @@ from arrayopt.optimizers.muon import Muon, newton_schulz_bfloat16
 
 import cpu_elementwise
 import fuse_dialect
-import make_golden_muon as mg
+import make_golden as mg
 
 F32 = np.float32
 TOLERANCE = {"float64": 1e-12, "float32": 4 * 2.0**-23}
@@ -114,13 +114,13 @@ def torch_cpu_matmul(xp, a, b):
 def run_arrayopt(name, dtype, xp=np):
     _, shapes, kwargs, arrays = CASES[name]
     kwargs = {k: xp.asarray(v, dtype=xp.float64) if k in arrays else v for k, v in kwargs.items()}
-    return mg.run(
+    return mg.run_muon(
         arrayopt.Muon,
         kwargs,
         lambda a: arrayopt.Parameter(xp.asarray(a)),
         xp.asarray,
         lambda a: np.array(arrayopt.backends.get_backend(a).to_numpy(a), copy=True),
-        mg.make_inputs(shapes, dtype),
+        mg.muon_inputs(shapes, dtype),
         len(shapes),
     )
 
@@ -133,9 +133,9 @@ def torch_reference(name, dtype, emulated_order):
         torch = None
     if torch is not None and (not emulated_order or torch.backends.cpu.get_cpu_capability() == "AVX2"):
         torch.set_num_threads(1)
-        return mg.run_torch(CASES[name], mg.make_inputs(CASES[name][1], dtype))
-    golden = mg.load(name, dtype)
-    np.testing.assert_array_equal(golden.pop("inputs"), mg.checksum(mg.make_inputs(CASES[name][1], dtype)))
+        return mg.run_muon_torch(CASES[name], mg.muon_inputs(CASES[name][1], dtype))
+    golden = mg.load_muon(name, dtype)
+    np.testing.assert_array_equal(golden.pop("inputs"), mg.checksum(mg.muon_inputs(CASES[name][1], dtype)))
     return golden
 
 
@@ -143,7 +143,7 @@ def worst_error(ours, ref, dtype=None):
     """Largest |difference| over each entry's largest magnitude; asserts within TOLERANCE if dtype is given."""
     worst = 0.0
     for key, b in ref.items():
-        if key in ("inputs", "meta/torch_cpu_capability"):
+        if key == "inputs":
             continue
         a = ours[key]
         assert a.dtype == b.dtype and a.shape == b.shape, key
@@ -157,7 +157,7 @@ def worst_error(ours, ref, dtype=None):
 # -- parity ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", mg.DTYPES)
+@pytest.mark.parametrize("dtype", mg.MUON_DTYPES)
 @pytest.mark.parametrize("name", list(CASES))
 def test_matches_torch_with_torchs_cpu_summation_order(name, dtype, monkeypatch):
     """With torch's accumulation order, every case (small and large) equals torch over 14 steps."""
@@ -165,14 +165,14 @@ def test_matches_torch_with_torchs_cpu_summation_order(name, dtype, monkeypatch)
     worst_error(run_arrayopt(name, dtype), torch_reference(name, dtype, emulated_order=True), dtype)
 
 
-@pytest.mark.parametrize("dtype", mg.DTYPES)
+@pytest.mark.parametrize("dtype", mg.MUON_DTYPES)
 @pytest.mark.parametrize("name", SMALL_CASES)
 def test_small_matrices_match_torch_as_they_are(name, dtype):
     """arrayopt's own (exact) accumulation: small matrices give torch's trajectories."""
     worst_error(run_arrayopt(name, dtype), torch_reference(name, dtype, emulated_order=False), dtype)
 
 
-@pytest.mark.parametrize("dtype", mg.DTYPES)
+@pytest.mark.parametrize("dtype", mg.MUON_DTYPES)
 def test_exact_accumulation_stays_within_the_stated_tolerance_of_torchs_order(dtype, monkeypatch):
     """On 64x64 to 128x32 matrices, exact accumulation moves a few bfloat16 roundings.
 
@@ -234,8 +234,7 @@ def test_newton_schulz_gives_torchs_bfloat16_matrices(torch):
 
 
 def test_golden_file_was_made_on_avx2_kernels():
-    with np.load(mg.GOLDEN) as data:
-        assert str(data["meta/torch_cpu_capability"]) == "AVX2"
+    assert mg.written_with(mg.golden_path("Muon")) == (mg.TORCH_VERSION, "AVX2")
 
 
 @pytest.mark.ref
@@ -244,11 +243,11 @@ def test_golden_file_is_current(torch):
         pytest.skip("the golden file holds torch's results on AVX2 kernels")
     torch.set_num_threads(1)
     for name, case in CASES.items():
-        for dtype in mg.DTYPES:
-            stored = mg.load(name, dtype)
-            inputs = mg.make_inputs(case[1], dtype)
-            np.testing.assert_array_equal(stored.pop("inputs"), mg.checksum(inputs), err_msg="make_golden_muon.py")
-            fresh = mg.run_torch(case, inputs)
+        for dtype in mg.MUON_DTYPES:
+            stored = mg.load_muon(name, dtype)
+            inputs = mg.muon_inputs(case[1], dtype)
+            np.testing.assert_array_equal(stored.pop("inputs"), mg.checksum(inputs), err_msg="make_golden.py muon")
+            fresh = mg.run_muon_torch(case, inputs)
             assert sorted(stored) == sorted(fresh)
             for key, value in fresh.items():
                 np.testing.assert_array_equal(stored[key], value, err_msg=f"{name} {dtype} {key}")
@@ -309,16 +308,18 @@ SPECTRAL_CASE = ("spectral_unclamped", mg.SMALL, {"lr": 0.02, "adjust_lr_fn": "s
 
 
 @pytest.mark.ref
-@pytest.mark.parametrize("dtype", mg.DTYPES)
+@pytest.mark.parametrize("dtype", mg.MUON_DTYPES)
 def test_spectral_unclamped_matches_torch(dtype, torch):
     try:
         torch.optim.Muon([torch.nn.Parameter(torch.zeros(2, 3))], adjust_lr_fn="spectral_unclamped")
     except ValueError:
         pytest.skip(f"torch {torch.__version__} has no adjust_lr_fn='spectral_unclamped': it came with torch 2.14")
-    inputs = mg.make_inputs(mg.SMALL, dtype)
+    inputs = mg.muon_inputs(mg.SMALL, dtype)
     _, shapes, kwargs, _ = SPECTRAL_CASE
-    ours = mg.run(arrayopt.Muon, kwargs, lambda a: arrayopt.Parameter(a), np.asarray, np.array, inputs, len(shapes))
-    worst_error(ours, mg.run_torch(SPECTRAL_CASE, inputs), dtype)
+    ours = mg.run_muon(
+        arrayopt.Muon, kwargs, lambda a: arrayopt.Parameter(a), np.asarray, np.array, inputs, len(shapes)
+    )
+    worst_error(ours, mg.run_muon_torch(SPECTRAL_CASE, inputs), dtype)
 
 
 @pytest.mark.parametrize("shape", [(4, 6), (6, 4), (5, 5), (2, 12)])

@@ -220,12 +220,6 @@ def test_a_none_grad_is_skipped_without_state(xp):
     assert list(opt.state_dict()["state"]) == [0]
 
 
-def test_sgd_without_momentum_keeps_no_state():
-    opt = arrayopt.SGD(params(), lr=0.1)
-    opt.step()
-    assert opt.state_dict()["state"] == {} and len(opt.state) == 0
-
-
 def test_a_failing_step_changes_nothing():
     ps = params()
     opt = arrayopt.Adam([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.1)
@@ -408,22 +402,6 @@ def test_state_dict_loads_across_libraries():
     other.load_state_dict(opt.state_dict())
     assert arrayopt.backends.get_backend(other.state[q]["exp_avg"]).name == "array_api_strict"
     np.testing.assert_array_equal(np.asarray(other.state[q]["exp_avg_sq"]), opt.state[p]["exp_avg_sq"])
-
-
-def test_setstate_fills_missing_keys_and_adamw_forces_decoupling():
-    p = params(1)[0]
-    opt = arrayopt.AdamW([p])
-    opt.step()
-    sd = copy.deepcopy(opt.state_dict())
-    for key in ("amsgrad", "maximize", "foreach", "decoupled_weight_decay"):
-        del sd["param_groups"][0][key]
-    sd["state"][0]["step"] = np.array(1.0, dtype=np.float32)
-    opt.load_state_dict(sd)
-    group = opt.param_groups[0]
-    assert group["amsgrad"] is False and group["maximize"] is False and group["foreach"] is None
-    assert group["decoupled_weight_decay"] is True
-    assert opt.state[p]["step"] == 1.0 and isinstance(opt.state[p]["step"], float)
-    assert opt.defaults["differentiable"] is False
 
 
 # -- hooks ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Covered here: hyper-parameters given per group (constructor dicts, add_param_group),
 gradients that do not fit their parameter, parameters on several devices, closures
 returning odd values, and ``skip_nonfinite``. Constructor arguments are in
-test_validation.py, state dicts in test_transactional_load.py, checkpoint files in
+test_constructor_errors.py, state dicts in test_transactional_load.py, checkpoint files in
 test_checkpoint.py.
 """
 

@@ -8,7 +8,6 @@ running mean instead, and torch within its own float32 error.
 """
 
 import doctest
-import os
 
 import numpy as np
 import pytest
@@ -27,9 +26,10 @@ from arrayopt.swa_utils import (
 )
 
 import fuse_dialect
+import make_golden
 import swa_cases as S
 
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "swa_utils.npz")
+GOLDEN = make_golden.SWA_UTILS
 TOLERANCE = {"float64": 1e-12, "float32": 4 * 2.0**-23}
 TORCH_FLOAT32_WEIGHT = 5e-8  # torch's float32 SWA weight on float64 (relative error of 1/(n+1))
 

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 import arrayopt
 from arrayopt import Parameter
 
+from conftest import fuzz_examples
+
 
 def make_params():
     ps = [
@@ -427,7 +429,7 @@ def replaced(node, path, value, remove):
     return type(node)(items)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), garbage=GARBAGE, remove=st.booleans(), sgd=st.booleans())
 def test_random_damage_loads_or_is_refused_without_change(data, garbage, remove, sgd):
     opt = trained_sgd() if sgd else trained_adam()

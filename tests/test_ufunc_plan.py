@@ -1,6 +1,6 @@
 """The NumPy path's ufunc plans (``backends/plan.py``) give the bits of the rule run directly.
 
-The plan is what the NumPy backend runs for arrays of ``SCRATCH_BYTES`` and more when
+The plan is what the NumPy backend runs for arrays of ``PLAN_MIN_BYTES`` and more when
 numba is off. Here the threshold is lowered to zero and the chunks and the threading
 threshold are made tiny, so that the small arrays of the case table go through
 chunks, short tails and several threads.
@@ -26,19 +26,19 @@ from cases import by_dtype
 
 
 def run_case(case, inputs, *, planned):
-    saved = numpy_backend._numba, numpy_backend.SCRATCH_BYTES
+    saved = numpy_backend._numba, numpy_backend.PLAN_MIN_BYTES
     numpy_backend._numba = False
     # Direct: every array below the threshold runs the rule itself on NumPy.
-    numpy_backend.SCRATCH_BYTES = 0 if planned else 1 << 62
+    numpy_backend.PLAN_MIN_BYTES = 0 if planned else 1 << 62
     try:
         return harness.run_arrayopt(case, np, inputs)
     finally:
-        numpy_backend._numba, numpy_backend.SCRATCH_BYTES = saved
+        numpy_backend._numba, numpy_backend.PLAN_MIN_BYTES = saved
 
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(plan, "CHUNK_BYTES", 40)  # 10 float32 or 5 float64 elements per chunk
+    monkeypatch.setattr(plan, "PLAN_CHUNK_BYTES", 40)  # 10 float32 or 5 float64 elements per chunk
     monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 12)
     previous = plan.set_num_threads(3)
     yield
@@ -52,9 +52,20 @@ def test_plan_equals_the_rule_bitwise(case, dtype, small_chunks):
     assert_same_bits(run_case(case, inputs, planned=True), run_case(case, inputs, planned=False))
 
 
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float16", "float32", "complex128")), ids=str)
+def test_every_shipped_rule_has_a_plan(case, dtype, monkeypatch):
+    """No rule of the case table falls back to running itself on large contiguous operands."""
+    monkeypatch.setattr(numpy_backend, "_numba", False)
+    monkeypatch.setattr(numpy_backend, "PLAN_MIN_BYTES", 0)
+    direct = []
+    monkeypatch.setattr(numpy_backend, "_apply", lambda rule, args, flags: direct.append(rule.__name__))
+    harness.run_arrayopt(case, np, harness.make_inputs(dtype))
+    assert direct == []
+
+
 def test_the_cases_really_run_planned(monkeypatch):
     monkeypatch.setattr(numpy_backend, "_numba", False)
-    p = arrayopt.Parameter(np.ones(1 << 16, np.float32))  # 256 KiB: above SCRATCH_BYTES
+    p = arrayopt.Parameter(np.ones(1 << 16, np.float32))  # 256 KiB: above PLAN_MIN_BYTES
     p.grad = np.ones(1 << 16, np.float32)
     arrayopt.Adam([p], amsgrad=True).step()
     kernel = get_backend(p.data).kernel(adam_update, maximize=False, decay="none", amsgrad=True, lerp_from_end=False)
@@ -144,7 +155,7 @@ def test_errstate_reaches_the_worker_threads(small_chunks):
 
 @pytest.mark.parametrize("threads", [1, 2, 5])
 def test_threads_and_chunks_give_the_same_bits(threads, monkeypatch):
-    monkeypatch.setattr(plan, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(plan, "PLAN_CHUNK_BYTES", 256)
     monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 100)
     previous = plan.set_num_threads(threads)
     try:

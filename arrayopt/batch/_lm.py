@@ -30,7 +30,6 @@ Problems that stop leave the working set (their state is compacted away), so fin
 problems cost nothing; the only host read per iteration is the number still running.
 """
 
-import concurrent.futures
 import dataclasses
 import math
 import threading
@@ -828,6 +827,8 @@ def run(
         for span in spans:
             block(span)
     else:
+        import concurrent.futures  # only with workers > 1: ``import arrayopt`` stays light
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             for future in [pool.submit(block, span) for span in spans]:
                 future.result()

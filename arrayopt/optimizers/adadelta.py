@@ -1,11 +1,12 @@
 """Adadelta (Zeiler, 2012)."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["Adadelta", "adadelta_update"]
@@ -71,7 +72,18 @@ def adadelta_update(
     param -= lr * delta
 
 
-class Adadelta(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class AdadeltaHyper(Hyper):
+    """Adadelta's numbers for one step, as :func:`adadelta_update` takes them."""
+
+    lr: float
+    rho: float
+    one_minus_rho: float
+    eps: float
+    weight_decay: float
+
+
+class Adadelta(ElementwiseOptimizer[AdadeltaHyper]):
     r"""Adadelta; torch.optim.Adadelta.
 
     The rule is :func:`adadelta_update`.
@@ -150,12 +162,17 @@ class Adadelta(ElementwiseOptimizer):
         v.check_flag_conflicts(None, foreach, differentiable, capturable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> AdadeltaHyper:
         rho = v.to_float(group["rho"])
         weight_decay = v.to_float(group["weight_decay"])
-        flags = {"maximize": bool(group["maximize"]), "decay": weight_decay != 0}
-        scalars = (v.to_float(group["lr"]), rho, 1 - rho, v.to_float(group["eps"]), weight_decay)
-        return {"flags": flags, "scalars": scalars}
+        return AdadeltaHyper(
+            flags={"maximize": bool(group["maximize"]), "decay": weight_decay != 0},
+            lr=v.to_float(group["lr"]),
+            rho=rho,
+            one_minus_rho=1 - rho,
+            eps=v.to_float(group["eps"]),
+            weight_decay=weight_decay,
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -166,6 +183,7 @@ class Adadelta(ElementwiseOptimizer):
             raise KeyError("step")
         return (p.data, p.grad, state["square_avg"], state["acc_delta"])
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: AdadeltaHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
-        backend.kernel(adadelta_update, **hyper["flags"])(*operands, *hyper["scalars"])
+        kernel = backend.kernel(adadelta_update, **hyper.flags)
+        kernel(*operands, hyper.lr, hyper.rho, hyper.one_minus_rho, hyper.eps, hyper.weight_decay)

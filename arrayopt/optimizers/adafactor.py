@@ -26,12 +26,13 @@ with :math:`\mathrm{RMS}(x) = \lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` and
 """
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
@@ -151,7 +152,19 @@ def adafactor_param_update(
     param += step * update
 
 
-class Adafactor(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class AdafactorHyper(Hyper):
+    """Adafactor's hyper-parameters for one step (flags ``maximize`` and ``decay`` select its two rules)."""
+
+    lr: float
+    beta2_decay: float
+    eps1: float
+    eps2: float
+    d: float
+    weight_decay: float
+
+
+class Adafactor(ElementwiseOptimizer[AdafactorHyper]):
     r"""Adafactor; torch.optim.Adafactor.
 
     The math is in this module's docstring; the elementwise rules are
@@ -227,8 +240,7 @@ class Adafactor(ElementwiseOptimizer):
     ) -> None:
         v.check_nonnegative(lr, "lr", f"Learning rate should be >= 0 but is: {lr}")
         v.require(v.number(beta2_decay, "beta2_decay") <= 0.0, f"beta2_decay should be <= 0 but is: {beta2_decay}")
-        if len(eps) != 2:
-            raise ValueError(f"eps must be a pair (eps1, eps2), got {eps!r}")
+        v.check_pair(eps, "eps", "eps1, eps2")
         if eps[0] is not None:
             v.check_nonnegative(eps[0], "eps[0]", f"epsilon1 should be >= 0 but is: {eps[0]}")
         v.check_nonnegative(eps[1], "eps[1]", f"epsilon2 should be >= 0 but is: {eps[1]}")
@@ -245,7 +257,7 @@ class Adafactor(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> AdafactorHyper:
         eps1, eps2 = group["eps"]
         if eps1 is None:
             # torch sets it from the first parameter it updates and keeps it for the rest
@@ -253,16 +265,15 @@ class Adafactor(ElementwiseOptimizer):
             first = next(p for p in group["params"] if p.grad is not None)
             eps1 = get_backend(first.data).xp.finfo(first.data.dtype).eps
         weight_decay = v.to_float(group["weight_decay"])
-        return {
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step is a float32 number, as torch's
-            "beta2_decay": v.to_float(group["beta2_decay"]),
-            "eps1": v.to_float(eps1),
-            "eps2": v.to_float(eps2),
-            "d": v.to_float(group["d"]),
-            "weight_decay": weight_decay,
-            "maximize": bool(group["maximize"]),
-            "decay": weight_decay != 0,
-        }
+        return AdafactorHyper(
+            flags={"maximize": bool(group["maximize"]), "decay": weight_decay != 0},
+            lr=v.scalar_like(group["lr"]),  # a float32 lr: the step is a float32 number, as torch's
+            beta2_decay=v.to_float(group["beta2_decay"]),
+            eps1=v.to_float(eps1),
+            eps2=v.to_float(eps2),
+            d=v.to_float(group["d"]),
+            weight_decay=weight_decay,
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         _refuse(p)
@@ -306,7 +317,7 @@ class Adafactor(ElementwiseOptimizer):
                 )
         return (p.data, p.grad)
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: AdafactorHyper, state: Any, operands: tuple[Any, ...]) -> None:
         param, grad = operands
         xp = backend.xp
         state["step"] += 1
@@ -315,10 +326,10 @@ class Adafactor(ElementwiseOptimizer):
         if numel == 0:
             return  # torch divides 0 by 0 here (ZeroDivisionError); nothing to update
         # The same Python-float expressions as torch's single-tensor Adafactor.
-        weight = t ** hyper["beta2_decay"]
-        rho = min(hyper["lr"], 1 / (t**0.5))
-        alpha = max(hyper["eps2"], v.to_float(_norm(xp, param)) / (numel**0.5)) * rho
-        eps1 = hyper["eps1"]
+        weight = t**hyper.beta2_decay
+        rho = min(hyper.lr, 1 / (t**0.5))
+        alpha = max(hyper.eps2, v.to_float(_norm(xp, param)) / (numel**0.5)) * rho
+        eps1 = hyper.eps1
         lerp_from_end = abs(weight) >= 0.5
         if grad.ndim > 1:
             moment = backend.kernel(adafactor_moment_update, square=False, lerp_from_end=lerp_from_end)
@@ -333,11 +344,13 @@ class Adafactor(ElementwiseOptimizer):
             moment = backend.kernel(adafactor_moment_update, square=True, lerp_from_end=lerp_from_end)
             moment(state["variance"], grad, weight, 1 - weight)
             update = xp.asarray(state["variance"], copy=True)
-        backend.kernel(adafactor_direction, maximize=hyper["maximize"])(update, grad, eps1 * eps1)
-        rms = v.to_float(_norm(xp, update)) / ((numel**0.5) * hyper["d"])
+        backend.kernel(adafactor_direction, maximize=hyper.flags["maximize"])(update, grad, eps1 * eps1)
+        rms = v.to_float(_norm(xp, update)) / ((numel**0.5) * hyper.d)
         step = -alpha / max(1.0, rms)
-        decay_factor = 1 - hyper["lr"] * hyper["weight_decay"]
-        backend.kernel(adafactor_param_update, decay=hyper["decay"])(param, update, float(decay_factor), float(step))
+        decay_factor = 1 - hyper.lr * hyper.weight_decay
+        backend.kernel(adafactor_param_update, decay=hyper.flags["decay"])(
+            param, update, float(decay_factor), float(step)
+        )
 
 
 def _refuse(p: Parameter) -> None:

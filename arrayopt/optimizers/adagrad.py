@@ -1,11 +1,12 @@
 """Adagrad (Duchi, Hazan and Singer, 2011), for dense and sparse gradients."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import update_entries
 
@@ -67,7 +68,17 @@ def adagrad_update(
         param -= clr * g / std
 
 
-class Adagrad(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class AdagradHyper(Hyper):
+    """Adagrad's hyper-parameters for one step (the rule's flags ``decay`` and ``divide_first`` are set per path)."""
+
+    lr: float
+    lr_decay: float
+    weight_decay: float
+    eps: float
+
+
+class Adagrad(ElementwiseOptimizer[AdagradHyper]):
     r"""Adagrad; torch.optim.Adagrad, with its sparse-gradient path.
 
     The rule is :func:`adagrad_update`.
@@ -167,7 +178,7 @@ class Adagrad(ElementwiseOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p] = self._fresh_state(p, initial_accumulator_value)
-        self._lay_out_state()  # flat Parameters' sums go into a flat layout, so they update in one call
+        self._flat.hold(self)  # flat Parameters' sums are held by their buffer, so they update in one call
 
     def share_memory(self) -> None:
         """torch moves each ``sum`` to shared memory; array libraries have no such move."""
@@ -184,16 +195,14 @@ class Adagrad(ElementwiseOptimizer):
         fill = complex(value, value) if backend.is_complex(p.data) else value
         return {"step": 0.0, "sum": xp.full_like(p.data, fill)}
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        weight_decay = v.to_float(group["weight_decay"])
-        return {
-            "maximize": bool(group["maximize"]),
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the decayed rate is a float32 number, as torch's
-            "lr_decay": v.to_float(group["lr_decay"]),
-            "weight_decay": weight_decay,
-            "eps": v.to_float(group["eps"]),
-            "fused": bool(group["fused"]),
-        }
+    def _hyper(self, group: dict[str, Any]) -> AdagradHyper:
+        return AdagradHyper(
+            flags={"maximize": bool(group["maximize"])},
+            lr=v.scalar_like(group["lr"]),  # a float32 lr: the decayed rate is a float32 number, as torch's
+            lr_decay=v.to_float(group["lr_decay"]),
+            weight_decay=v.to_float(group["weight_decay"]),
+            eps=v.to_float(group["eps"]),
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         # A parameter added after construction: torch reads the optimizer's defaults,
@@ -216,24 +225,24 @@ class Adagrad(ElementwiseOptimizer):
             raise KeyError("step")
         return (p.data, p.grad.coalesce(), state["sum"])
 
-    def _clr(self, hyper: dict[str, Any], state: Any) -> float:
+    def _clr(self, hyper: AdagradHyper, state: Any) -> float:
         state["step"] += 1
         # torch's expression on Python floats, so the decayed rate rounds identically
-        return float(hyper["lr"] / (1 + (state["step"] - 1) * hyper["lr_decay"]))
+        return float(hyper.lr / (1 + (state["step"] - 1) * hyper.lr_decay))
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: AdagradHyper, state: Any, operands: tuple[Any, ...]) -> None:
         clr = self._clr(hyper, state)
-        weight_decay = hyper["weight_decay"]
-        kernel = backend.kernel(adagrad_update, maximize=hyper["maximize"], decay=weight_decay != 0, divide_first=False)
-        kernel(*operands, weight_decay, clr, hyper["eps"])
+        weight_decay = hyper.weight_decay
+        kernel = backend.kernel(adagrad_update, decay=weight_decay != 0, divide_first=False, **hyper.flags)
+        kernel(*operands, weight_decay, clr, hyper.eps)
 
-    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _sparse_update(self, backend: Backend, hyper: AdagradHyper, state: Any, operands: tuple[Any, ...]) -> None:
         clr = self._clr(hyper, state)
         if operands[1].nnz == 0:
             return
-        flags = {"maximize": hyper["maximize"], "decay": False, "divide_first": True}
+        flags = {"decay": False, "divide_first": True, **hyper.flags}
         if backend.is_complex(operands[0]):
             run = backend.eager(adagrad_update, **flags)
         else:
             run = backend.kernel(adagrad_update, **flags)
-        update_entries(backend, run, operands, 0.0, clr, hyper["eps"])
+        update_entries(backend, run, operands, 0.0, clr, hyper.eps)

@@ -1,11 +1,12 @@
 """Adam (Kingma and Ba, 2015), with AMSGrad (Reddi et al., 2018) and decoupled weight decay."""
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["Adam", "adam_update"]
@@ -100,7 +101,43 @@ def adam_update(
     param -= step_size * (exp_avg / (xp.sqrt(second) / bias_correction2_sqrt + eps))
 
 
-class Adam(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class AdamHyper(Hyper):
+    """The Adam family's hyper-parameters for one step: ``lr``, the two ``betas``, ``weight_decay``, ``eps``."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    weight_decay: float
+    eps: float
+
+    @classmethod
+    def from_group(
+        cls: type["_Family"], group: dict[str, Any], *, amsgrad: bool = False, lerp: bool = False, **more: Any
+    ) -> "_Family":
+        """A group's numbers and flags: ``maximize``, ``decay`` (``"none"``, ``"decoupled"`` as AdamW,
+        or ``"l2"``), then ``amsgrad`` (Adam's) or ``lerp_from_end`` (NAdam's and RAdam's first moment
+        lerps from the far end when ``1 - beta1 >= 0.5``); ``more``: a subclass's fields."""
+        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
+        weight_decay = v.to_float(group["weight_decay"])
+        if weight_decay == 0:
+            decay = "none"
+        else:
+            decay = "decoupled" if group["decoupled_weight_decay"] else "l2"
+        flags: dict[str, Any] = {"maximize": bool(group["maximize"]), "decay": decay}
+        if amsgrad:
+            flags["amsgrad"] = bool(group["amsgrad"])
+        if lerp:
+            flags["lerp_from_end"] = abs(1 - beta1) >= 0.5
+        eps = v.to_float(group["eps"])
+        lr = v.scalar_like(group["lr"])  # a float32 lr: lr-derived numbers are float32, as torch's
+        return cls(flags, lr, beta1, beta2, weight_decay, eps, **more)
+
+
+_Family = TypeVar("_Family", bound=AdamHyper)
+
+
+class Adam(ElementwiseOptimizer[AdamHyper]):
     r"""Adam, with optional AMSGrad and decoupled weight decay; torch.optim.Adam.
 
     The rule is :func:`adam_update`.
@@ -180,10 +217,7 @@ class Adam(ElementwiseOptimizer):
         v.check_lr(lr)
         v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
         betas = tuple(betas)
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for i, beta in enumerate(betas):
-            v.require(0.0 <= v.number(beta, f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {beta}")
+        v.check_betas(betas)
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         if not (
             (isinstance(betas[0], float) and isinstance(betas[1], float)) or (is_array(betas[0]) and is_array(betas[1]))
@@ -211,31 +245,9 @@ class Adam(ElementwiseOptimizer):
         v.check_flag_conflicts(fused, foreach, differentiable, capturable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> AdamHyper:
         v.check_fused(group)
-        lr = v.scalar_like(group["lr"])  # a float32 lr: the step size is a float32 number, as torch's
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        if weight_decay == 0:
-            decay = "none"
-        elif group["decoupled_weight_decay"]:
-            decay = "decoupled"
-        else:
-            decay = "l2"
-        flags = {
-            "maximize": bool(group["maximize"]),
-            "decay": decay,
-            "amsgrad": bool(group["amsgrad"]),
-            "lerp_from_end": abs(1 - beta1) >= 0.5,  # torch's lerp switches formula there
-        }
-        return {
-            "flags": flags,
-            "lr": lr,
-            "beta1": beta1,
-            "beta2": beta2,
-            "weight_decay": weight_decay,
-            "eps": v.to_float(group["eps"]),
-        }
+        return AdamHyper.from_group(group, amsgrad=True, lerp=True)
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -250,11 +262,11 @@ class Adam(ElementwiseOptimizer):
         maximum = state["max_exp_avg_sq"] if group["amsgrad"] else 0.0
         return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], maximum)
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: AdamHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         t = state["step"]
-        lr, beta1, beta2, weight_decay = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["weight_decay"]
-        kernel = backend.kernel(adam_update, **hyper["flags"])
+        lr, beta1, beta2, weight_decay = hyper.lr, hyper.beta1, hyper.beta2, hyper.weight_decay
+        kernel = backend.kernel(adam_update, **hyper.flags)
         # The same Python-float expressions as torch's single-tensor Adam, so every
         # scalar is rounded identically.
         kernel(
@@ -267,7 +279,7 @@ class Adam(ElementwiseOptimizer):
             1 - beta2,
             float(lr / (1 - beta1**t)),
             (1 - beta2**t) ** 0.5,
-            hyper["eps"],
+            hyper.eps,
         )
 
 

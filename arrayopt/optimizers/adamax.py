@@ -1,11 +1,12 @@
 """Adamax, the infinity-norm variant of Adam (Kingma and Ba, 2015, section 7.1)."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["Adamax", "adamax_update"]
@@ -75,7 +76,20 @@ def adamax_update(
     param -= step_size * exp_avg / exp_inf
 
 
-class Adamax(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class AdamaxHyper(Hyper):
+    """Adamax's hyper-parameters for one step (``weight`` is ``1 - beta1``, as :func:`adamax_update` takes it)."""
+
+    lr: float
+    beta1: float
+    weight_decay: float
+    weight: float
+    one_minus_weight: float
+    beta2: float
+    eps: float
+
+
+class Adamax(ElementwiseOptimizer[AdamaxHyper]):
     r"""Adamax; torch.optim.Adamax.
 
     The rule is :func:`adamax_update`.
@@ -137,11 +151,7 @@ class Adamax(ElementwiseOptimizer):
     ) -> None:
         v.check_lr(lr)
         v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for i in range(2):
-            beta = betas[i]
-            v.require(0.0 <= v.number(beta, f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {beta}")
+        v.check_betas(betas)
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         defaults = {
             "lr": lr,
@@ -158,17 +168,20 @@ class Adamax(ElementwiseOptimizer):
         v.check_flag_conflicts(None, foreach, differentiable, capturable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> AdamaxHyper:
         beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
         weight_decay = v.to_float(group["weight_decay"])
         weight = 1 - beta1
-        flags = {"maximize": bool(group["maximize"]), "decay": weight_decay != 0, "small_weight": abs(weight) < 0.5}
-        return {
-            "flags": flags,
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step size is a float32 number, as torch's
-            "beta1": beta1,
-            "scalars": (weight_decay, weight, 1 - weight, beta2, v.to_float(group["eps"])),
-        }
+        return AdamaxHyper(
+            flags={"maximize": bool(group["maximize"]), "decay": weight_decay != 0, "small_weight": abs(weight) < 0.5},
+            lr=v.scalar_like(group["lr"]),  # a float32 lr: the step size is a float32 number, as torch's
+            beta1=beta1,
+            weight_decay=weight_decay,
+            weight=weight,
+            one_minus_weight=1 - weight,
+            beta2=beta2,
+            eps=v.to_float(group["eps"]),
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -179,8 +192,9 @@ class Adamax(ElementwiseOptimizer):
             raise KeyError("step")
         return (p.data, p.grad, state["exp_avg"], state["exp_inf"])
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: AdamaxHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         # torch's Python-float expressions, so the step size rounds identically.
-        step_size = float(hyper["lr"] / (1 - hyper["beta1"] ** state["step"]))
-        backend.kernel(adamax_update, **hyper["flags"])(*operands, *hyper["scalars"], step_size)
+        step_size = float(hyper.lr / (1 - hyper.beta1 ** state["step"]))
+        kernel = backend.kernel(adamax_update, **hyper.flags)
+        kernel(*operands, hyper.weight_decay, hyper.weight, hyper.one_minus_weight, hyper.beta2, hyper.eps, step_size)

@@ -1,12 +1,13 @@
 """Averaged stochastic gradient descent (Polyak and Juditsky, 1992)."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._scalars import ScalarMirror, float32, scalar_array
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["ASGD", "asgd_update"]
@@ -68,7 +69,19 @@ def asgd_update(
         ax[...] = param
 
 
-class ASGD(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class ASGDHyper(Hyper):
+    """ASGD's hyper-parameters for one step (``lr_array``: the group's lr if an array; ``eta`` takes its dtype)."""
+
+    lr: float
+    lr_array: Any
+    lambd: float
+    alpha: float
+    t0: float
+    weight_decay: float
+
+
+class ASGD(ElementwiseOptimizer[ASGDHyper]):
     r"""Averaged stochastic gradient descent; torch.optim.ASGD.
 
     The rule is :func:`asgd_update`. After step :math:`t` (with the group's current
@@ -170,29 +183,20 @@ class ASGD(ElementwiseOptimizer):
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
+        super().__setstate__(state)  # a loaded number under eta or mu becomes a 0-d array (StateKey("scalar"))
         self._scalars = ScalarMirror()
-        for group in self.param_groups:
-            for p in group["params"]:
-                p_state = self.state.get(p)
-                if not p_state:
-                    continue
-                for key in ("eta", "mu"):
-                    if key in p_state and not is_array(p_state[key]):
-                        p_state[key] = scalar_array(p.data, v.to_float(p_state[key]))
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> ASGDHyper:
         weight_decay = v.to_float(group["weight_decay"])
-        flags = {"maximize": bool(group["maximize"]), "decay": weight_decay != 0}
-        return {
-            "flags": flags,
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: eta is computed in float32, as torch's
-            "lr_array": group["lr"] if is_array(group["lr"]) else None,
-            "lambd": v.to_float(group["lambd"]),
-            "alpha": v.to_float(group["alpha"]),
-            "t0": v.to_float(group["t0"]),
-            "weight_decay": weight_decay,
-        }
+        return ASGDHyper(
+            flags={"maximize": bool(group["maximize"]), "decay": weight_decay != 0},
+            lr=v.scalar_like(group["lr"]),  # a float32 lr: eta is computed in float32, as torch's
+            lr_array=group["lr"] if is_array(group["lr"]) else None,
+            lambd=v.to_float(group["lambd"]),
+            alpha=v.to_float(group["alpha"]),
+            t0=v.to_float(group["t0"]),
+            weight_decay=weight_decay,
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         state = {
@@ -211,21 +215,21 @@ class ASGD(ElementwiseOptimizer):
                 raise KeyError(key)
         return (p.data, p.grad, state["ax"])
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: ASGDHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         t = state["step"]
-        lr, lambd = hyper["lr"], hyper["lambd"]
+        lr, lambd = hyper.lr, hyper.lambd
         eta = self._scalars.read(state, "eta")
         mu = self._scalars.read(state, "mu")
-        kernel = backend.kernel(asgd_update, average=mu != 1, **hyper["flags"])
-        kernel(*operands, hyper["weight_decay"], 1 - lambd * eta, eta, mu)
+        kernel = backend.kernel(asgd_update, average=mu != 1, **hyper.flags)
+        kernel(*operands, hyper.weight_decay, 1 - lambd * eta, eta, mu)
         # torch computes both in Python and stores them through a float32 tensor (a
         # tensor lr keeps its own dtype instead); the stored values feed the next step.
-        new_eta = lr / ((1 + lambd * lr * t) ** hyper["alpha"])
-        lr_array = hyper["lr_array"]
+        new_eta = lr / ((1 + lambd * lr * t) ** hyper.alpha)
+        lr_array = hyper.lr_array
         if lr_array is None:
             new_eta = float32(backend, new_eta)
         else:
             new_eta = get_backend(lr_array).round_scalar(float(new_eta), lr_array.dtype)
         self._scalars.write(state, "eta", new_eta)
-        self._scalars.write(state, "mu", float32(backend, 1 / max(1, t - hyper["t0"])))
+        self._scalars.write(state, "mu", float32(backend, 1 / max(1, t - hyper.t0)))

@@ -4,12 +4,13 @@ import math
 import operator
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["Muon", "muon_apply", "muon_momentum", "newton_schulz_bfloat16"]
@@ -213,7 +214,21 @@ def muon_apply(xp: Any, param: Any, orthogonal: Any, decay_factor: float, adjust
     param -= adjusted_lr * orthogonal
 
 
-class Muon(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class MuonHyper(Hyper):
+    """Muon's hyper-parameters for one step: the momentum rule's numbers, then the orthogonalisation's."""
+
+    one_minus_momentum: float
+    momentum: float
+    lr: float
+    weight_decay: float
+    coefficients: tuple[Any, ...]
+    steps: int
+    eps: float
+    adjust_lr_fn: str | None
+
+
+class Muon(ElementwiseOptimizer[MuonHyper]):
     r"""Muon for 2-D parameters; torch.optim.Muon.
 
     Each step: the momentum rule :func:`muon_momentum`, the orthogonalisation
@@ -317,7 +332,7 @@ class Muon(ElementwiseOptimizer):
             for p in group["params"]:
                 _check_2d(p)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> MuonHyper:
         steps = group["ns_steps"]
         try:
             steps = operator.index(steps)  # torch's range(ns_steps): an int, not 2.0
@@ -337,16 +352,17 @@ class Muon(ElementwiseOptimizer):
             "small_buffer_weight": abs(1 - momentum) < 0.5,
             "small_nesterov_weight": abs(momentum) < 0.5,
         }
-        return {
-            "flags": flags,
-            "scalars": (1 - momentum, momentum),
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: both factors are float32 numbers, as torch's
-            "weight_decay": v.to_float(group["weight_decay"]),
-            "coefficients": coefficients,
-            "steps": steps,
-            "eps": v.to_float(eps),
-            "adjust_lr_fn": group["adjust_lr_fn"],
-        }
+        return MuonHyper(
+            flags=flags,
+            one_minus_momentum=1 - momentum,
+            momentum=momentum,
+            lr=v.scalar_like(group["lr"]),  # a float32 lr: both factors are float32 numbers, as torch's
+            weight_decay=v.to_float(group["weight_decay"]),
+            coefficients=coefficients,
+            steps=steps,
+            eps=v.to_float(eps),
+            adjust_lr_fn=group["adjust_lr_fn"],
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         return {"momentum_buffer": get_backend(p.data).xp.zeros_like(p.grad)}
@@ -362,19 +378,18 @@ class Muon(ElementwiseOptimizer):
             buffer = backend.xp.zeros_like(p.grad)
         return (p.data, p.grad, buffer, backend.xp.empty_like(p.grad))
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: MuonHyper, state: Any, operands: tuple[Any, ...]) -> None:
         param, grad, buffer, update = operands
         state["momentum_buffer"] = buffer
-        backend.kernel(muon_momentum, **hyper["flags"])(grad, buffer, update, *hyper["scalars"])
+        kernel = backend.kernel(muon_momentum, **hyper.flags)
+        kernel(grad, buffer, update, hyper.one_minus_momentum, hyper.momentum)
         xp = backend.xp
-        orthogonal = newton_schulz_bfloat16(
-            xp, update, hyper["coefficients"], hyper["steps"], hyper["eps"], matmul=self._matmul
-        )
+        orthogonal = newton_schulz_bfloat16(xp, update, hyper.coefficients, hyper.steps, hyper.eps, matmul=self._matmul)
         orthogonal = xp.astype(orthogonal, param.dtype)
-        lr = hyper["lr"]
+        lr = hyper.lr
         # torch's Python-float expressions, so both factors round identically.
-        adjusted_lr = lr * _lr_ratio(hyper["adjust_lr_fn"], tuple(param.shape))
-        backend.kernel(muon_apply)(param, orthogonal, float(1 - lr * hyper["weight_decay"]), float(adjusted_lr))
+        adjusted_lr = lr * _lr_ratio(hyper.adjust_lr_fn, tuple(param.shape))
+        backend.kernel(muon_apply)(param, orthogonal, float(1 - lr * hyper.weight_decay), float(adjusted_lr))
 
 
 def _lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:

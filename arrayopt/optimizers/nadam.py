@@ -1,12 +1,14 @@
 """NAdam: Adam with Nesterov momentum (Dozat, 2016), optionally with decoupled weight decay."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._scalars import ScalarMirror, scalar_array
 from arrayopt._state_check import StateKey
-from arrayopt.backends import Backend, get_backend, is_array
+from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizers.adam import AdamHyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["NAdam", "nadam_update"]
@@ -92,7 +94,14 @@ def nadam_update(
     param += exp_avg_coeff * exp_avg / denom
 
 
-class NAdam(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class NAdamHyper(AdamHyper):
+    """NAdam's hyper-parameters for one step: Adam's and ``momentum_decay``."""
+
+    momentum_decay: float
+
+
+class NAdam(ElementwiseOptimizer[NAdamHyper]):
     r"""NAdam (Adam with Nesterov momentum), optionally NAdamW; torch.optim.NAdam.
 
     The rule is :func:`nadam_update`. The momentum schedule is
@@ -168,7 +177,7 @@ class NAdam(ElementwiseOptimizer):
     ) -> None:
         v.check_lr(lr)
         v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
-        check_betas(betas)
+        v.check_betas(betas)
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         v.check_nonnegative(momentum_decay, "momentum_decay", f"Invalid momentum_decay value: {momentum_decay}")
         defaults = {
@@ -188,35 +197,11 @@ class NAdam(ElementwiseOptimizer):
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
+        super().__setstate__(state)  # a loaded number under mu_product becomes a 0-d array (StateKey("scalar"))
         self._scalars = ScalarMirror()
-        for group in self.param_groups:
-            for p in group["params"]:
-                p_state = self.state.get(p)
-                if not p_state:
-                    continue
-                if "mu_product" in p_state and not is_array(p_state["mu_product"]):
-                    p_state["mu_product"] = scalar_array(p.data, v.to_float(p_state["mu_product"]))
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        if weight_decay == 0:
-            decay = "none"
-        elif group["decoupled_weight_decay"]:
-            decay = "decoupled"
-        else:
-            decay = "l2"
-        flags = {"maximize": bool(group["maximize"]), "decay": decay, "lerp_from_end": abs(1 - beta1) >= 0.5}
-        return {
-            "flags": flags,
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step sizes are float32 numbers, as torch's
-            "beta1": beta1,
-            "beta2": beta2,
-            "weight_decay": weight_decay,
-            "momentum_decay": v.to_float(group["momentum_decay"]),
-            "eps": v.to_float(group["eps"]),
-        }
+    def _hyper(self, group: dict[str, Any]) -> NAdamHyper:
+        return NAdamHyper.from_group(group, lerp=True, momentum_decay=v.to_float(group["momentum_decay"]))
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -235,11 +220,11 @@ class NAdam(ElementwiseOptimizer):
                 raise KeyError(key)
         return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: NAdamHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         t = state["step"]
-        lr, beta1, beta2, weight_decay = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["weight_decay"]
-        psi = hyper["momentum_decay"]
+        lr, beta1, beta2, weight_decay = hyper.lr, hyper.beta1, hyper.beta2, hyper.weight_decay
+        psi = hyper.momentum_decay
         # The same Python-float expressions as torch's single-tensor NAdam.
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
@@ -248,7 +233,7 @@ class NAdam(ElementwiseOptimizer):
         factor = get_backend(stored).round_scalar(mu, stored.dtype)
         mu_product = self._scalars.write(state, "mu_product", self._scalars.read(state, "mu_product") * factor)
         mu_product_next = mu_product * mu_next
-        kernel = backend.kernel(nadam_update, **hyper["flags"])
+        kernel = backend.kernel(nadam_update, **hyper.flags)
         kernel(
             *operands,
             weight_decay,
@@ -258,15 +243,7 @@ class NAdam(ElementwiseOptimizer):
             beta2,
             1 - beta2,
             1 - beta2**t,
-            hyper["eps"],
+            hyper.eps,
             float(-lr * (1.0 - mu) / (1.0 - mu_product)),
             float((-lr * mu_next) / (1.0 - mu_product_next)),
         )
-
-
-def check_betas(betas: Any) -> None:
-    """torch's checks on ``betas`` (kept as given, as torch), plus: it must be a pair."""
-    if len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    for i in range(2):
-        v.require(0.0 <= v.number(betas[i], f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {betas[i]}")

@@ -6,7 +6,7 @@ from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
 from arrayopt.optimizer import ElementwiseOptimizer
-from arrayopt.optimizers.nadam import check_betas
+from arrayopt.optimizers.adam import AdamHyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["RAdam", "radam_update"]
@@ -107,7 +107,7 @@ def radam_update(
         param -= m_hat * lr
 
 
-class RAdam(ElementwiseOptimizer):
+class RAdam(ElementwiseOptimizer[AdamHyper]):
     r"""RAdam (rectified Adam), optionally with decoupled weight decay; torch.optim.RAdam.
 
     The rule is :func:`radam_update`. Until the approximated length of the simple
@@ -176,7 +176,7 @@ class RAdam(ElementwiseOptimizer):
     ) -> None:
         v.check_lr(lr)
         v.check_nonnegative(eps, "eps", f"Invalid epsilon value: {eps}")
-        check_betas(betas)
+        v.check_betas(betas)
         v.check_nonnegative(weight_decay, "weight_decay", f"Invalid weight_decay value: {weight_decay}")
         defaults = {
             "lr": lr,
@@ -192,24 +192,8 @@ class RAdam(ElementwiseOptimizer):
         v.check_flag_conflicts(None, foreach, differentiable, capturable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        weight_decay = v.to_float(group["weight_decay"])
-        if weight_decay == 0:
-            decay = "none"
-        elif group["decoupled_weight_decay"]:
-            decay = "decoupled"
-        else:
-            decay = "l2"
-        flags = {"maximize": bool(group["maximize"]), "decay": decay, "lerp_from_end": abs(1 - beta1) >= 0.5}
-        return {
-            "flags": flags,
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the decay factor is a float32 number, as torch's
-            "beta1": beta1,
-            "beta2": beta2,
-            "weight_decay": weight_decay,
-            "eps": v.to_float(group["eps"]),
-        }
+    def _hyper(self, group: dict[str, Any]) -> AdamHyper:
+        return AdamHyper.from_group(group, lerp=True)
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -220,10 +204,10 @@ class RAdam(ElementwiseOptimizer):
             raise KeyError("step")
         return (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: AdamHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         t = state["step"]
-        lr, beta1, beta2, weight_decay = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["weight_decay"]
+        lr, beta1, beta2, weight_decay = hyper.lr, hyper.beta1, hyper.beta2, hyper.weight_decay
         # The same Python-float expressions as torch's single-tensor RAdam.
         bias_correction1 = 1 - beta1**t
         bias_correction2 = 1 - beta2**t
@@ -233,7 +217,7 @@ class RAdam(ElementwiseOptimizer):
         rect = 1.0
         if rectified:
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-        kernel = backend.kernel(radam_update, rectified=rectified, **hyper["flags"])
+        kernel = backend.kernel(radam_update, rectified=rectified, **hyper.flags)
         kernel(
             *operands,
             weight_decay,
@@ -245,6 +229,6 @@ class RAdam(ElementwiseOptimizer):
             bias_correction1,
             float(lr),
             bias_correction2**0.5,
-            hyper["eps"],
+            hyper.eps,
             rect,
         )

@@ -1,11 +1,12 @@
 """RMSprop (Hinton, 2012), centered (Graves, 2013), with momentum."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["RMSprop", "rmsprop_update"]
@@ -92,7 +93,19 @@ def rmsprop_update(
         param -= lr * g / avg
 
 
-class RMSprop(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class RMSpropHyper(Hyper):
+    """RMSprop's numbers for one step, as :func:`rmsprop_update` takes them."""
+
+    lr: float
+    alpha: float
+    one_minus_alpha: float
+    eps: float
+    weight_decay: float
+    momentum: float
+
+
+class RMSprop(ElementwiseOptimizer[RMSpropHyper]):
     r"""RMSprop, optionally centered and with momentum; torch.optim.RMSprop.
 
     The rule is :func:`rmsprop_update`. As in torch, every argument is positional.
@@ -185,7 +198,7 @@ class RMSprop(ElementwiseOptimizer):
         v.check_flag_conflicts(None, foreach, differentiable, capturable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> RMSpropHyper:
         alpha = v.to_float(group["alpha"])
         weight_decay = v.to_float(group["weight_decay"])
         momentum = v.to_float(group["momentum"])
@@ -196,8 +209,15 @@ class RMSprop(ElementwiseOptimizer):
             "small_weight": abs(1 - alpha) < 0.5,
             "use_momentum": momentum > 0,
         }
-        scalars = (v.to_float(group["lr"]), alpha, 1 - alpha, v.to_float(group["eps"]), weight_decay, momentum)
-        return {"flags": flags, "scalars": scalars}
+        return RMSpropHyper(
+            flags=flags,
+            lr=v.to_float(group["lr"]),
+            alpha=alpha,
+            one_minus_alpha=1 - alpha,
+            eps=v.to_float(group["eps"]),
+            weight_decay=weight_decay,
+            momentum=momentum,
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -217,6 +237,7 @@ class RMSprop(ElementwiseOptimizer):
         buffer = state["momentum_buffer"] if v.to_float(group["momentum"]) > 0 else 0.0
         return (p.data, p.grad, state["square_avg"], grad_avg, buffer)
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: RMSpropHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
-        backend.kernel(rmsprop_update, **hyper["flags"])(*operands, *hyper["scalars"])
+        kernel = backend.kernel(rmsprop_update, **hyper.flags)
+        kernel(*operands, hyper.lr, hyper.alpha, hyper.one_minus_alpha, hyper.eps, hyper.weight_decay, hyper.momentum)

@@ -1,11 +1,12 @@
 """Resilient backpropagation, Rprop (Riedmiller and Braun, 1993)."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 
 __all__ = ["Rprop", "rprop_update"]
@@ -73,7 +74,17 @@ def rprop_update(
     prev[...] = xp.where(flipped, xp.sign(g) - xp.sign(g), g)
 
 
-class Rprop(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class RpropHyper(Hyper):
+    """Rprop's numbers for one step, as :func:`rprop_update` takes them."""
+
+    etaminus: float
+    etaplus: float
+    step_size_min: float
+    step_size_max: float
+
+
+class Rprop(ElementwiseOptimizer[RpropHyper]):
     r"""Resilient backpropagation; torch.optim.Rprop.
 
     The rule is :func:`rprop_update`.
@@ -140,12 +151,10 @@ class Rprop(ElementwiseOptimizer):
         differentiable: bool = False,
     ) -> None:
         v.check_lr(lr)
-        if len(etas) != 2:
-            raise ValueError(f"etas must be a pair (etaminus, etaplus), got {etas!r}")
+        v.check_pair(etas, "etas", "etaminus, etaplus")
         etaminus, etaplus = v.number(etas[0], "etas[0]"), v.number(etas[1], "etas[1]")
         v.require(0.0 < etaminus < 1.0 < etaplus, f"Invalid eta values: {etas[0]}, {etas[1]}")
-        if len(step_sizes) != 2:
-            raise ValueError(f"step_sizes must be a pair (min, max), got {step_sizes!r}")
+        v.check_pair(step_sizes, "step_sizes", "min, max")
         v.number(step_sizes[0], "step_sizes[0]")
         v.number(step_sizes[1], "step_sizes[1]")
         defaults = {
@@ -162,11 +171,16 @@ class Rprop(ElementwiseOptimizer):
         v.check_flag_conflicts(None, foreach, differentiable, capturable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> RpropHyper:
         etaminus, etaplus = (v.to_float(eta) for eta in group["etas"])
         step_size_min, step_size_max = (v.to_float(bound) for bound in group["step_sizes"])
-        scalars = (etaminus, etaplus, step_size_min, step_size_max)
-        return {"flags": {"maximize": bool(group["maximize"])}, "scalars": scalars}
+        return RpropHyper(
+            flags={"maximize": bool(group["maximize"])},
+            etaminus=etaminus,
+            etaplus=etaplus,
+            step_size_min=step_size_min,
+            step_size_max=step_size_max,
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         backend = get_backend(p.data)
@@ -180,6 +194,7 @@ class Rprop(ElementwiseOptimizer):
             raise KeyError("step")
         return (p.data, p.grad, state["prev"], state["step_size"])
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _update(self, backend: Backend, hyper: RpropHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
-        backend.kernel(rprop_update, **hyper["flags"])(*operands, *hyper["scalars"])
+        kernel = backend.kernel(rprop_update, **hyper.flags)
+        kernel(*operands, hyper.etaminus, hyper.etaplus, hyper.step_size_min, hyper.step_size_max)

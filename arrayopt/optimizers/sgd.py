@@ -1,11 +1,12 @@
 """Stochastic gradient descent with momentum (Polyak 1964; Nesterov 1983; Sutskever et al. 2013)."""
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad, union, update_entries
 
@@ -77,7 +78,21 @@ def sgd_update(
     param -= lr * g
 
 
-class SGD(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class SGDHyper(Hyper):
+    """SGD's numbers for one step, as :func:`sgd_update` takes them."""
+
+    lr: float
+    weight_decay: float
+    momentum: float
+    one_minus_dampening: float
+
+    def numbers(self) -> tuple[float, float, float, float]:
+        """The rule's number arguments, in its order."""
+        return (self.lr, self.weight_decay, self.momentum, self.one_minus_dampening)
+
+
+class SGD(ElementwiseOptimizer[SGDHyper]):
     r"""Stochastic gradient descent, optionally with (Nesterov) momentum; torch.optim.SGD.
 
     The rule is :func:`sgd_update`.
@@ -171,7 +186,7 @@ class SGD(ElementwiseOptimizer):
         v.check_flag_conflicts(fused, foreach, differentiable)
         super().__init__(params, defaults)
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> SGDHyper:
         v.check_fused(group, sparse_error="`_fused_sgd` does not support sparse gradients")
         momentum = v.to_float(group["momentum"])
         weight_decay = v.to_float(group["weight_decay"])
@@ -181,8 +196,13 @@ class SGD(ElementwiseOptimizer):
             "use_momentum": momentum != 0,
             "nesterov": bool(group["nesterov"]),
         }
-        scalars = (v.to_float(group["lr"]), weight_decay, momentum, 1 - v.to_float(group["dampening"]))
-        return {"flags": flags, "scalars": scalars}
+        return SGDHyper(
+            flags=flags,
+            lr=v.to_float(group["lr"]),
+            weight_decay=weight_decay,
+            momentum=momentum,
+            one_minus_dampening=1 - v.to_float(group["dampening"]),
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any] | None:
         # torch keeps no state at all without momentum; with it, the buffer is made by
@@ -199,12 +219,12 @@ class SGD(ElementwiseOptimizer):
             buffer = get_backend(p.data).xp.empty_like(p.data)
         return (p.data, p.grad, buffer)
 
-    def _update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
-        first_step = hyper["flags"]["use_momentum"] and state.get("momentum_buffer") is None
+    def _update(self, backend: Backend, hyper: SGDHyper, state: Any, operands: tuple[Any, ...]) -> None:
+        first_step = hyper.flags["use_momentum"] and state.get("momentum_buffer") is None
         if first_step:
             state["momentum_buffer"] = operands[2]
-        kernel = backend.kernel(sgd_update, first_step=first_step, **hyper["flags"])
-        kernel(*operands, *hyper["scalars"])
+        kernel = backend.kernel(sgd_update, first_step=first_step, **hyper.flags)
+        kernel(*operands, *hyper.numbers())
 
     def _sparse_operands(self, p: Parameter, group: dict[str, Any], state: Any) -> tuple[Any, ...]:
         if v.to_float(group["weight_decay"]) != 0:  # torch: sparse_grad.add(param, alpha=weight_decay)
@@ -222,15 +242,15 @@ class SGD(ElementwiseOptimizer):
         # A dense buffer takes the sparse gradient as the dense array it stands for.
         return (p.data, grad.to_dense(), buffer)
 
-    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _sparse_update(self, backend: Backend, hyper: SGDHyper, state: Any, operands: tuple[Any, ...]) -> None:
         param, grad, buffer = operands
-        flags = hyper["flags"]
+        flags = hyper.flags
         if not isinstance(grad, SparseGrad):  # densified for a dense buffer
             self._update(backend, hyper, state, operands)
             return
         if not flags["use_momentum"]:
             kernel = backend.kernel(sgd_update, first_step=False, **flags)
-            update_entries(backend, kernel, operands, *hyper["scalars"])
+            update_entries(backend, kernel, operands, *hyper.numbers())
             return
         # The rule runs on the positions named by the gradient or the sparse buffer,
         # each given as compact values there; the buffer stays a coalesced SparseGrad.
@@ -241,7 +261,7 @@ class SGD(ElementwiseOptimizer):
             indices, buffer_values, grad_values = union(buffer, grad)
         kernel = backend.kernel(sgd_update, first_step=buffer is None, **flags)
         rows = backend.take_entries(param, indices)
-        kernel(rows, grad_values, buffer_values, *hyper["scalars"])
+        kernel(rows, grad_values, buffer_values, *hyper.numbers())
         backend.put_entries(param, indices, rows)
         state["momentum_buffer"] = SparseGrad._trusted(indices, buffer_values, grad.shape, coalesced=True)
 

@@ -1,12 +1,13 @@
 """SparseAdam: Adam restricted to the entries a sparse gradient touches."""
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from arrayopt import _validate as v
 from arrayopt._state_check import StateKey
 from arrayopt.backends import Backend, get_backend
-from arrayopt.optimizer import ElementwiseOptimizer
+from arrayopt.optimizer import ElementwiseOptimizer, Hyper
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import update_entries
 
@@ -68,7 +69,17 @@ def sparse_adam_update(
     param -= step_size * (exp_avg / (xp.sqrt(exp_avg_sq) + eps))
 
 
-class SparseAdam(ElementwiseOptimizer):
+@dataclass(frozen=True)
+class SparseAdamHyper(Hyper):
+    """SparseAdam's hyper-parameters for one step."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+
+
+class SparseAdam(ElementwiseOptimizer[SparseAdamHyper]):
     r"""Adam for sparse gradients; torch.optim.SparseAdam.
 
     The rule is :func:`sparse_adam_update`, applied only where the (coalesced) sparse
@@ -122,9 +133,7 @@ class SparseAdam(ElementwiseOptimizer):
     ) -> None:
         v.require(0.0 < v.number(lr, "lr") < math.inf, f"Invalid learning rate: {lr}")
         v.require(0.0 < v.number(eps, "eps") < math.inf, f"Invalid epsilon value: {eps}")
-        for i in range(2):
-            beta = betas[i]
-            v.require(0.0 <= v.number(beta, f"betas[{i}]") < 1.0, f"Invalid beta parameter at index {i}: {beta}")
+        v.check_betas(betas)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "maximize": maximize}
         super().__init__(params, defaults)
 
@@ -141,15 +150,15 @@ class SparseAdam(ElementwiseOptimizer):
                 f"Complex params at indices {complex_params}: SparseAdam does not support complex parameters"
             )
 
-    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any]) -> SparseAdamHyper:
         beta1, beta2 = (v.to_float(beta) for beta in group["betas"])
-        return {
-            "maximize": bool(group.get("maximize", False)),
-            "lr": v.scalar_like(group["lr"]),  # a float32 lr: the step size is a float32 number, as torch's
-            "beta1": beta1,
-            "beta2": beta2,
-            "eps": v.to_float(group["eps"]),
-        }
+        return SparseAdamHyper(
+            flags={"maximize": bool(group.get("maximize", False))},
+            lr=v.scalar_like(group["lr"]),  # a float32 lr: the step size is a float32 number, as torch's
+            beta1=beta1,
+            beta2=beta2,
+            eps=v.to_float(group["eps"]),
+        )
 
     def _init_state(self, p: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = get_backend(p.data).xp
@@ -163,15 +172,15 @@ class SparseAdam(ElementwiseOptimizer):
             raise KeyError("step")
         return (p.data, p.grad.coalesce(), state["exp_avg"], state["exp_avg_sq"])
 
-    def _sparse_update(self, backend: Backend, hyper: dict[str, Any], state: Any, operands: tuple[Any, ...]) -> None:
+    def _sparse_update(self, backend: Backend, hyper: SparseAdamHyper, state: Any, operands: tuple[Any, ...]) -> None:
         state["step"] += 1
         if operands[1].nnz == 0:
             return
         t = state["step"]
-        beta1, beta2 = hyper["beta1"], hyper["beta2"]
+        beta1, beta2 = hyper.beta1, hyper.beta2
         # torch's Python-float expressions, so the scalars round identically
         bias_correction1 = 1 - beta1**t
         bias_correction2 = 1 - beta2**t
-        step_size = float(hyper["lr"] * math.sqrt(bias_correction2) / bias_correction1)
-        kernel = backend.kernel(sparse_adam_update, maximize=hyper["maximize"])
-        update_entries(backend, kernel, operands, 1 - beta1, 1 - beta2, step_size, hyper["eps"])
+        step_size = float(hyper.lr * math.sqrt(bias_correction2) / bias_correction1)
+        kernel = backend.kernel(sparse_adam_update, **hyper.flags)
+        update_entries(backend, kernel, operands, 1 - beta1, 1 - beta2, step_size, hyper.eps)
