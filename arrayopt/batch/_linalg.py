@@ -222,9 +222,9 @@ def cholesky(xp: Any, A: Any, tolerance: float = 0.0) -> tuple[Any, Any]:
 
     Column by column (Golub and Van Loan, *Matrix Computations*, 4th ed., algorithm
     4.2.1, the "gaxpy" form): column j is
-    :math:`v = A_{:,j} - L_{:,:j} L_{j,:j}^T`, divided by :math:`\sqrt{v_j}`, each step one
-    array operation over the rows and the problems (k steps in all, not k^3 / 6 as
-    :func:`cholesky_solve`'s entry-by-entry loops). The lower triangle of A is read. A
+    :math:`v = A_{j:,j} - L_{j:,:j} L_{j,:j}^T`, divided by :math:`\sqrt{v_j}`, each step a few
+    array operations over the rows and the problems (k steps in all, not the k^3 / 6 of
+    :func:`cholesky_solve`'s entry-by-entry loops). Only the lower triangle of A is read. A
     problem whose pivot :math:`v_j` is not above ``tolerance`` times :math:`A_{jj}` (not
     above 0 by default: LINPACK's ``dpofa`` test) or is not finite is reported in ``ok``
     as False; its factor is finite garbage.
@@ -244,22 +244,20 @@ def cholesky(xp: Any, A: Any, tolerance: float = 0.0) -> tuple[Any, Any]:
     ([[2.0, 0.0], [1.0, 2.0]], [True, True])
     """
     k = A.shape[0]
-    device = getattr(A, "device", None)
-    rows = xp.arange(k, device=device)
     L = xp.zeros_like(A)
     ok = None
     for j in range(k):
-        column = A[:, j, ...]
+        column = A[j:, j, ...]
         if j:
-            column = column - xp.sum(L[:, :j, ...] * L[j, :j, ...][None, ...], axis=1)
-        pivot = column[j, ...]
+            column = column - xp.sum(L[j:, :j, ...] * L[j, :j, ...][None, ...], axis=1)
+        pivot = column[0, ...]
         diagonal = A[j, j, ...]
         good = (pivot > (tolerance * diagonal if tolerance else 0.0)) & (pivot < float("inf"))
         ok = good if ok is None else ok & good
         root = xp.sqrt(xp.where(good, pivot, 1.0))
-        below = (rows >= j)[:, None]
-        L[:, j, ...] = xp.where(below, column / root[None, ...], 0.0)
         L[j, j, ...] = root
+        if j + 1 < k:
+            L[j + 1 :, j, ...] = column[1:, ...] / root[None, ...]
     return L, ok
 
 

@@ -91,7 +91,7 @@ __all__ = ["minimize"]
 _RUNNING = 0  # the stop code of a problem still iterating (never returned)
 _BIG = 1e10  # L-BFGS-B's largest step
 #: problems per pass of the small dense algebra on backends that fit in blocks (CPU caches)
-_CHUNK = 8192
+_CHUNK = 2048
 #: SciPy's options for L-BFGS-B and their defaults (ftol is SciPy's 1e7 * machine epsilon)
 _DEFAULTS: dict[str, Any] = {
     "maxcor": 10,
@@ -138,14 +138,18 @@ def _gram(xp: Any, A: Any, B: Any) -> Any:
     return xp.stack([xp.sum(A[i, ...][None, ...] * B, axis=1) for i in range(A.shape[0])])
 
 
-def _matmul(xp: Any, A: Any, B: Any) -> Any:
-    """``A B`` per problem for (p, q, k) and (q, r, k)."""
-    return xp.stack([xp.sum(A[i, ...][:, None, :] * B, axis=0) for i in range(A.shape[0])])
+def _lower(xp: Any, row: Callable[[int], Any], like: Any) -> Any:
+    """A (p, p, k) array zero above the diagonal, row i (entries 0..i) from ``row(i)``; ``like`` is (p, p, k)."""
+    out = xp.zeros_like(like)
+    for i in range(like.shape[0]):
+        out[i, : i + 1, ...] = row(i)
+    return out
 
 
-def _tmatmul(xp: Any, A: Any, B: Any) -> Any:
-    """``A^T B`` per problem for (q, p, k) and (q, r, k)."""
-    return xp.stack([xp.sum(A[:, i, :][:, None, :] * B, axis=0) for i in range(A.shape[1])])
+def _gram_lower(xp: Any, A: Any, B: Any) -> Any:
+    """The lower triangle of ``A B^T`` over the variable axis, for (p, n, k) arrays (entries above it 0)."""
+    like = xp.zeros((A.shape[0], B.shape[0], A.shape[2]), dtype=A.dtype, device=getattr(A, "device", None))
+    return _lower(xp, lambda i: xp.sum(A[i, ...][None, ...] * B[: i + 1, ...], axis=1), like)
 
 
 def _matvec(xp: Any, A: Any, v: Any) -> Any:
@@ -279,43 +283,73 @@ class Memory:
         col = xp.where(mask, xp.minimum(self.col + 1, m), self.col)
         return Memory(S, Y, SS, SY, YY, col, xp.where(mask, rr / dr, self.theta))
 
-    def middle(self, xp: Any) -> tuple[Any, Any]:
-        r""":math:`M = \begin{bmatrix} -D & L^\top \\ L & \theta S^\top S \end{bmatrix}^{-1}` per problem, and ``ok``.
-
-        With :math:`T = \theta S^\top S + L D^{-1} L^\top = J J^\top` (SciPy's
-        ``formt``), the blocks are :math:`M_{22} = T^{-1}`, :math:`M_{21} = T^{-1} L
-        D^{-1} = M_{12}^\top` and :math:`M_{11} = -D^{-1} + D^{-1} L^\top M_{21}`.
-        Returns M of shape (2m, 2m, k), zero outside the slots held (rows and columns
-        ordered as :math:`W = [Y, \theta S]`), and ``ok`` (k,), False where :math:`T` is
-        not positive definite.
-        """
+    def middle(self, xp: Any) -> "Middle":
+        r"""The middle matrix :math:`M` of the compact form, as the factors SciPy's ``bmv`` applies it with."""
         m = self.S.shape[0]
         device = getattr(self.col, "device", None)
         valid = self.valid(xp)
         pair = valid[:, None, :] & valid[None, :, :]
         slots = xp.arange(m, dtype=xp.int64, device=device)
-        eye = (slots[:, None] == slots[None, :])[:, :, None]
+        identity = xp.astype(
+            xp.broadcast_to((slots[:, None] == slots[None, :])[:, :, None], self.SS.shape), self.SS.dtype
+        )
         D = xp.where(valid, xp.stack([self.SY[i, i, ...] for i in range(m)]), 1.0)
         L = xp.where((slots[:, None] > slots[None, :])[:, :, None] & pair, self.SY, 0.0)
-        LDL = xp.stack([xp.sum(L[i, ...][None, ...] * L / D[None, ...], axis=1) for i in range(m)])
-        identity = xp.astype(xp.broadcast_to(eye, self.SS.shape), self.SS.dtype)
-        T = xp.where(pair, LDL + self.theta * self.SS, identity)
-        J, ok = cholesky(xp, T)
-        Tinv = solve_lower_transposed(xp, J, solve_lower(xp, J, identity))
-        LDinv = L / D[None, ...]
-        M21 = _matmul(xp, Tinv, LDinv)
-        M11 = _tmatmul(xp, LDinv, M21) - xp.where(eye, 1 / D[None, ...], 0.0)
-        M = xp.concat(
-            [xp.concat([M11, xp.permute_dims(M21, (1, 0, 2))], axis=1), xp.concat([M21, Tinv], axis=1)], axis=0
-        )
-        both = xp.concat([valid, valid], axis=0)
-        return xp.where(both[:, None, :] & both[None, :, :], M, 0.0), ok
+        LDL = _lower(xp, lambda i: xp.sum(L[i, ...][None, ...] * L[: i + 1, ...] / D[None, ...], axis=1), L)
+        J, ok = cholesky(xp, xp.where(pair, LDL + self.theta * self.SS, identity))
+        return Middle(D, L, J, xp.concat([valid, valid], axis=0), ok)
+
+
+@dataclasses.dataclass(frozen=True)
+class Middle:
+    r""":math:`M = \begin{bmatrix} -D & L^\top \\ L & \theta S^\top S \end{bmatrix}^{-1}` per problem, by its factors.
+
+    :math:`D` (m, k) is the diagonal and :math:`L` (m, m, k) the strictly lower part of
+    :math:`S^\top Y`; :math:`J` (m, m, k) the Cholesky factor of
+    :math:`T = \theta S^\top S + L D^{-1} L^\top = J J^\top` (SciPy's ``formt``), with
+    the unused slots' rows and columns those of the identity; ``valid`` (2m, k) marks the
+    slots held in :math:`W = [Y, \theta S]`'s order; ``ok`` (k,) is False where
+    :math:`T` is not positive definite.
+
+    Args:
+        D, L, J, valid, ok: the fields above.
+
+    >>> import numpy as np
+    >>> memory = Memory.empty(np, m=2, n=2, k=1, dtype=np.float64, device=None)
+    >>> memory = memory.add(np, np.array([[1.0], [0.0]]), np.array([[2.0], [0.0]]), np.array([2.0]),
+    ...                     np.array([1.0]), np.array([True]))
+    >>> Mv = memory.middle(np).apply(np, np.array([[1.0], [0.0], [1.0], [0.0]]))  # [[-D, 0], [0, theta S'S]]^-1 v
+    >>> np.round(Mv[:, 0], 12).tolist()
+    [-0.5, 0.0, 0.5, 0.0]
+    """
+
+    D: Any
+    L: Any
+    J: Any
+    valid: Any
+    ok: Any
+
+    def apply(self, xp: Any, v: Any) -> Any:
+        r""":math:`M v` for v (2m, k) (SciPy's ``bmv``): with :math:`x_2 = T^{-1}(v_2 + L D^{-1} v_1)`,
+        :math:`M v = [-D^{-1} v_1 + D^{-1} L^\top x_2;\ x_2]`; zero in the unused slots.
+
+        Args:
+            xp: the array namespace.
+            v: the vectors, rows ordered as :math:`W = [Y, \theta S]`.
+        """
+        m = self.D.shape[0]
+        v = xp.where(self.valid, v, 0.0)
+        v1, v2 = v[:m, ...], v[m:, ...]
+        x2 = solve_lower_transposed(xp, self.J, solve_lower(xp, self.J, v2 + _matvec(xp, self.L, v1 / self.D)))
+        root = xp.sqrt(self.D)
+        x1 = -(v1 / root) / root + xp.sum(self.L * x2[:, None, :], axis=0) / self.D
+        return xp.where(self.valid, xp.concat([x1, x2], axis=0), 0.0)
 
 
 # -- one direction per problem -----------------------------------------------------------------
 
 
-def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: Any, host: bool) -> tuple[Any, Any, Any]:
+def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: "Middle", host: bool) -> tuple[Any, Any, Any]:
     r"""The generalized Cauchy point of every problem: ``(xc, c, free)``.
 
     SciPy's ``cauchy``: along :math:`d` (:math:`-g` on the variables that can move, see
@@ -352,7 +386,7 @@ def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: Any, host: boo
     d2 = xp.sum(d * d, axis=0)
     f1 = -d2
     f2_org = theta * d2
-    f2 = f2_org - xp.sum(p * _matvec(xp, M, p), axis=0)
+    f2 = f2_org - xp.sum(p * M.apply(xp, p), axis=0)
     dtm = -f1 / f2
     c = xp.zeros_like(p)
     finite = t < math.inf
@@ -362,9 +396,7 @@ def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: Any, host: boo
     ts = xp.take_along_axis(t, order, axis=0)
     ds = xp.take_along_axis(d, order, axis=0)
     zs = xp.take_along_axis(xp.where(d > 0, box.upper, box.lower) - x, order, axis=0)
-    by_slot = xp.broadcast_to(order[None, ...], memory.S.shape)
-    Ys = xp.take_along_axis(memory.Y, by_slot, axis=1)
-    Ss = xp.take_along_axis(memory.S, by_slot, axis=1)
+    m = memory.S.shape[0]
     floor = eps * f2_org
     tj = xp.zeros_like(d2)
     tsum = xp.zeros_like(d2)
@@ -380,8 +412,11 @@ def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: Any, host: boo
         f1_next = f1 + dt * f2 + dibp2 - theta * dibp * zibp
         f2_next = f2 - theta * dibp2
         c_next = c + dt * p
-        wbp = xp.where(both, xp.concat([Ys[:, j, ...], theta * Ss[:, j, ...]], axis=0), 0.0)
-        v = _matvec(xp, M, wbp)
+        variable = xp.broadcast_to(order[j, ...][None, None, :], (m, 1, order.shape[1]))
+        yb = xp.take_along_axis(memory.Y, variable, axis=1)[:, 0, :]
+        sb = xp.take_along_axis(memory.S, variable, axis=1)[:, 0, :]
+        wbp = xp.where(both, xp.concat([yb, theta * sb], axis=0), 0.0)
+        v = M.apply(xp, wbp)
         wmc, wmp, wmw = xp.sum(c_next * v, axis=0), xp.sum(p * v, axis=0), xp.sum(wbp * v, axis=0)
         p_next = p - dibp * wbp
         f1_next = f1_next + dibp * wmc
@@ -401,7 +436,7 @@ def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: Any, host: boo
 
 
 def _subspace(
-    xp: Any, x: Any, g: Any, xc: Any, c: Any, free: Any, memory: Memory, M: Any, box: "Box | None"
+    xp: Any, x: Any, g: Any, xc: Any, c: Any, free: Any, memory: Memory, M: "Middle", box: "Box | None"
 ) -> tuple[Any, Any]:
     r"""The subspace minimiser from the Cauchy point, in the box: ``(z, ok)``, ok False where K is singular.
 
@@ -426,8 +461,8 @@ def _subspace(
     else:  # the active variables' part of the Gram matrices, and the free part by difference
         inactive = xp.astype(~free, x.dtype)[None, ...]
         ya, sa = Y * inactive, S * inactive
-        a_sy, a_ss = _gram(xp, sa, Y), _gram(xp, sa, S)
-        z_yy, z_sy = memory.YY - _gram(xp, ya, Y), memory.SY - a_sy
+        a_sy, a_ss = _gram(xp, sa, Y), _gram_lower(xp, sa, S)
+        z_yy, z_sy = memory.YY - _gram_lower(xp, ya, Y), memory.SY - a_sy
     D = xp.stack([memory.SY[i, i, ...] for i in range(m)])
     identity = xp.astype(eye, x.dtype)
     minus_k11 = xp.where(pair, z_yy / theta + identity * D[None, ...], identity)
@@ -436,9 +471,9 @@ def _subspace(
     k22 = xp.where(pair, theta * a_ss, identity)
     L1, ok1 = cholesky(xp, minus_k11)
     E = solve_lower(xp, L1, k12)
-    L2, ok2 = cholesky(xp, k22 + _tmatmul(xp, E, E))
+    L2, ok2 = cholesky(xp, k22 + _lower(xp, lambda i: xp.sum(E[:, i, None, ...] * E[:, : i + 1, ...], axis=0), E))
 
-    mc = _matvec(xp, M, c)
+    mc = M.apply(xp, c)
     r = -theta * (xc - x) - g + _combine(xp, Y, S, mc[:m, ...], theta * mc[m:, ...])
     r = xp.where(free, r, 0.0)
     wy, ws = _products(xp, Y, S, r)
@@ -470,11 +505,12 @@ def _subspace(
 
 def _direction(xp: Any, x: Any, g: Any, box: "Box | None", memory: Memory, host: bool) -> tuple[Any, Any]:
     """Steps 1-3 for every problem: the subspace minimiser ``z`` (n, k) and ``ok`` (k,) (False: forget the pairs)."""
-    M, ok = memory.middle(xp)
+    M = memory.middle(xp)
+    ok = M.ok
     pairs = memory.col > 0
     if box is None:
         device = getattr(x, "device", None)
-        c = xp.zeros((M.shape[0], x.shape[1]), dtype=x.dtype, device=device)
+        c = xp.zeros((2 * memory.S.shape[0], x.shape[1]), dtype=x.dtype, device=device)
         free = xp.ones(x.shape, dtype=xp.bool, device=device)
         xc = xp.where(pairs, x, x - g)  # without pairs the Cauchy point is x - g (theta = 1, no breakpoints)
     else:
@@ -664,7 +700,7 @@ def solve_block(
 
         # -- new iterations: direction (for the problems starting one only), first step -------
         if starting:
-            if starting == k:
+            if starting * 4 > k * 3:  # most start: computing for all is cheaper than gathering
                 z_new, ok = _directions(xp, x, g, box, memory, chunk)
             else:
                 order = xp.argsort(xp.astype(~need, xp.int8), stable=True)
