@@ -247,7 +247,7 @@ class Memory:
         slots = xp.arange(m, dtype=xp.int64, device=getattr(self.col, "device", None))
         return slots[:, None] < self.col[None, :]
 
-    def add(self, xp: Any, s: Any, y: Any, dr: Any, ss: Any, mask: Any) -> "Memory":
+    def add(self, xp: Any, s: Any, y: Any, dr: Any, ss: Any, mask: Any, host: bool = False) -> "Memory":
         r"""Keep the pair ``(s, y)`` (n, k) where ``mask`` holds, dropping the oldest of a full memory.
 
         As SciPy's ``matupd``: the new slot's :math:`s^\top y` is ``dr`` and its
@@ -261,12 +261,15 @@ class Memory:
             dr: :math:`s^\top y` per problem (k,).
             ss: :math:`s^\top s` per problem (k,).
             mask: (k,) where to add.
+            host: the arrays are in host memory: the memories are not shifted when none is full.
         """
         m = self.S.shape[0]
         full = ((self.col == m) & mask)[None, None, :]
-        S = xp.where(full, _roll(xp, self.S, (0,)), self.S)
-        Y = xp.where(full, _roll(xp, self.Y, (0,)), self.Y)
-        SS, SY, YY = (xp.where(full, _roll(xp, a, (0, 1)), a) for a in (self.SS, self.SY, self.YY))
+        S, Y, SS, SY, YY = self.S, self.Y, self.SS, self.SY, self.YY
+        if not host or bool(xp.any(full)):
+            S = xp.where(full, _roll(xp, S, (0,)), S)
+            Y = xp.where(full, _roll(xp, Y, (0,)), Y)
+            SS, SY, YY = (xp.where(full, _roll(xp, a, (0, 1)), a) for a in (SS, SY, YY))
         slots = xp.arange(m, dtype=xp.int64, device=getattr(self.col, "device", None))
         here = (slots[:, None] == xp.minimum(self.col, m - 1)[None, :]) & mask[None, :]  # (m, k): the new slot
         S = xp.where(here[:, None, :], s[None, ...], S)
@@ -436,7 +439,16 @@ def _cauchy(xp: Any, x: Any, g: Any, box: Box, memory: Memory, M: "Middle", host
 
 
 def _subspace(
-    xp: Any, x: Any, g: Any, xc: Any, c: Any, free: Any, memory: Memory, M: "Middle", box: "Box | None"
+    xp: Any,
+    x: Any,
+    g: Any,
+    xc: Any,
+    c: Any,
+    free: Any,
+    memory: Memory,
+    M: "Middle",
+    box: "Box | None",
+    host: bool = False,
 ) -> tuple[Any, Any]:
     r"""The subspace minimiser from the Cauchy point, in the box: ``(z, ok)``, ok False where K is singular.
 
@@ -446,6 +458,8 @@ def _subspace(
     :math:`-K_{11} = L_1 L_1^\top`, :math:`E = L_1^{-1} K_{12}`,
     :math:`K_{22} + E^\top E = L_2 L_2^\top`. Then Morales and Nocedal's projection, or
     the backtrack along :math:`\hat d` when the projected point is not downhill.
+    With ``host``, the active variables' Gram matrices are skipped where no problem has
+    one (reading that costs nothing in host memory).
     """
     n = x.shape[0]
     m = memory.S.shape[0]
@@ -456,7 +470,7 @@ def _subspace(
     pair = valid[:, None, :] & valid[None, :, :]
     slots = xp.arange(m, dtype=xp.int64, device=device)
     eye = (slots[:, None] == slots[None, :])[:, :, None]
-    if box is None:
+    if box is None or (host and not bool(xp.any(~free))):  # nothing active (host backends look)
         z_yy, z_sy, a_sy, a_ss = memory.YY, memory.SY, xp.zeros_like(memory.SY), xp.zeros_like(memory.SS)
     else:  # the active variables' part of the Gram matrices, and the free part by difference
         inactive = xp.astype(~free, x.dtype)[None, ...]
@@ -517,7 +531,7 @@ def _direction(xp: Any, x: Any, g: Any, box: "Box | None", memory: Memory, host:
         xc, c, free = _cauchy(xp, x, g, box, memory, M, host)
         skip = pairs & ~_constrained(xp, box)  # an unbounded problem with pairs goes straight to the subspace step
         xc, c, free = xp.where(skip, x, xc), xp.where(skip, 0.0, c), xp.where(skip, True, free)
-    z, solved = _subspace(xp, x, g, xc, c, free, memory, M, box)
+    z, solved = _subspace(xp, x, g, xc, c, free, memory, M, box, host)
     use = pairs & xp.any(free, axis=0)
     return xp.where(use, z, xc), ok & (solved | ~use)
 
@@ -779,7 +793,7 @@ def solve_block(
         dtd = xp.sum(d * d, axis=0)
         keep_pair = accept & (code == _RUNNING) & (dr > eps * ddum)
         s = xp.where(unit, d, stp * d)
-        memory = memory.add(xp, s, g - g_old, dr, xp.where(unit, dtd, stp * stp * dtd), keep_pair)
+        memory = memory.add(xp, s, g - g_old, dr, xp.where(unit, dtd, stp * stp * dtd), keep_pair, chunk is not None)
         need = accept | fail
 
 
