@@ -34,7 +34,7 @@ import concurrent.futures
 import dataclasses
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -343,7 +343,7 @@ class Outputs:
             }
         )
 
-    def allocate(self, fields: "dict[str, tuple[int, ...] | tuple[tuple[int, ...], Any]]") -> None:
+    def allocate(self, fields: "Mapping[str, tuple[int, ...] | tuple[tuple[int, ...], Any]]") -> None:
         """Allocate zeroed arrays (once): each field's shape without the batch axis, and its dtype if not the solver's.
 
         Args:

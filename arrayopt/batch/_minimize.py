@@ -233,6 +233,17 @@ class Memory:
         """The memories of the problems ``keep`` (integer indices)."""
         return Memory(**{f.name: xp.take(getattr(self, f.name), keep, axis=-1) for f in dataclasses.fields(self)})
 
+    def first(self, count: int) -> "Memory":
+        """The memories cut to their ``count`` oldest slots (views): exact when no problem holds more pairs."""
+        return dataclasses.replace(
+            self,
+            S=self.S[:count, ...],
+            Y=self.Y[:count, ...],
+            SS=self.SS[:count, :count, ...],
+            SY=self.SY[:count, :count, ...],
+            YY=self.YY[:count, :count, ...],
+        )
+
     def part(self, lo: int, hi: int) -> "Memory":
         """The memories of the problems ``lo:hi`` (views)."""
         return Memory(**{f.name: getattr(self, f.name)[..., lo:hi] for f in dataclasses.fields(self)})
@@ -458,8 +469,12 @@ def _subspace(
     :math:`-K_{11} = L_1 L_1^\top`, :math:`E = L_1^{-1} K_{12}`,
     :math:`K_{22} + E^\top E = L_2 L_2^\top`. Then Morales and Nocedal's projection, or
     the backtrack along :math:`\hat d` when the projected point is not downhill.
-    With ``host``, the active variables' Gram matrices are skipped where no problem has
-    one (reading that costs nothing in host memory).
+    Without bounds (or, with ``host``, where no problem has an active variable: reading
+    that costs nothing in host memory) :math:`K = \begin{bmatrix} -P & -R^\top \\ -R & 0
+    \end{bmatrix}` with :math:`P = D + Y^\top Y/\theta` and :math:`R` the upper triangle of
+    :math:`S^\top Y`, solved without factoring: :math:`v_1 = -R^{-1} w_2`,
+    :math:`v_2 = -R^{-T}(w_1 + P v_1)` (SciPy factors this K too; the same solution, other
+    rounding).
     """
     n = x.shape[0]
     m = memory.S.shape[0]
@@ -470,8 +485,9 @@ def _subspace(
     pair = valid[:, None, :] & valid[None, :, :]
     slots = xp.arange(m, dtype=xp.int64, device=device)
     eye = (slots[:, None] == slots[None, :])[:, :, None]
-    if box is None or (host and not bool(xp.any(~free))):  # nothing active (host backends look)
-        z_yy, z_sy, a_sy, a_ss = memory.YY, memory.SY, xp.zeros_like(memory.SY), xp.zeros_like(memory.SS)
+    nothing_active = box is None or (host and not bool(xp.any(~free)))  # host backends look
+    if nothing_active:
+        z_yy, z_sy, a_sy, a_ss = memory.YY, memory.SY, None, None
     else:  # the active variables' part of the Gram matrices, and the free part by difference
         inactive = xp.astype(~free, x.dtype)[None, ...]
         ya, sa = Y * inactive, S * inactive
@@ -480,25 +496,38 @@ def _subspace(
     D = xp.stack([memory.SY[i, i, ...] for i in range(m)])
     identity = xp.astype(eye, x.dtype)
     minus_k11 = xp.where(pair, z_yy / theta + identity * D[None, ...], identity)
-    upper = (slots[:, None] < slots[None, :])[:, :, None]
-    k12 = xp.where(pair, xp.where(upper, xp.permute_dims(a_sy, (1, 0, 2)), -xp.permute_dims(z_sy, (1, 0, 2))), 0.0)
-    k22 = xp.where(pair, theta * a_ss, identity)
-    L1, ok1 = cholesky(xp, minus_k11)
-    E = solve_lower(xp, L1, k12)
-    L2, ok2 = cholesky(xp, k22 + _lower(xp, lambda i: xp.sum(E[:, i, None, ...] * E[:, : i + 1, ...], axis=0), E))
 
-    mc = M.apply(xp, c)
-    r = -theta * (xc - x) - g + _combine(xp, Y, S, mc[:m, ...], theta * mc[m:, ...])
+    r = -theta * (xc - x) - g
+    if box is not None:  # without bounds c = 0
+        mc = M.apply(xp, c)
+        r = r + _combine(xp, Y, S, mc[:m, ...], theta * mc[m:, ...])
     r = xp.where(free, r, 0.0)
     wy, ws = _products(xp, Y, S, r)
     w1, w2 = xp.where(valid, wy, 0.0), xp.where(valid, theta * ws, 0.0)
-    y1 = solve_lower(xp, L1, w1)
-    v2 = solve_lower_transposed(xp, L2, solve_lower(xp, L2, w2 + xp.sum(E * y1[:, None, :], axis=0)))
-    v1 = -solve_lower_transposed(xp, L1, y1 - _matvec(xp, E, v2))
+    if nothing_active:
+        # K = [[-P, -R^T], [-R, 0]] (P = D + Y'Y / theta, R the upper triangle of S'Y):
+        # v1 = -R^-1 w2, v2 = -R^-T (w1 + P v1); R's diagonal is D > 0, nothing can fail
+        lower = (slots[:, None] >= slots[None, :])[:, :, None]
+        r_t = xp.where(pair, xp.where(lower, xp.permute_dims(z_sy, (1, 0, 2)), 0.0), identity)
+        v1 = -solve_lower_transposed(xp, r_t, w2)
+        v2 = -solve_lower(xp, r_t, w1 + _matvec(xp, minus_k11, v1))
+        ok = xp.ones(theta.shape, dtype=xp.bool, device=device)
+    else:
+        upper = (slots[:, None] < slots[None, :])[:, :, None]
+        assert a_sy is not None and a_ss is not None
+        k12 = xp.where(pair, xp.where(upper, xp.permute_dims(a_sy, (1, 0, 2)), -xp.permute_dims(z_sy, (1, 0, 2))), 0.0)
+        k22 = xp.where(pair, theta * a_ss, identity)
+        L1, ok1 = cholesky(xp, minus_k11)
+        E = solve_lower(xp, L1, k12)
+        schur = k22 + _lower(xp, lambda i: xp.sum(E[:, i, None, ...] * E[:, : i + 1, ...], axis=0), E)
+        L2, ok2 = cholesky(xp, schur)
+        y1 = solve_lower(xp, L1, w1)
+        v2 = solve_lower_transposed(xp, L2, solve_lower(xp, L2, w2 + xp.sum(E * y1[:, None, :], axis=0)))
+        v1 = -solve_lower_transposed(xp, L1, y1 - _matvec(xp, E, v2))
+        ok = ok1 & ok2
     v1, v2 = xp.where(valid, v1, 0.0), xp.where(valid, v2, 0.0)
     dhat = xp.where(free, (r + _combine(xp, Y, S, v1 / theta, v2)) * (1 / theta), 0.0)
     z = xc + dhat
-    ok = ok1 & ok2
     if box is None:
         return z, ok
 
@@ -518,7 +547,14 @@ def _subspace(
 
 
 def _direction(xp: Any, x: Any, g: Any, box: "Box | None", memory: Memory, host: bool) -> tuple[Any, Any]:
-    """Steps 1-3 for every problem: the subspace minimiser ``z`` (n, k) and ``ok`` (k,) (False: forget the pairs)."""
+    """Steps 1-3 for every problem: the subspace minimiser ``z`` (n, k) and ``ok`` (k,) (False: forget the pairs).
+
+    With ``host`` (arrays in host memory, where reading a number costs nothing) the
+    memories are cut to the most pairs any of these problems holds, so that early
+    iterations work on smaller matrices; on a device the full ``maxcor`` slots are used.
+    """
+    if host:
+        memory = memory.first(max(int(xp.max(memory.col)), 1))
     M = memory.middle(xp)
     ok = M.ok
     pairs = memory.col > 0
