@@ -452,8 +452,11 @@ def test_the_cupy_backend_minimises_what_numpy_minimises(monkeypatch):
     with np.errstate(all="ignore"):  # CuPy does not warn (its backend's quiet() is empty); the stand-in's NumPy does
         on_cupy = batch.minimize(rosenbrock(np), x0, bounds=bounds, pass_indices=True)
     assert arrayopt.backends.get_backend(x0) is backend
-    for key in ("x", "fun", "stop", "nfev", "nit"):
+    # the same iterations; NumPy takes shortcuts a device does not (see _minimize), so the last bits may differ
+    for key in ("stop", "nfev", "nit"):
         np.testing.assert_array_equal(on_cupy[key], plain[key], err_msg=key)
+    for key in ("x", "fun"):
+        np.testing.assert_allclose(on_cupy[key], plain[key], rtol=1e-12, atol=1e-15, err_msg=key)
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -48,22 +48,29 @@ not finite shortens the step (see the line search).
 **Rounds.** The problems advance in rounds of one evaluation each: every running
 problem either starts an iteration (steps 1-3, and the first trial step) or continues
 its line search, then all are evaluated together, once, at their trial points. The only
-host read is, once per round, the number still running; problems that stopped leave
-the working set, and with ``pass_indices=True`` are no longer evaluated. On backends
-that work in blocks (NumPy), the small dense algebra of steps 1-3 runs over chunks of
-problems so that its temporaries stay in the CPU's caches.
+host read is, once per round, the number still running (and, folded into the same
+integer, the number starting an iteration: only those compute a direction); problems
+that stopped leave the working set, and with ``pass_indices=True`` are no longer
+evaluated. On backends whose arrays live in host memory (NumPy), where reading a number
+costs nothing, steps 1-3 run over chunks of problems that fit the CPU's caches, and
+each chunk takes shortcuts a device does not: the Cauchy walk ends when every problem
+of the chunk has stopped, the memories are cut to the most pairs any problem holds,
+and where no problem has an active variable the Gram matrices of the active set are
+skipped and :math:`K` is solved through the triangle of :math:`S^\top Y` without being
+factored. The iterations are the same; the last bits may differ from a device's.
 
 **Where the numbers differ from SciPy's.** The arithmetic is that of L-BFGS-B in
-another order in a few places: :math:`M` is formed explicitly (SciPy applies it by
-triangular solves), :math:`K` is solved by block elimination (SciPy factors it as
-:math:`L E L^\top`), the Gram matrices restricted to the free variables are the full
-ones minus the active variables' part, and sums over the n variables are NumPy's (or
-the device's) own reductions, never BLAS. The line search takes the same steps as
+another order in a few places: :math:`M` is applied through :math:`T^{-1}` by
+triangular solves in array form, :math:`K` is solved by block elimination (SciPy factors
+it as :math:`L E L^\top`), the Gram matrices restricted to the free variables are the
+full ones minus the active variables' part, and sums over the n variables are NumPy's
+(or the device's) own reductions, never BLAS. The line search takes the same steps as
 SciPy's from the same numbers. So on well-conditioned problems each problem takes
-SciPy's iterations to within rounding, and its evaluation counts are SciPy's or close;
-on ill-conditioned ones (Rosenbrock's valley) rounding differences may grow into
-different paths to the same minimiser. The search's numbers are kept in the problems'
-dtype (SciPy computes in float64 always).
+SciPy's iterations to within rounding, and its evaluation counts are SciPy's; on
+ill-conditioned ones (Rosenbrock's valley in 20 variables) rounding differences may
+grow into different paths to the same minimiser. The search's numbers are kept in the
+problems' dtype (SciPy computes in float64 always), and a trial point where the
+objective is not finite shortens the step (SciPy hands such values to its search).
 
 References:
     R. H. Byrd, P. Lu, J. Nocedal and C. Zhu, "A limited memory algorithm for bound
