@@ -194,7 +194,7 @@ def main(argv=None):
                 return bounds, data
 
             bounds, data = take(subset)
-            scipy_x, scipy_f, scipy_nfev, seconds = scipy_loop(family, x0_all[:subset], bounds, data)
+            scipy_x, scipy_f, scipy_nfev, _ = scipy_loop(family, x0_all[:subset], bounds, data)
             result = run_batch(family, x0_all[:subset], bounds, data)
             report["parity"][f"{family}, n={n}"] = parity(result, scipy_x, scipy_f, scipy_nfev)
             for count in sizes:
