@@ -72,8 +72,9 @@ class MoreThuente:
     evaluations so far (integers).
 
     Args:
-        stp, stx, fx, gx, sty, fy, gy, stmin, stmax, width, width1, brackt, stage1,
-            finit, ginit, stpmax, evals: the fields above.
+        stp, stx, fx, gx, sty, fy, gy: the steps with their values and slopes, as above.
+        stmin, stmax, width, width1, brackt, stage1: the interval's state, as above.
+        finit, ginit, stpmax, evals: the search's constants and its count, as above.
 
     >>> import numpy as np
     >>> def phi(t):  # (t - 2)^2 and (t - 1/2)^2: two problems
