@@ -145,9 +145,9 @@ def parity(result, scipy_x, scipy_f, scipy_nfev):
     }
 
 
-def pin(cpu):
+def pin(cpus):
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, cpus)
 
 
 def main(argv=None):
@@ -170,7 +170,7 @@ def main(argv=None):
     dims = [int(s) for s in (args.dims or "5,10,20").split(",")]
     families = [f.strip() for f in args.families.split(",")]
     cpu = sorted(os.sched_getaffinity(0))[0] if hasattr(os, "sched_getaffinity") else 0
-    pin(cpu)
+    pin({cpu})
     report = {
         "benchmark": "batch.minimize (L-BFGS-B per problem) against a SciPy loop, one CPU",
         "python": sys.version.split()[0],

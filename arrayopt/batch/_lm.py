@@ -494,8 +494,6 @@ def solve_block(
         running = status == _RUNNING
         still = int(xp.sum(xp.astype(running, index)))  # the one host read per iteration
         if still < k:
-            order = xp.argsort(xp.astype(~running, xp.int8), stable=True)
-            done = order[still:]
             fields = {
                 "x": x,
                 "cost": cost,
@@ -510,10 +508,7 @@ def solve_block(
             }
             if box is not None:
                 fields["active_mask"] = box.active(xp, x, g)
-            finished.append(
-                (xp.take(rows, done, axis=0) - first, {key: xp.take(v, done, axis=-1) for key, v in fields.items()})
-            )
-            keep = order[:still]
+            keep = retire(xp, running, still, rows, first, fields, finished)
             x, values, J, A, g, d = (xp.take(a, keep, axis=-1) for a in (x, values, J, A, g, d))
             cost, lam, nu, floor, nfev, njev, nit, status, rows = (
                 xp.take(a, keep, axis=0) for a in (cost, lam, nu, floor, nfev, njev, nit, status, rows)
@@ -577,6 +572,29 @@ def solve_block(
         if settings.jac_scale:
             d = xp.maximum(d, xp.sqrt(diagonal))
         floor = xp.maximum(eps * xp.max(diagonal / (d * d), axis=0), tiny)
+
+
+def retire(
+    xp: Any,
+    running: Any,
+    still: int,
+    rows: Any,
+    first: int,
+    fields: dict[str, Any],
+    finished: "list[tuple[Any, dict[str, Any]]]",
+) -> Any:
+    """Move the problems that stopped (``running`` False) to ``finished``; return the positions of the others.
+
+    ``fields`` are the results, problem axis last; ``still`` is the number running (read
+    on the host); ``finished`` collects ``(positions in the block, fields)`` pieces for
+    :meth:`Outputs.store`.
+    """
+    order = xp.argsort(xp.astype(~running, xp.int8), stable=True)
+    done = order[still:]
+    finished.append(
+        (xp.take(rows, done, axis=0) - first, {key: xp.take(v, done, axis=-1) for key, v in fields.items()})
+    )
+    return order[:still]
 
 
 def _normal(xp: Any, objective: Any, values: Any, J: Any, data: tuple[Any, ...]) -> tuple[Any, Any, Any]:

@@ -89,7 +89,7 @@ from arrayopt.backends import get_backend
 from arrayopt.batch._bounds import Box
 from arrayopt.batch._linalg import cholesky, problem_last, solve_lower, solve_lower_transposed
 from arrayopt.batch._line_search import MoreThuente
-from arrayopt.batch._lm import Evaluator, Outputs, block_spans, check_blocks, check_x0, run_blocks
+from arrayopt.batch._lm import Evaluator, Outputs, block_spans, check_blocks, check_x0, retire, run_blocks
 from arrayopt.batch._result import MinimizeResult, Stop
 from arrayopt.lbfgsb import cauchy_breakpoints, projected_gradient, step_to_bound
 
@@ -631,16 +631,7 @@ class GradientEvaluator(Evaluator):
     with one value per problem instead of m residuals.
 
     Args:
-        xp: the array namespace.
-        fun: the user's function.
-        jac: as above.
-        pass_indices: as in :func:`minimize`.
-        stack: the (B, n) array passed to ``fun`` without ``pass_indices`` (else None).
-        dtype: the working floating dtype.
-        n: number of variables.
-        count: number of problems B.
-        m: unused (1).
-        step: the absolute difference step, or None for SciPy's relative one.
+        args: :class:`Evaluator`'s fields (``m`` unused; ``step``: L-BFGS-B's ``eps``).
 
     >>> import numpy as np
     >>> ev = GradientEvaluator(np, lambda x, rows: (np.sum(x * x, axis=1), 2 * x), True, True, None, np.float64, 2, 1)
@@ -733,13 +724,8 @@ def solve_block(
         counts = int(xp.sum(xp.astype(running, index)) * (k + 1) + xp.sum(xp.astype(need, index)))
         still, starting = divmod(counts, k + 1)
         if still < k:
-            order = xp.argsort(xp.astype(~running, xp.int8), stable=True)
-            done = order[still:]
             fields = {"x": x, "fun": f, "jac": g, "stop": stop, "nfev": nfev, "njev": njev, "nit": nit}
-            finished.append(
-                (xp.take(rows, done, axis=0) - first, {key: xp.take(v, done, axis=-1) for key, v in fields.items()})
-            )
-            keep = order[:still]
+            keep = retire(xp, running, still, rows, first, fields, finished)
             x, g, z, d = (xp.take(a, keep, axis=-1) for a in (x, g, z, d))
             f, nfev, njev, nit, stop, rows, need = (
                 xp.take(a, keep, axis=0) for a in (f, nfev, njev, nit, stop, rows, need)

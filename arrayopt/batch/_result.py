@@ -1,6 +1,7 @@
 """Status codes and the result object of the batched solvers."""
 
 import enum
+from typing import Any
 
 from arrayopt.backends import get_backend
 from arrayopt.lbfgsb import _MESSAGES as _LBFGSB_MESSAGES
@@ -112,9 +113,7 @@ class LeastSquaresResult(OptimizeResult):
         Args:
             index: the problem's position in the batch.
         """
-        status = self["status"]
-        code = int(get_backend(status).to_numpy(status[index]).reshape(()))
-        return Status(code).message
+        return Status(_read(self["status"], index)).message
 
 
 class Stop(enum.IntEnum):
@@ -191,6 +190,9 @@ class MinimizeResult(OptimizeResult):
         Args:
             index: the problem's position in the batch.
         """
-        stop = self["stop"]
-        code = int(get_backend(stop).to_numpy(stop[index]).reshape(()))
-        return Stop(code).message
+        return Stop(_read(self["stop"], index)).message
+
+
+def _read(codes: Any, index: int) -> int:
+    """Entry ``index`` of an integer array of any library, as a Python int."""
+    return int(get_backend(codes).to_numpy(codes[index]).reshape(()))
