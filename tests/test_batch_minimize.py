@@ -434,11 +434,12 @@ def test_blocks_and_workers_give_the_same_minima(block_size, workers):
 # -- the CuPy backend and the host reads -------------------------------------------------------
 
 
-def test_one_host_read_per_round(reads):  # noqa: F811 (the fixture imported above)
+@pytest.mark.parametrize("pass_indices", [False, True])
+def test_one_host_read_per_round(pass_indices, reads):  # noqa: F811 (the fixture imported above)
     """Only the running count is read back, once per round (one evaluation of every running problem)."""
     xp, log = reads
     x0, bounds = draw_rosenbrock(20, 4, seed=52, bounded=True)
-    res = batch.minimize(rosenbrock(xp), xp.asarray(x0), bounds=on(xp, bounds))
+    res = batch.minimize(rosenbrock(xp), xp.asarray(x0), bounds=on(xp, bounds), pass_indices=pass_indices)
     rounds = int(to_numpy(res.nfev).max())  # the first evaluation, then one round per evaluation
     assert log.count("__int__") == rounds, log
     setup = 7  # bounds: NaN in lb, in ub, lb > ub, any finite bound; lb = +inf, ub = -inf
