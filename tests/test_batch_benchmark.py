@@ -57,3 +57,24 @@ def test_gpu_run_plumbing(tmp_path, monkeypatch):
     assert report["device"] == "NumPy stand-in"
     assert [row["backend"] for row in report["runs"]] == ["cupy", "cupy"]
     assert report["parity"]["float64, GPU vs NumPy"]["max relative difference (largest)"] == 0.0
+
+
+MINIMIZE_PATH = PATH.parent / "batch_minimize.py"
+
+
+def test_minimize_benchmark_writes_its_figures(tmp_path):
+    """benchmarks/batch_minimize.py at tiny sizes: both families, the SciPy loop and the parity figures."""
+    pytest.importorskip("scipy")
+    spec = importlib.util.spec_from_file_location("batch_minimize_benchmark", MINIMIZE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "minimize.json"
+    arguments = ["--sizes", "60", "--dims", "4", "--rounds", "1", "--scipy-subset", "30", "--scipy-round", "20"]
+    module.main([*arguments, "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert {row["family"] for row in report["runs"]} == {"rosenbrock", "logistic"}
+    assert all(row["fits_per_s"] > 0 and row["vs_scipy_loop"] > 0 for row in report["runs"])
+    for name, figures in report["parity"].items():
+        assert figures["max relative difference in x (largest)"] < 1e-6, name
+        assert figures["share with SciPy's number of evaluations"] > 0.9, name
+        assert figures["success share"] == 1.0, name
