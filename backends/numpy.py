@@ -8,7 +8,7 @@ from typing import Any
 import array_api_compat.numpy as compat_numpy
 import numpy
 
-from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
+from arrayopt.backends.base import READ_ONLY_MESSAGE, Backend, Kernel, Rule, real_layouts
 
 #: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
 #: when numba does not compile the rule. Below it, the rule itself runs on the whole
@@ -76,6 +76,9 @@ class NumPyBackend(Backend):
                         kernel(*values)
                         return
                     except _jit_errors() as exc:  # raised while compiling, before any write
+                        if _read_only_target(kernel, values):
+                            # The operands are at fault, not the rule: keep the kernel for later calls.
+                            raise ValueError(f"{rule.__name__}: an array it writes is read-only") from None
                         compiled[key] = None
                         warnings.warn(
                             f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
@@ -102,6 +105,39 @@ class NumPyBackend(Backend):
         run.compiled = compiled  # type: ignore[attr-defined]  # for tests and benchmarks
         run.plans = plans  # type: ignore[attr-defined]
         return run
+
+    def in_order(self, rule: Rule, **flags: Any) -> Kernel:
+        def run(*args: Any) -> None:
+            for values in real_layouts(args, numpy.ndarray)[1]:
+                _apply(rule, values, flags)
+
+        return run
+
+    def read_only(self, array: Any) -> bool:
+        return isinstance(array, numpy.ndarray) and not array.flags.writeable
+
+    def check_writes(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        # Backend.check_writes for ndarrays, inlined: it runs once per parameter and step.
+        ndarray = numpy.ndarray
+        if not operands[0].flags.writeable:
+            raise ValueError(READ_ONLY_MESSAGE)
+        if state:
+            for key, value in state.items():
+                if isinstance(value, ndarray) and not value.flags.writeable:
+                    raise ValueError(f"its optimizer state {key!r} is read-only, so the optimizer cannot update it")
+        owners = set()
+        count = 0
+        for a in operands:
+            if isinstance(a, ndarray):
+                base = a.base
+                if base is None:
+                    owners.add(id(a))
+                elif type(base) is ndarray and base.base is None:
+                    owners.add(id(base))
+                else:  # memory of something else: let the generic test decide
+                    return self._same_memory([a for a in operands if isinstance(a, ndarray)])
+                count += 1
+        return len(owners) != count and self._same_memory([a for a in operands if isinstance(a, ndarray)])
 
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
@@ -301,6 +337,11 @@ def _prepare(cache: dict[tuple[Any, ...], Any], make: Any, rule: Rule, flags: di
         return key, None, None
     runner, positions, complex_ = entry
     return key, runner, _flat_operands(args, positions, complex_)
+
+
+def _read_only_target(kernel: Any, values: list[Any]) -> bool:
+    """Whether an array the numba kernel stores into is read-only (numba then refuses to compile it)."""
+    return any(not values[p].flags.writeable for p in kernel.program.stores)
 
 
 def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
