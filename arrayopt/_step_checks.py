@@ -20,10 +20,10 @@ from arrayopt.parameter import Parameter
 __all__ = ["refuse_misfit_numbers"]
 
 
-# the last (hyper, dtype) found to fit: a step checks each group's numbers once per dtype
-_fitted: tuple[Any, Any] = (None, None)
-# dtype -> its largest finite value
-_largest: dict[Any, float] = {}
+# the last (hyper, backend, dtype) found to fit: a step checks each group's numbers once per dtype
+_fitted: tuple[Any, Any, Any] = (None, None, None)
+# (backend, dtype) -> the dtype's largest finite value
+_largest: dict[tuple[Any, Any], float] = {}
 
 
 def refuse_misfit_numbers(optimizer: Any, p: Parameter, hyper: Any, backend: Backend, data: Any) -> None:
@@ -35,12 +35,13 @@ def refuse_misfit_numbers(optimizer: Any, p: Parameter, hyper: Any, backend: Bac
     """
     global _fitted
     dtype = data.dtype
-    fitted_hyper, fitted_dtype = _fitted
-    if fitted_hyper is hyper and fitted_dtype == dtype:
+    fitted_hyper, fitted_backend, fitted_dtype = _fitted
+    if fitted_hyper is hyper and fitted_backend is backend and fitted_dtype == dtype:
         return
-    largest = _largest.get(dtype)
+    key = (backend, dtype)  # dtypes of different libraries are not to be compared
+    largest = _largest.get(key)
     if largest is None:
-        largest = _largest[dtype] = float(backend.xp.finfo(dtype).max)
+        largest = _largest[key] = float(backend.xp.finfo(dtype).max)
     if largest < 1.7976931348623157e308:  # float64: every finite Python float fits
         for name, value in vars(hyper).items():
             kind = type(value)
@@ -55,4 +56,4 @@ def refuse_misfit_numbers(optimizer: Any, p: Parameter, hyper: Any, backend: Bac
                     f"{p._label()}: {type(optimizer).__name__}'s {name}={number!r} cannot be converted to the "
                     f"parameter's dtype {dtype} without overflow (its largest finite value is {largest!r})"
                 )
-    _fitted = (hyper, dtype)
+    _fitted = (hyper, backend, dtype)

@@ -57,10 +57,14 @@ class ArrayAPIBackend(Backend):
         except Exception:  # not on the host, or no DLPack: nothing to tell
             return False
 
+    def any_read_only(self, arrays: "list[Any]") -> bool:
+        return any(map(self.read_only, arrays))
+
     def _same_memory(self, arrays: "list[Any]") -> bool:
-        # Rules run as written here already, and operands that are one array are one
-        # array to them (complex ones too): nothing to find out.
-        return False
+        # The standard says nothing of memory: only an array given twice can be seen (and
+        # the rule runs as written here anyway; operands that are one array are one array
+        # to it, complex ones too).
+        return len(set(map(id, arrays))) < len(arrays)
 
     # The standard has no scatter (no integer-array __setitem__, no add.at): these two
     # copy the whole array to the host, write the entries there with NumPy, and copy it

@@ -161,10 +161,10 @@ class Backend:
             for key, value in state.items():
                 if read_only(value):
                     raise ValueError(f"its optimizer state {key!r} is read-only, so the optimizer cannot update it")
-        arrays = [a for a in operands if hasattr(a, "shape") and hasattr(a, "base")]
+        arrays = [a for a in operands if hasattr(a, "shape")]
         owners = set()
         for a in arrays:
-            base = a.base
+            base = getattr(a, "base", None)
             if base is None:
                 owners.add(id(a))
             elif getattr(base, "base", 0) is None:  # an array that owns its memory (views point to it)

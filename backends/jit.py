@@ -114,7 +114,8 @@ class JitKernel:
         except Exception as exc:
             # numba raises what reading a damaged cache raises (EOFError, UnpicklingError,
             # AttributeError, ...) from the call, while it compiles: before the loop writes.
-            if not (self._cached and _raised_by_numba(exc)):
+            # (A read-only array to write makes it refuse to compile: not the cache's fault.)
+            if not (self._cached and _raised_by_numba(exc)) or self.writes_read_only(args):
                 raise
             warnings.warn(
                 f"arrayopt: numba could not use its cache of the {self.name} kernel ({type(exc).__name__}: {exc}); "
@@ -124,6 +125,10 @@ class JitKernel:
             )
             self._forget_cache()
             self._launch(*args)
+
+    def writes_read_only(self, args: Any) -> bool:
+        """Whether an array among ``args`` that the kernel stores into is read-only (numba refuses to compile that)."""
+        return any(not args[p].flags.writeable for p in self.program.stores)
 
     def compile(self, parallel: bool = False) -> Any:
         """The numba dispatcher of the serial or parallel loop."""

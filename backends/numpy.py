@@ -76,7 +76,7 @@ class NumPyBackend(Backend):
                         kernel(*values)
                         return
                     except _jit_errors() as exc:  # raised while compiling, before any write
-                        if _read_only_target(kernel, values):
+                        if kernel.writes_read_only(values):
                             # The operands are at fault, not the rule: keep the kernel for later calls.
                             raise ValueError(f"{rule.__name__}: an array it writes is read-only") from None
                         compiled[key] = None
@@ -337,11 +337,6 @@ def _prepare(cache: dict[tuple[Any, ...], Any], make: Any, rule: Rule, flags: di
         return key, None, None
     runner, positions, complex_ = entry
     return key, runner, _flat_operands(args, positions, complex_)
-
-
-def _read_only_target(kernel: Any, values: list[Any]) -> bool:
-    """Whether an array the numba kernel stores into is read-only (numba then refuses to compile it)."""
-    return any(not values[p].flags.writeable for p in kernel.program.stores)
 
 
 def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
