@@ -209,6 +209,12 @@ class Optimizer:
     with overflowing steps. The check costs one pass over the gradients. Neither
     attribute is part of ``state_dict``.
 
+    Threads: as in torch, an optimizer and its parameters are used by one thread at a
+    time. A ``step`` called while another thread is inside this optimizer's ``step``
+    raises RuntimeError (torch would interleave the two and give wrong numbers);
+    different optimizers over different parameters may step in different threads at
+    once.
+
     Example:
         >>> import numpy as np
         >>> from arrayopt import Parameter
@@ -644,8 +650,16 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
     attribute ``_sparse_error``).
 
     ``step`` first prepares every parameter that has a gradient (hyper-parameters, new
-    state, operands, shape and dtype checks) and only then updates them, so an error
-    leaves every parameter and every piece of state as it was.
+    state, operands, shape and dtype checks; parameters, state arrays or member views
+    of flat storage made read-only; numbers of the :class:`Hyper` too large for a
+    parameter's dtype; operands overlapping in memory without being the same elements)
+    and only then updates them, so an error leaves every parameter, every piece of
+    state and every counter as it was. A Ctrl-C (KeyboardInterrupt) during the updates
+    waits for them to finish (``arrayopt.backends.interrupts``): it never leaves a step
+    half done. A gradient or state array that is the parameter's own array (``p.grad =
+    p.data``) runs the rule as written, one operation at a time, so each operation sees
+    what the ones before it wrote, as torch's in-place operations do
+    (:class:`~arrayopt.backends.base.InOrder`).
 
     **Flat runs.** With ``_flat_runs = True`` (state arrays shaped like the parameter,
     created, read and written elementwise; other state a float ``step`` or None), the
