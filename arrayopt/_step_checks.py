@@ -11,6 +11,7 @@ overflow"). A refused step leaves every parameter, every piece of state and ever
 counter as it was.
 """
 
+import dataclasses
 import numbers
 from typing import Any
 
@@ -20,10 +21,11 @@ from arrayopt.parameter import Parameter
 __all__ = ["refuse_misfit_numbers"]
 
 
-# the last (hyper, backend, dtype) found to fit: a step checks each group's numbers once per dtype
-_fitted: tuple[Any, Any, Any] = (None, None, None)
-# (backend, dtype) -> the dtype's largest finite value
-_largest: dict[tuple[Any, Any], float] = {}
+# the last (hyper, dtype) found to fit: a step checks each group's numbers once per dtype
+_fitted: tuple[Any, Any] = (None, None)
+# id(dtype) -> (dtype, its largest finite value); dtypes are compared by identity (those
+# of different libraries are not to be compared, and NumPy's own are one object each)
+_largest: dict[int, tuple[Any, float]] = {}
 
 
 def refuse_misfit_numbers(optimizer: Any, p: Parameter, hyper: Any, backend: Backend, data: Any) -> None:
@@ -35,25 +37,35 @@ def refuse_misfit_numbers(optimizer: Any, p: Parameter, hyper: Any, backend: Bac
     """
     global _fitted
     dtype = data.dtype
-    fitted_hyper, fitted_backend, fitted_dtype = _fitted
-    if fitted_hyper is hyper and fitted_backend is backend and fitted_dtype == dtype:
+    fitted_hyper, fitted_dtype = _fitted
+    if fitted_hyper is hyper and fitted_dtype is dtype:
         return
-    key = (backend, dtype)  # dtypes of different libraries are not to be compared
-    largest = _largest.get(key)
-    if largest is None:
-        largest = _largest[key] = float(backend.xp.finfo(dtype).max)
+    entry = _largest.get(id(dtype))
+    if entry is None or entry[0] is not dtype:
+        entry = _largest[id(dtype)] = (dtype, float(backend.xp.finfo(dtype).max))
+    largest = entry[1]
     if largest < 1.7976931348623157e308:  # float64: every finite Python float fits
-        for name, value in vars(hyper).items():
-            kind = type(value)
-            if kind is float or kind is int:
-                number = value
-            elif name == "flags" or kind is bool or not isinstance(value, numbers.Real):
+        fields = vars(hyper)
+        for name in _numbers_of(type(hyper)):
+            number = fields[name]
+            if type(number) is not float and not isinstance(number, numbers.Real):  # a subclass's None, say
                 continue
-            else:  # a NumPy scalar (a float32 lr)
-                number = float(value)
-            if (number > largest or number < -largest) and abs(number) != float("inf"):
+            if largest < abs(number) < float("inf"):
                 raise RuntimeError(
-                    f"{p._label()}: {type(optimizer).__name__}'s {name}={number!r} cannot be converted to the "
+                    f"{p._label()}: {type(optimizer).__name__}'s {name}={float(number)!r} cannot be converted to the "
                     f"parameter's dtype {dtype} without overflow (its largest finite value is {largest!r})"
                 )
-    _fitted = (hyper, backend, dtype)
+    _fitted = (hyper, dtype)
+
+
+# Hyper subclass -> the names of its fields that hold numbers (declared float or int)
+_NUMBERS: dict[type, tuple[str, ...]] = {}
+
+
+def _numbers_of(kind: type) -> tuple[str, ...]:
+    names = _NUMBERS.get(kind)
+    if names is None:
+        names = _NUMBERS[kind] = tuple(
+            f.name for f in dataclasses.fields(kind) if f.type in (float, int, "float", "int")
+        )
+    return names

@@ -122,9 +122,9 @@ class NumPyBackend(Backend):
         if not operands[0].flags.writeable:
             raise ValueError(READ_ONLY_MESSAGE)
         if state:
-            for key, value in state.items():
+            for value in state.values():
                 if isinstance(value, ndarray) and not value.flags.writeable:
-                    raise ValueError(f"its optimizer state {key!r} is read-only, so the optimizer cannot update it")
+                    return super().check_writes(operands, state)  # raises, naming the key
         owners = set()
         count = 0
         for a in operands:
