@@ -50,7 +50,7 @@ def refuse_misfit_numbers(optimizer: Any, p: Parameter, hyper: Any, backend: Bac
             number = fields[name]
             if type(number) is not float and not isinstance(number, numbers.Real):  # a subclass's None, say
                 continue
-            if largest < abs(number) < float("inf"):
+            if largest < abs(float(number)) < float("inf"):
                 raise RuntimeError(
                     f"{p._label()}: {type(optimizer).__name__}'s {name}={float(number)!r} cannot be converted to the "
                     f"parameter's dtype {dtype} without overflow (its largest finite value is {largest!r})"
