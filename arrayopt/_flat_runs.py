@@ -35,7 +35,9 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from itertools import groupby
 from typing import Any
 
+from arrayopt._step_checks import refuse_misfit_numbers
 from arrayopt.backends import get_backend, is_array
+from arrayopt.backends.base import READ_ONLY_MESSAGE
 from arrayopt.flat import FlatBuffer
 from arrayopt.parameter import Parameter
 
@@ -566,10 +568,17 @@ class FlatRuns:
                         slot[...] = value  # a slot no held state uses: harmless if the step fails
                         state[key] = slices[key] = slot
         operands = optimizer._operands(stand_in, group, state)
+        backend = buffer.backend
         try:
-            buffer.backend.check_operands(operands)
+            backend.check_operands(operands)
+            backend.check_writes(operands, state)  # never one another here: no order needed
         except ValueError as exc:
             raise ValueError(f"{params[0]._label()}: {exc}") from None
+        views = buffer.data_views(a, b)
+        if backend.any_read_only(views):  # a member's own view, made read-only
+            p = next(p for p, view in zip(params, views, strict=True) if backend.read_only(view))
+            raise ValueError(f"{p._label()}: {READ_ONLY_MESSAGE}")
+        refuse_misfit_numbers(optimizer, params[0], hyper, backend, stand_in.data)
         updates.append(RunUpdate(held, a, b, params, entries, state, slices, operands, hyper))
         return True
 

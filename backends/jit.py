@@ -19,7 +19,9 @@ reassociated or contracted into fused multiply-adds: every operation rounds as t
 NumPy ufunc does, and the compiled and NumPy paths give the same bits (tested).
 Arrays of at least :data:`PARALLEL_MIN_ELEMENTS` elements are split into one block
 per thread (``numba.prange``) when numba has more than one (``numba.set_num_threads``,
-``NUMBA_NUM_THREADS``). A process forked after its parallel kernels ran cannot use
+``NUMBA_NUM_THREADS``); one such loop runs at a time in the process, a launch from
+another thread meanwhile runs serially (numba's workqueue layer cannot be entered
+from two threads). A process forked after its parallel kernels ran cannot use
 numba's threads (GNU OpenMP terminates the child), so there every kernel runs
 serially: the same bits, on one thread.
 
@@ -64,6 +66,8 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
 _compile_lock = threading.Lock()
+# Held while a parallel loop runs: one at a time in the process (see JitKernel._one_parallel_launch).
+_parallel_lock = threading.Lock()
 # The process whose numba threads have run a parallel kernel (a child forked from it must not use them).
 _parallel_pid: int | None = None
 
@@ -110,7 +114,8 @@ class JitKernel:
         except Exception as exc:
             # numba raises what reading a damaged cache raises (EOFError, UnpicklingError,
             # AttributeError, ...) from the call, while it compiles: before the loop writes.
-            if not (self._cached and _raised_by_numba(exc)):
+            # (A read-only array to write makes it refuse to compile: not the cache's fault.)
+            if not (self._cached and _raised_by_numba(exc)) or self.writes_read_only(args):
                 raise
             warnings.warn(
                 f"arrayopt: numba could not use its cache of the {self.name} kernel ({type(exc).__name__}: {exc}); "
@@ -120,6 +125,10 @@ class JitKernel:
             )
             self._forget_cache()
             self._launch(*args)
+
+    def writes_read_only(self, args: Any) -> bool:
+        """Whether an array among ``args`` that the kernel stores into is read-only (numba refuses to compile that)."""
+        return any(not args[p].flags.writeable for p in self.program.stores)
 
     def compile(self, parallel: bool = False) -> Any:
         """The numba dispatcher of the serial or parallel loop."""
@@ -143,10 +152,27 @@ class JitKernel:
 
     def _run(self, n: int) -> Any:
         if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable():
-            parallel = self._parallel
-            return self.compile(parallel=True) if parallel is None else parallel
+            if self._parallel is None:
+                self.compile(parallel=True)
+            return self._one_parallel_launch
         serial = self._serial
         return self.compile() if serial is None else serial
+
+    def _one_parallel_launch(self, *args: Any) -> None:
+        """The parallel loop, unless another thread's is running: then the serial one (same bits).
+
+        numba's workqueue threading layer (its fallback where neither TBB nor OpenMP
+        is found, e.g. macOS) aborts the process when two threads launch parallel
+        loops at once; optimizers stepped in two threads must not do that.
+        """
+        if not _parallel_lock.acquire(blocking=False):
+            serial = self._serial
+            (self.compile() if serial is None else serial)(*args)
+            return
+        try:
+            self._parallel(*args)
+        finally:
+            _parallel_lock.release()
 
 
 def _threads_usable() -> bool:

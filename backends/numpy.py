@@ -8,7 +8,7 @@ from typing import Any
 import array_api_compat.numpy as compat_numpy
 import numpy
 
-from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
+from arrayopt.backends.base import READ_ONLY_MESSAGE, Backend, Kernel, Rule, real_layouts
 
 #: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
 #: when numba does not compile the rule. Below it, the rule itself runs on the whole
@@ -76,6 +76,9 @@ class NumPyBackend(Backend):
                         kernel(*values)
                         return
                     except _jit_errors() as exc:  # raised while compiling, before any write
+                        if kernel.writes_read_only(values):
+                            # The operands are at fault, not the rule: keep the kernel for later calls.
+                            raise ValueError(f"{rule.__name__}: an array it writes is read-only") from None
                         compiled[key] = None
                         warnings.warn(
                             f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
@@ -102,6 +105,39 @@ class NumPyBackend(Backend):
         run.compiled = compiled  # type: ignore[attr-defined]  # for tests and benchmarks
         run.plans = plans  # type: ignore[attr-defined]
         return run
+
+    def in_order(self, rule: Rule, **flags: Any) -> Kernel:
+        def run(*args: Any) -> None:
+            for values in real_layouts(args, numpy.ndarray)[1]:
+                _apply(rule, values, flags)
+
+        return run
+
+    def read_only(self, array: Any) -> bool:
+        return isinstance(array, numpy.ndarray) and not array.flags.writeable
+
+    def check_writes(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        # Backend.check_writes for ndarrays, inlined: it runs once per parameter and step.
+        ndarray = numpy.ndarray
+        if not operands[0].flags.writeable:
+            raise ValueError(READ_ONLY_MESSAGE)
+        if state:
+            for value in state.values():
+                if isinstance(value, ndarray) and not value.flags.writeable:
+                    return super().check_writes(operands, state)  # raises, naming the key
+        owners = set()
+        count = 0
+        for a in operands:
+            if isinstance(a, ndarray):
+                base = a.base
+                if base is None:
+                    owners.add(id(a))
+                elif type(base) is ndarray and base.base is None:
+                    owners.add(id(base))
+                else:  # memory of something else: let the generic test decide
+                    return self._same_memory([a for a in operands if isinstance(a, ndarray)])
+                count += 1
+        return len(owners) != count and self._same_memory([a for a in operands if isinstance(a, ndarray)])
 
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
