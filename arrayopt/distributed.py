@@ -51,10 +51,11 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from arrayopt._hooks import with_step_hooks
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend
 from arrayopt.flat import FlatBuffer
-from arrayopt.optimizer import Optimizer, StateDict, _with_step_hooks
+from arrayopt.optimizer import Optimizer, StateDict
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
@@ -1484,7 +1485,7 @@ def _zero_step_body(self: ZeroRedundancyOptimizer, closure: Callable[[], Any] | 
 
 
 # The step hooks and the non-finite guard, around the shard's step: they see the averaged gradients.
-_zero_step = _with_step_hooks(_zero_step_body)
+_zero_step = with_step_hooks(_zero_step_body)
 
 
 def _copy_options(source: dict[str, Any], target: dict[str, Any]) -> None:
