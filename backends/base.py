@@ -170,6 +170,69 @@ class Backend:
         """
         return self.xp.sum(a * b)
 
+    def axpy(self, y: Any, alpha: Any, x: Any) -> None:
+        r""":math:`y \leftarrow y + \alpha x` in place, the product rounded before the sum (never a fused multiply-add).
+
+        The bits of ``y += alpha * x``; NumPy runs it over cache-sized blocks, without
+        a temporary as long as ``y``. ``y - alpha x`` is ``axpy(y, -alpha, x)``, the
+        same bits: negation is exact and IEEE 754 defines ``a - b`` as ``a + (-b)``.
+
+        Args:
+            y: a 1-D real array of this library, updated in place.
+            alpha: a number or a 0-d array (as in ``alpha * x``).
+            x: a 1-D array like ``y``.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> y = np.array([1.0, 2.0])
+            >>> get_backend(y).axpy(y, 0.5, np.array([2.0, 4.0]))
+            >>> y
+            array([2., 4.])
+        """
+        y += alpha * x
+
+    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
+        r""":meth:`axpy` then :meth:`dot`: :math:`y \leftarrow y + \alpha x`, and :math:`z^\top y` of the new ``y``.
+
+        The same bits as the two calls; NumPy makes one pass over the three vectors,
+        block by block (the step of L-BFGS's two-loop recursion).
+
+        Args:
+            y: a 1-D real array of this library, updated in place.
+            alpha: a number or a 0-d array.
+            x, z: 1-D arrays like ``y``.
+
+        Returns:
+            :math:`z^\top y` as :meth:`dot` returns it.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> y = np.array([1.0, 2.0])
+            >>> get_backend(y).axpy_dot(y, -1.0, np.array([1.0, 1.0]), np.array([3.0, 5.0]))
+            np.float64(5.0)
+        """
+        self.axpy(y, alpha, x)
+        return self.dot(z, y)
+
+    def max_abs(self, x: Any) -> Any:
+        r""":math:`\max_i |x_i|` of a non-empty 1-D real array (NaN if ``x`` holds one): ``max(abs(x))``, exact.
+
+        Args:
+            x: a 1-D real array of this library.
+
+        Returns:
+            The maximum as ``xp.max`` returns it (a 0-d array or scalar of ``x``'s dtype).
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> get_backend(np.zeros(1)).max_abs(np.array([1.0, -3.0, 2.0]))
+            np.float64(3.0)
+        """
+        return self.xp.max(self.xp.abs(x))
+
     # -- arrays ---------------------------------------------------------------------
 
     def quiet(self) -> "contextlib.AbstractContextManager[Any]":
