@@ -31,6 +31,7 @@ and the kernel compiled again in memory: a step never fails because of the cache
 """
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -46,6 +47,7 @@ from typing import Any
 import numba
 import numpy
 
+from arrayopt.backends.background import NotReady
 from arrayopt.backends.trace import (
     ARRAY,
     OPERATIONS,
@@ -89,7 +91,17 @@ class JitKernel:
     ``args`` are the rule's positional arguments with every array 1-D and of
     ``dtype`` (complex arrays viewed as interleaved reals). The serial and the
     parallel loop are compiled on first use.
+
+    Off the critical path (:mod:`arrayopt.backends.background`), :meth:`warm`
+    compiles a loop for the arguments it is shown, in the background thread, and
+    then *freezes* it: :meth:`run_ready` runs frozen loops only, and raises
+    :class:`~arrayopt.backends.background.NotReady` (a loop not made yet) or
+    TypeError (arguments of a kind not compiled: another layout), before any write,
+    where a call would have to compile first. Calling the kernel itself thaws them.
     """
+
+    #: the loops refuse to compile on a call (see :meth:`warm`)
+    frozen = False
 
     def __init__(self, program: Program, dtype: Any, name: str = "rule") -> None:
         self.program = program
@@ -103,8 +115,22 @@ class JitKernel:
         namespace: dict[str, Any] = {"_run": self._run}
         exec(compile(self.launcher_source, register_source(self.launcher_source, f"{name}-launch"), "exec"), namespace)
         self._launch: Callable[..., None] = namespace["launch"]
+        self._launch_ready = self._launcher(self._pick)
+        #: kinds of arguments (parallel or not, each array's dtype, contiguity, writability)
+        #: a warm-up was asked for, so that each is asked once
+        self.warming: set[Any] = set()
+
+    def _launcher(self, pick: Callable[[int], Any]) -> Callable[..., None]:
+        """The launcher with ``pick(n)`` choosing the loop for ``n`` elements."""
+        namespace: dict[str, Any] = {"_run": pick}
+        filename = register_source(self.launcher_source, f"{self.name}-launch")
+        exec(compile(self.launcher_source, filename, "exec"), namespace)
+        launch: Callable[..., None] = namespace["launch"]
+        return launch
 
     def __call__(self, *args: Any) -> None:
+        if self.frozen:
+            self._thaw()
         try:
             self._launch(*args)
         except Exception as exc:
@@ -124,11 +150,73 @@ class JitKernel:
     def compile(self, parallel: bool = False) -> Any:
         """The numba dispatcher of the serial or parallel loop."""
         with _compile_lock:
-            if self._module is None:
-                self._module, self._cached = _load(self.source, self.name)
-            dispatcher = getattr(self._module, "kernel_parallel" if parallel else "kernel")
+            dispatcher = self._dispatcher(parallel)
             setattr(self, "_parallel" if parallel else "_serial", dispatcher)
         return dispatcher
+
+    def _dispatcher(self, parallel: bool) -> Any:
+        if self._module is None:
+            self._module, self._cached = _load(self.source, self.name)
+        return getattr(self._module, "kernel_parallel" if parallel else "kernel")
+
+    # -- compiled off the critical path ----------------------------------------------
+
+    def wants_parallel(self, n: int) -> bool:
+        """Whether ``n`` elements run on numba's threads (from the calling thread's setting)."""
+        return n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable()
+
+    def run_ready(self, *args: Any) -> None:
+        """Run a frozen loop on ``args``; NotReady or TypeError, before any write, where one would compile."""
+        self._launch_ready(*args)
+
+    def _pick(self, n: int) -> Any:
+        dispatcher = self._parallel if self.wants_parallel(n) else self._serial
+        if dispatcher is None or not self.frozen:
+            raise NotReady(self.name)
+        return dispatcher
+
+    def warm(self, args: "list[Any] | tuple[Any, ...]", parallel: bool) -> None:
+        """Compile the serial or parallel loop for arguments like ``args`` (run on them), then freeze it.
+
+        Called in the background thread, with small arrays of the layouts and dtypes
+        the real ones have (their values are overwritten). A loop is published for
+        :meth:`run_ready` only once it is compiled for them; a damaged numba cache is
+        emptied and the loop compiled in memory, as :meth:`__call__` does.
+        """
+        published = self._parallel if parallel else self._serial
+        for attempt in (0, 1):
+            with _compile_lock:
+                dispatcher = published if published is not None else self._dispatcher(parallel)
+                cached = self._cached
+            if dispatcher.signatures:
+                dispatcher.disable_compile(False)
+            try:
+                self._launcher(functools.partial(_same, dispatcher))(*args)
+                break
+            except Exception as exc:
+                if attempt or not (cached and _raised_by_numba(exc)):
+                    raise
+                warnings.warn(
+                    f"arrayopt: numba could not use its cache of the {self.name} kernel "
+                    f"({type(exc).__name__}: {exc}); emptied it, compiling the kernel again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._forget_cache()
+                published = None
+            finally:
+                if dispatcher.signatures:
+                    dispatcher.disable_compile(True)
+        with _compile_lock:
+            setattr(self, "_parallel" if parallel else "_serial", dispatcher)
+            self.frozen = True
+
+    def _thaw(self) -> None:
+        """Let the loops compile on a call again (a caller that compiles where it stands)."""
+        self.frozen = False
+        for dispatcher in (self._serial, self._parallel):
+            if dispatcher is not None:
+                dispatcher.disable_compile(False)
 
     def _forget_cache(self) -> None:
         """Empty numba's cache of this kernel (the next process compiles it afresh) and compile it in memory."""
@@ -140,6 +228,7 @@ class JitKernel:
                     dispatcher._cache.flush()
             self._module, self._cached = _in_memory(self.source, self.name), False
             self._serial = self._parallel = None
+            self.warming.clear()
 
     def _run(self, n: int) -> Any:
         if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable():
@@ -147,6 +236,15 @@ class JitKernel:
             return self.compile(parallel=True) if parallel is None else parallel
         serial = self._serial
         return self.compile() if serial is None else serial
+
+
+def max_threads() -> int:
+    """The most threads numba may run (``NUMBA_NUM_THREADS``), whatever the calling thread's setting."""
+    return int(getattr(numba.config, "NUMBA_NUM_THREADS"))  # noqa: B009 - not in numba's stubs
+
+
+def _same(value: Any, n: int) -> Any:
+    return value
 
 
 def _threads_usable() -> bool:

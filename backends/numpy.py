@@ -1,6 +1,8 @@
 """NumPy backend: rules compiled by numba when it is installed, else NumPy ufuncs in chunks (and threads)."""
 
+import functools
 import importlib.util
+import math
 import os
 import warnings
 from typing import Any
@@ -8,6 +10,7 @@ from typing import Any
 import array_api_compat.numpy as compat_numpy
 import numpy
 
+from arrayopt.backends import background, pairwise
 from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
 
 #: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
@@ -69,7 +72,11 @@ class NumPyBackend(Backend):
         plans: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
-            if _numba is True or (_numba is None and numba_enabled()):
+            mode = _numba if _numba is not None else (numba_enabled() and _numba)
+            if mode == "background":
+                if _run_compiled(compiled, rule, flags, args):
+                    return
+            elif mode:
                 key, kernel, values = _prepare(compiled, _jit_plan, rule, flags, args)
                 if values is not None:
                     try:
@@ -105,8 +112,18 @@ class NumPyBackend(Backend):
 
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
-        # microseconds a call): the same pairwise sum, so the same bits (tested)
-        return numpy.add.reduce(numpy.multiply(a, b))
+        # microseconds a call): the same pairwise sum, so the same bits (tested), and
+        # over cache-sized blocks on long vectors (backends/pairwise.py)
+        return pairwise.dot(a, b)
+
+    def axpy(self, y: Any, alpha: Any, x: Any) -> None:
+        pairwise.axpy(y, alpha, x)
+
+    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
+        return pairwise.axpy_dot(y, alpha, x, z)
+
+    def max_abs(self, x: Any) -> Any:
+        return pairwise.max_abs(x)
 
     def take_entries(self, array: Any, indices: Any) -> Any:
         return array[tuple(indices)]
@@ -152,9 +169,11 @@ def round_scalar_on_host(value: float, dtype: Any) -> float:
 # -- numba ------------------------------------------------------------------------------
 
 _MISSING = object()
-# True, False, or None: not decided yet (ARRAYOPT_NUMBA and whether numba is installed
-# are looked at on the first launch, so importing arrayopt never imports numba).
-_numba: bool | None = None
+# True (compile on a launch, where it stands), "background" (compile off the critical
+# path: backends/background.py), False, or None: not decided yet (ARRAYOPT_NUMBA and
+# whether numba is installed are looked at on the first launch, so importing arrayopt
+# never imports numba).
+_numba: "bool | str | None" = None
 
 
 def numba_enabled() -> bool:
@@ -162,8 +181,11 @@ def numba_enabled() -> bool:
 
     Decided on first use from the environment variable ``ARRAYOPT_NUMBA``: ``0`` (or
     ``false``, ``no``, ``off``) never uses numba; ``1`` (``true``, ``yes``, ``on``)
-    requires it (ImportError if it cannot be imported); unset or ``auto`` uses it when
-    it is installed. :func:`set_numba` overrides the choice at any time.
+    requires it (ImportError if it cannot be imported) and compiles each kernel on the
+    launch that first needs it; unset or ``auto`` uses it when it is installed, made
+    off the critical path: launches run on NumPy until the kernel is ready
+    (:mod:`arrayopt.backends.background`). :func:`set_numba` overrides the choice at
+    any time.
     """
     global _numba
     if _numba is None:
@@ -182,9 +204,12 @@ def numba_enabled() -> bool:
 def set_numba(mode: "bool | str") -> bool:
     """Use numba-compiled rules (True), NumPy ufuncs (False), or numba if installed ("auto").
 
-    Returns whether numba is used from now on. Both paths give the same bits; numba
-    is imported here (when asked for) and compiles each rule on its first launch for
-    a flag set and dtype. Raises ImportError for True when numba cannot be imported.
+    Returns whether numba is used from now on. Both paths give the same bits. With
+    True, numba is imported here and each rule compiled on its first launch for a
+    flag set and dtype (that launch waits for it); ImportError when numba cannot be
+    imported. With "auto", nothing waits for numba: it is imported and the kernels
+    compiled in a background thread, launches running on NumPy until their kernel is
+    ready (:mod:`arrayopt.backends.background`).
     """
     global _numba
     if mode not in (True, False, "auto"):
@@ -192,9 +217,9 @@ def set_numba(mode: "bool | str") -> bool:
     if mode is False:
         _numba = False
         return False
-    if mode == "auto" and importlib.util.find_spec("numba") is None:
-        _numba = False
-        return False
+    if mode == "auto":
+        _numba = "background" if importlib.util.find_spec("numba") is not None else False
+        return bool(_numba)
     try:
         import arrayopt.backends.jit  # noqa: F401 - imports numba
     except ImportError as exc:
@@ -318,6 +343,96 @@ def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: 
             a = a.reshape(-1)
             values[i] = a.view(a.real.dtype) if complex_ else a
     return values
+
+
+class _Pending:
+    """In a kernel's cache of compiled loops: being made in the background by process ``pid``."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+
+def _run_compiled(compiled: dict[tuple[Any, ...], Any], rule: Rule, flags: dict[str, Any], args: Any) -> bool:
+    """Run the numba kernel for ``args`` if it is ready (True); else have it made off the critical path (False).
+
+    The first launch for a key hands the making of its kernel to the background
+    thread; until it is ready, and for arguments it was not compiled for (another
+    layout, or the parallel loop), the caller runs the NumPy path, which gives the
+    same bits.
+    """
+    key = (args[0].dtype, *map(type, args))
+    entry = compiled.get(key, _MISSING)
+    if type(entry) is tuple:
+        kernel, positions, complex_ = entry
+        values = _flat_operands(args, positions, complex_)
+        if values is None:
+            return False
+        try:
+            kernel.run_ready(*values)
+            return True
+        except Exception as exc:  # raised before any write: the loop would have to compile first
+            if not isinstance(exc, (background.NotReady, TypeError, RuntimeError, *_jit_errors())):
+                raise
+            _warm_later(kernel, values)
+            return False
+    if entry is _MISSING or (type(entry) is _Pending and entry.pid != os.getpid()):
+        compiled[key] = _Pending()
+        like = [_like(a) for a in args]
+        background.submit(functools.partial(_make, compiled, key, rule, flags, like, math.prod(args[0].shape)))
+    return False
+
+
+def _make(
+    compiled: dict[tuple[Any, ...], Any], key: tuple[Any, ...], rule: Rule, flags: dict[str, Any], like: Any, n: int
+) -> None:
+    """In the background: trace and compile the kernel for ``key``, warm it on ``like``, then publish it.
+
+    ``n`` is the size of the launch that asked: from a million elements up, with
+    numba threads, the parallel loop is the one warmed.
+    """
+    global _numba
+    entry = None
+    try:
+        entry = _jit_plan(rule, flags, key)
+        if entry is not None:
+            from arrayopt.backends import jit
+
+            kernel, positions, complex_ = entry
+            values = _flat_operands(like, positions, complex_)
+            if values is not None:
+                kernel.warm(values, parallel=n >= jit.PARALLEL_MIN_ELEMENTS and jit.max_threads() > 1)
+    except ImportError:
+        _numba, entry = False, None  # numba is installed but cannot be imported: NumPy from now on
+    except Exception as exc:
+        entry = None
+        if not isinstance(exc, _jit_errors()):
+            raise
+        warnings.warn(f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})", RuntimeWarning, 1)
+    finally:
+        compiled[key] = entry
+
+
+def _warm_later(kernel: Any, values: list[Any]) -> None:
+    """Have ``kernel`` compiled, in the background, for arguments like ``values`` (once per kind of arguments)."""
+    arrays = [a for a in values if isinstance(a, numpy.ndarray)]
+    parallel = kernel.wants_parallel(len(arrays[0]))
+    kind = (parallel, tuple((a.dtype, a.flags.c_contiguous, a.flags.writeable) for a in arrays))
+    if kind not in kernel.warming:
+        kernel.warming.add(kind)
+        background.submit(functools.partial(kernel.warm, [_like(a) for a in values], parallel))
+
+
+def _like(value: Any) -> Any:
+    """A small stand-in for an argument: an array of the same dtype, layout and writability, else the value."""
+    if not isinstance(value, numpy.ndarray):
+        return value
+    strided = value.ndim == 1 and not value.flags.c_contiguous
+    like = numpy.zeros(4 if strided else 2, value.dtype)[:: 2 if strided else 1]
+    if not value.flags.writeable:
+        like.flags.writeable = False
+    return like
 
 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:
