@@ -72,7 +72,7 @@ class NumPyBackend(Backend):
         plans: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
-            mode = _numba if _numba is not None else (numba_enabled() and _numba)
+            mode = _mode()
             if mode == "background":
                 if _run_compiled(compiled, rule, flags, args):
                     return
@@ -114,16 +114,16 @@ class NumPyBackend(Backend):
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
         # microseconds a call): the same pairwise sum, so the same bits (tested), and
         # over cache-sized blocks on long vectors (backends/pairwise.py)
-        return pairwise.dot(a, b)
+        return pairwise.dot(a, b, pairwise.compiled(a.dtype, _mode()))
 
     def axpy(self, y: Any, alpha: Any, x: Any) -> None:
-        pairwise.axpy(y, alpha, x)
+        pairwise.axpy(y, alpha, x, pairwise.compiled(y.dtype, _mode()))
 
     def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
-        return pairwise.axpy_dot(y, alpha, x, z)
+        return pairwise.axpy_dot(y, alpha, x, z, pairwise.compiled(y.dtype, _mode()))
 
     def max_abs(self, x: Any) -> Any:
-        return pairwise.max_abs(x)
+        return pairwise.max_abs(x, pairwise.compiled(x.dtype, _mode()))
 
     def take_entries(self, array: Any, indices: Any) -> Any:
         return array[tuple(indices)]
@@ -174,6 +174,13 @@ _MISSING = object()
 # whether numba is installed are looked at on the first launch, so importing arrayopt
 # never imports numba).
 _numba: "bool | str | None" = None
+
+
+def _mode() -> "bool | str":
+    """The numba setting: False, True (compile where it stands) or "background" (decided on first use)."""
+    if _numba is None:
+        numba_enabled()
+    return _numba or False
 
 
 def numba_enabled() -> bool:

@@ -16,15 +16,25 @@ block at a time and takes the dot product of the new ``y`` with ``z`` while the 
 is in cache, which is what each step of L-BFGS's two-loop recursion does. Every
 operation is the NumPy ufunc the unfused expression would call, on the same elements,
 so the results are the same bits as ``y += alpha * x; dot(z, y)``.
+
+With numba, :func:`compiled` gives the same operations compiled into single passes
+(:mod:`arrayopt.backends.pairwise_jit`: the same tree, the same bits), made where the
+NumPy backend makes its rule kernels: in the caller's thread, or off the critical path
+(:mod:`arrayopt.backends.background`), NumPy's blocks serving until they are ready.
 """
 
+import functools
+import os
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy
 
-__all__ = ["BLOCK", "axpy", "axpy_dot", "dot", "max_abs", "pairwise_tree"]
+from arrayopt.backends import background
+
+__all__ = ["BLOCK", "axpy", "axpy_dot", "compiled", "dot", "max_abs", "pairwise_tree"]
 
 #: Elements per block: the largest node of the sum's tree evaluated at once (512 KiB
 #: of float64 products, the L2 cache of the project machines). Longer vectors are cut
@@ -33,6 +43,7 @@ BLOCK = 1 << 16
 
 _add, _multiply = numpy.add, numpy.multiply
 _local = threading.local()
+_MISSING = object()
 
 
 def pairwise_tree(lo: int, hi: int, leaf: Callable[[int, int], Any]) -> Any:
@@ -66,8 +77,16 @@ def _whole(node_sum: Any) -> Any:
     return node_sum.dtype.type(0) + node_sum
 
 
-def dot(a: Any, b: Any) -> Any:
-    """``add.reduce(multiply(a, b))`` of two 1-D arrays of one real dtype, the same bits, blocked."""
+def dot(a: Any, b: Any, ops: Any = None) -> Any:
+    """``add.reduce(multiply(a, b))`` of two 1-D arrays of one real dtype, the same bits, blocked.
+
+    ``ops``: the compiled operations (:func:`compiled`), used if they take these arrays.
+    """
+    if ops is not None:
+        try:
+            return ops.dot(a, b)
+        except TypeError:  # not compiled for these arrays (layout, writability): raised before anything ran
+            pass
     n = a.shape[0]
     if n <= BLOCK:
         return _add.reduce(_multiply(a, b))
@@ -80,16 +99,25 @@ def dot(a: Any, b: Any) -> Any:
     return _whole(pairwise_tree(0, n, leaf))
 
 
-def axpy(y: Any, alpha: Any, x: Any) -> None:
+def axpy(y: Any, alpha: Any, x: Any, ops: Any = None) -> None:
     """``y += alpha * x`` in place (the product rounded, then the sum), blocked: no temporary as long as ``y``.
 
     ``y`` and ``x`` have one shape; C-contiguous ones of any shape are taken as 1-D.
+    ``ops``: as for :func:`dot`.
     """
     if y.ndim != 1:
-        if y.size <= BLOCK or not (y.flags.c_contiguous and x.flags.c_contiguous):
+        if not (y.flags.c_contiguous and x.flags.c_contiguous) or y.dtype != x.dtype:
             y += alpha * x
             return
         y, x = y.reshape(-1), x.reshape(-1)
+    if ops is not None and x.dtype == y.dtype:
+        scalar = _scalar(alpha, y.dtype)
+        if scalar is not None:
+            try:
+                ops.axpy(y, scalar, x)
+                return
+            except TypeError:
+                pass
     n = y.shape[0]
     if n <= BLOCK:
         y += alpha * x
@@ -101,8 +129,18 @@ def axpy(y: Any, alpha: Any, x: Any) -> None:
         _add(part, _multiply(x[lo:hi], alpha, out=scratch[: hi - lo]), out=part)
 
 
-def axpy_dot(y: Any, alpha: Any, x: Any, z: Any) -> Any:
-    """``y += alpha * x`` in place, then ``dot(z, y)``: one pass over the blocks, the same bits as the two."""
+def axpy_dot(y: Any, alpha: Any, x: Any, z: Any, ops: Any = None) -> Any:
+    """``y += alpha * x`` in place, then ``dot(z, y)``: one pass over the blocks, the same bits as the two.
+
+    ``ops``: as for :func:`dot`.
+    """
+    if ops is not None and x.dtype == y.dtype == z.dtype:
+        scalar = _scalar(alpha, y.dtype)
+        if scalar is not None:
+            try:
+                return ops.axpy_dot(y, scalar, x, z)
+            except TypeError:
+                pass
     n = y.shape[0]
     if n <= BLOCK:
         y += alpha * x
@@ -117,8 +155,16 @@ def axpy_dot(y: Any, alpha: Any, x: Any, z: Any) -> Any:
     return _whole(pairwise_tree(0, n, leaf))
 
 
-def max_abs(x: Any) -> Any:
-    """``max(abs(x))`` of a non-empty 1-D real array (NaN if it holds one), blocked: no temporary as long as ``x``."""
+def max_abs(x: Any, ops: Any = None) -> Any:
+    """``max(abs(x))`` of a non-empty 1-D real array (NaN if it holds one), blocked: no temporary as long as ``x``.
+
+    ``ops``: as for :func:`dot`.
+    """
+    if ops is not None:
+        try:
+            return ops.max_abs(x)
+        except TypeError:
+            pass
     n = x.shape[0]
     if n <= BLOCK:
         return numpy.max(numpy.abs(x))
@@ -129,3 +175,55 @@ def max_abs(x: Any) -> Any:
         found = numpy.maximum.reduce(numpy.abs(x[lo:hi], out=scratch[: hi - lo]))
         result = found if result is None else numpy.maximum(result, found)
     return result
+
+
+# -- compiled by numba -------------------------------------------------------------------
+
+_REAL = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+#: dtype -> its compiled operations (``pairwise_jit.VectorKernels``), the pid of the
+#: process making them in the background, or None (never: numba failed for it)
+_made: dict[Any, Any] = {}
+
+
+def compiled(dtype: Any, mode: "bool | str | None") -> Any:
+    """The numba operations for ``dtype`` if they are ready, else None (and they are asked for).
+
+    ``mode`` is the NumPy backend's numba setting: falsy (never), True (made here and
+    now) or ``"background"`` (made by the background thread; None until then).
+    """
+    if not mode:
+        return None
+    entry = _made.get(dtype, _MISSING)
+    if entry is not _MISSING and type(entry) is not int:
+        return entry  # the operations, or None: never
+    if dtype not in _REAL or entry == os.getpid():
+        return None
+    if mode is True:
+        try:
+            return _make(dtype, frozen=False)
+        except Exception as exc:
+            warnings.warn(f"arrayopt: numba could not compile the vector operations; using NumPy ({exc})", stacklevel=3)
+            return None
+    _made[dtype] = os.getpid()  # being made by this process (a forked child asks again)
+    background.submit(functools.partial(_make, dtype, frozen=True))
+    return None
+
+
+def _make(dtype: Any, frozen: bool) -> Any:
+    try:
+        from arrayopt.backends import pairwise_jit
+
+        _made[dtype] = made = pairwise_jit.VectorKernels.make(dtype, frozen)
+    except BaseException:
+        _made[dtype] = None
+        raise
+    return made
+
+
+def _scalar(alpha: Any, dtype: Any) -> "float | None":
+    """``alpha`` as the Python float a compiled operation takes, if that rounds as ``alpha * x`` does."""
+    if type(alpha) is float or type(alpha) is int:
+        return float(alpha)  # weak, as in NumPy: cast to the arrays' dtype
+    if getattr(alpha, "dtype", None) == dtype and getattr(alpha, "shape", None) == ():
+        return float(alpha)  # of the arrays' dtype: exact
+    return None

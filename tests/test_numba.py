@@ -121,6 +121,68 @@ def test_steps_while_the_background_thread_compiles(fresh_kernels):
         np.testing.assert_array_equal(x, y)
 
 
+# -- L-BFGS's vector operations (backends/pairwise_jit.py) --------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_vector_operations_give_numpys_bits(dtype):
+    """dot, axpy, axpy_dot and max_abs compiled in one pass: the bits of NumPy's whole-array expressions."""
+    from arrayopt.backends import pairwise
+
+    ops = pairwise.compiled(np.dtype(dtype), True)
+    assert ops is not None
+    rng = np.random.default_rng(8)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, 3e38], dtype=dtype)
+    for n in [*range(0, 140), 255, 256, 257, 1000, 4099, 65537, 300_001]:
+        x, y, z = ((rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dtype) for _ in range(3))
+        if n > 20 and n % 3 == 0:  # signed zeros, infinities and NaNs in some of the vectors
+            x[rng.integers(0, n, 5)] = rng.choice(specials, 5)
+        for alpha in (0.37, float(np.asarray(-1.3, dtype=dtype))):
+            expected = y.copy()
+            with np.errstate(all="ignore"):
+                expected += alpha * x
+                expected_dot = np.add.reduce(np.multiply(z, expected))
+            got = y.copy()
+            got_dot = ops.axpy_dot(got, alpha, x, z)
+            assert got.tobytes() == expected.tobytes(), n
+            assert type(got_dot) is type(expected_dot), n
+            assert (np.isnan(expected_dot) and np.isnan(got_dot)) or got_dot.tobytes() == expected_dot.tobytes(), n
+            got = y.copy()
+            ops.axpy(got, alpha, x)
+            assert got.tobytes() == expected.tobytes(), n
+        with np.errstate(all="ignore"):
+            expected_dot = np.add.reduce(np.multiply(x, z))
+        got_dot = ops.dot(x, z)
+        assert (np.isnan(expected_dot) and np.isnan(got_dot)) or got_dot.tobytes() == expected_dot.tobytes(), n
+        if n:
+            expected_max = np.max(np.abs(x))
+            assert np.isnan(expected_max) == np.isnan(ops.max_abs(x)), n
+            assert np.isnan(expected_max) or ops.max_abs(x).tobytes() == expected_max.tobytes(), n
+
+
+def test_compiled_vector_operations_fuse_no_multiply_add(monkeypatch):
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")  # machine code loaded from a cache cannot be inspected
+    from arrayopt.backends import pairwise_jit
+
+    ops = pairwise_jit.VectorKernels(np.float64, frozen=True)
+    assembly = "".join(
+        "".join(dispatcher.inspect_asm().values()) for dispatcher in (ops._dot, ops._axpy_dot, ops._axpy)
+    )
+    assert "vmulsd" in assembly or "mulsd" in assembly  # the inspection sees the loops
+    assert "vfmadd" not in assembly and "vfmsub" not in assembly and "vfnmadd" not in assembly
+
+
+def test_lbfgs_with_compiled_vector_operations_gives_numpys_bits():
+    import lbfgs_parity as lp
+
+    for scenario in [s for s in lp.LONG_SCENARIOS if s.problem in ("rosenbrock-1000", "splitquad-18")]:
+        compiled = with_numba(True, lp.run_arrayopt, scenario, np)
+        plain = with_numba(False, lp.run_arrayopt, scenario, np)
+        worst, mismatched = lp.compare(compiled, plain, state=True)
+        assert not mismatched and worst == 0.0, scenario
+
+
 FAKE_SLOW_NUMBA = """
 import time
 time.sleep(30)

@@ -388,6 +388,7 @@ class LBFGS(Optimizer):
             state["n_iter"] += 1
 
             # -- direction --------------------------------------------------------------
+            slope = None  # g^T d, when the two-loop recursion gives it
             if state["n_iter"] == 1:
                 d = -flat_grad
                 old_dirs, old_stps, ro = [], [], []
@@ -428,10 +429,11 @@ class LBFGS(Optimizer):
                     product = dot(old_dirs[0], r)
                 for i in range(num_old):
                     be_i = product * ro[i]
-                    if i + 1 < num_old:
-                        product = backend.axpy_dot(r, al[i] - be_i, old_stps[i], old_dirs[i + 1])
-                    else:
-                        backend.axpy(r, al[i] - be_i, old_stps[i])
+                    # the last update comes with g^T d, the slope tested below
+                    z = old_dirs[i + 1] if i + 1 < num_old else flat_grad
+                    product = backend.axpy_dot(r, al[i] - be_i, old_stps[i], z)
+                if num_old:
+                    slope = product
 
             if prev_flat_grad is None:
                 prev_flat_grad = xp.asarray(flat_grad, copy=True)
@@ -446,7 +448,7 @@ class LBFGS(Optimizer):
             else:
                 t = lr
 
-            gtd = host(dot(flat_grad, d))
+            gtd = host(slope if slope is not None else dot(flat_grad, d))
             if gtd > -tolerance_change:
                 self._stop_reason = "not a descent direction"
                 break
