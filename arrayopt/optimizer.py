@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, ClassVar, Generic, TypeVar
 
-from arrayopt import _nonfinite
+from arrayopt import _bundles, _nonfinite
 from arrayopt._flat_runs import Block, FlatRuns, MemberState, RunUpdate
 from arrayopt._hooks import RemovableHandle, register
 from arrayopt._scalars import scalar_array
@@ -614,6 +614,12 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
       float32 array, as torch keeps them);
     * ``_defaults_on_load``: group keys filled in when loading an older state dict;
     * ``_flat_runs = True``: the rule and state are elementwise (see below);
+    * ``_bundled = True``: ``_update`` only advances scalar state, passes the operands
+      to kernels and may store an operand in the state, and ``_operands`` gives arrays
+      at the same positions and the same numbers elsewhere for parameters of one group
+      whose states have the same keys and scalars; then ``_update`` runs once for
+      many separate Parameters, on :class:`~arrayopt.backends.base.Bundle` operands
+      (``arrayopt._bundles``: the numbers of the one-by-one loop, with less Python);
     * ``_float_steps = False``: keep ``step`` counters as saved (SparseAdam's ints);
     * ``_sparse_error``: torch's message for a sparse gradient it does not take.
 
@@ -679,6 +685,8 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
     """
 
     _flat_runs: ClassVar[bool] = False
+    #: separate Parameters with equal scalar state update in one ``_update`` call on bundles (``arrayopt._bundles``)
+    _bundled: ClassVar[bool] = False
     #: the ``step`` counters in state are Python floats (loaded ones are converted)
     _float_steps: ClassVar[bool] = True
     #: torch's message for a sparse gradient given to an optimizer without a sparse path;
@@ -742,10 +750,20 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
                     hyper = self._hyper(group)
                 self._prepare_one(item, group, hyper, pending, updates)
         new_states: dict[Parameter, Any] = {}
-        for update in updates:
+        bundled = self._bundled
+        i, count = 0, len(updates)
+        while i < count:
+            update = updates[i]
+            i += 1
             if type(update) is RunUpdate:
                 flat.commit(self, update, new_states)  # type: ignore[union-attr]
                 continue
+            if bundled and i < count:
+                end = _bundles.extent(updates, i - 1)
+                if end > i:  # separate Parameters updated together (see arrayopt._bundles)
+                    _bundles.commit(self, updates[i - 1 : end], pending, new_states)
+                    i = end
+                    continue
             p, backend, hyper, state, operands, sparse = update
             if p in pending:
                 new_state = pending.pop(p)

@@ -10,6 +10,31 @@ import array_api_compat
 Rule = Callable[..., None]
 Kernel = Callable[..., None]
 
+
+class Bundle(tuple):  # type: ignore[type-arg]
+    """One argument of a rule for several parameters: a kernel given bundles runs the rule for each in turn.
+
+    ``kernel(Bundle(params), Bundle(grads), ..., *scalars)`` is ``kernel(params[i],
+    grads[i], ..., *scalars)`` for ``i = 0, 1, ...``, in that order, with the host
+    arithmetic on the scalars done once; a backend whose ``takes_bundles`` is True
+    accepts them (the NumPy one runs a compiled rule on each member from one Python
+    call). Every argument that is a bundle has one member per parameter; the others
+    are shared.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt.backends import get_backend
+        >>> def scale(xp, y, a):
+        ...     y *= a
+        >>> ys = Bundle([np.ones(2), np.ones(3)])
+        >>> get_backend(ys[0]).kernel(scale)(ys, 2.0)
+        >>> ys
+        (array([2., 2.]), array([2., 2., 2.]))
+    """
+
+    __slots__ = ()
+
+
 #: The functions an update rule may call on its namespace argument, besides arithmetic
 #: operators: all elementwise, all compiled by ``cupy.fuse``.
 ELEMENTWISE_FUNCTIONS = frozenset(
@@ -29,6 +54,8 @@ class Backend:
         reduction_block: how many elements of a long axis a fixed-order reduction
             (:mod:`arrayopt.lbfgsb`'s products with its memory) takes at a time, so that
             its temporaries stay in cache (None: the whole axis at once).
+        takes_bundles: whether its kernels take :class:`Bundle` arguments (many
+            parameters in one call).
 
     One instance per library, found with :func:`get_backend`; it takes no arguments.
 
@@ -50,6 +77,7 @@ class Backend:
     xp: Any
     fit_block: int | None = None
     reduction_block: int | None = 8192
+    takes_bundles: bool = False
 
     def __init__(self) -> None:
         self._kernels: dict[tuple[Rule, tuple[tuple[str, Any], ...]], Kernel] = {}

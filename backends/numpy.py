@@ -11,7 +11,7 @@ import array_api_compat.numpy as compat_numpy
 import numpy
 
 from arrayopt.backends import background, pairwise
-from arrayopt.backends.base import Backend, Kernel, Rule, real_layouts
+from arrayopt.backends.base import Backend, Bundle, Kernel, Rule, real_layouts
 
 #: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
 #: when numba does not compile the rule. Below it, the rule itself runs on the whole
@@ -56,6 +56,7 @@ class NumPyBackend(Backend):
 
     name = "numpy"
     xp = compat_numpy
+    takes_bundles = True
     # Blocks of 8192 small fits keep a block's working set (a 5-parameter, 25-residual
     # fit's Jacobian is 4 MB in float32) in L2/L3 between passes while each NumPy call
     # still has enough elements to hide its Python overhead. Measured on Gpufit's
@@ -73,6 +74,9 @@ class NumPyBackend(Backend):
 
         def run(*args: Any) -> None:
             mode = _mode()
+            if type(args[0]) is Bundle:
+                _run_bundles(run, compiled, mode, args)
+                return
             if mode == "background":
                 if _run_compiled(compiled, rule, flags, args):
                     return
@@ -109,6 +113,20 @@ class NumPyBackend(Backend):
         run.compiled = compiled  # type: ignore[attr-defined]  # for tests and benchmarks
         run.plans = plans  # type: ignore[attr-defined]
         return run
+
+    def check_operands(self, operands: "list[Any] | tuple[Any, ...]") -> None:
+        # Backend.check_operands, with the usual case (ndarrays and Python numbers) first
+        first = operands[0]
+        shape, dtype = first.shape, first.dtype
+        for a in operands:
+            if type(a) is numpy.ndarray:
+                if a.shape != shape or a.dtype != dtype:
+                    break
+            elif type(a) is not float:
+                break
+        else:
+            return
+        super().check_operands(operands)
 
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
@@ -335,7 +353,7 @@ def _prepare(cache: dict[tuple[Any, ...], Any], make: Any, rule: Rule, flags: di
     return key, runner, _flat_operands(args, positions, complex_)
 
 
-def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
+def _flat_operands(args: "tuple[Any, ...] | list[Any]", positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
     """The arguments as numba kernels take them: every array 1-D, complex ones as real pairs.
 
     1-D real arrays pass as they are, strided or not (numba compiles for their
@@ -349,6 +367,46 @@ def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: 
                 return None
             a = a.reshape(-1)
             values[i] = a.view(a.real.dtype) if complex_ else a
+    return values
+
+
+def _run_bundles(run: Kernel, compiled: dict[tuple[Any, ...], Any], mode: "bool | str", args: Any) -> None:
+    """``run`` on each member of the bundles in ``args``: a ready numba kernel takes them all in one call.
+
+    Members it cannot take (a layout it was not compiled for, operands to flatten),
+    and every member without a ready kernel, go through ``run`` one by one.
+    """
+    count = len(args[0])
+    done = [0]
+    if mode:
+        key = (args[0][0].dtype, *(type(a[0]) if type(a) is Bundle else type(a) for a in args))
+        entry = compiled.get(key)
+        if type(entry) is tuple:
+            kernel, positions, complex_ = entry
+            values = args
+            if complex_ or not all(a.ndim == 1 for a in args[0]):  # operands of one member share a shape
+                values = _flat_bundles(args, positions, complex_)
+            if values is not None:
+                try:
+                    kernel.run_many(done, *values, ready=mode == "background")
+                except Exception as exc:  # before member done[0] was touched: it and the rest go one by one
+                    if not isinstance(exc, (background.NotReady, TypeError, RuntimeError, *_jit_errors())):
+                        raise
+    for i in range(done[0], count):
+        run(*(a[i] if type(a) is Bundle else a for a in args))
+
+
+def _flat_bundles(args: Any, positions: tuple[int, ...], complex_: bool) -> Any:
+    """The bundles with every member as ``_flat_operands`` makes it, or None if one cannot be flattened."""
+    members = []
+    for i in range(len(args[0])):
+        flat = _flat_operands([a[i] if type(a) is Bundle else a for a in args], positions, complex_)
+        if flat is None:
+            return None
+        members.append(flat)
+    values = list(args)
+    for p in positions:
+        values[p] = [member[p] for member in members]
     return values
 
 
