@@ -46,10 +46,11 @@ def extent(updates: list[Any], start: int) -> int:
             scalars.append((key, type(value), value))
         else:
             return start + 1
-    keys = state.keys()
+    size = len(state)
     dtype = operands[0].dtype
     seen = {id(state)}
-    add, ids, types = seen.add, id, type  # (local names: this loop runs once per parameter and step)
+    # (local names: this loop runs once per parameter and step)
+    add, ids, types, get, missing = seen.add, id, type, dict.get, _MISSING
     end = start + 1
     for update in updates[start + 1 :]:
         if types(update) is not tuple:
@@ -60,17 +61,17 @@ def extent(updates: list[Any], start: int) -> int:
             or other_backend is not backend
             or other_sparse
             or types(other) is not dict
+            or len(other) != size  # (with every key below present: the same keys)
             or ids(other) in seen
-            or (values[0].dtype is not dtype and values[0].dtype != dtype)
-            or other.keys() != keys
+            or values[0].dtype != dtype
         ):
             break
         for key, kind, value in scalars:
-            found = other[key]
+            found = get(other, key, missing)
             if types(found) is not kind or found != value:
                 return end
         for key in arrays:
-            if types(other[key]) is not array:
+            if types(get(other, key)) is not array:
                 return end
         add(ids(other))
         end += 1

@@ -35,7 +35,9 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from itertools import groupby
 from typing import Any
 
+from arrayopt._step_checks import refuse_misfit_numbers
 from arrayopt.backends import get_backend, is_array
+from arrayopt.backends.base import READ_ONLY_MESSAGE
 from arrayopt.flat import FlatBuffer
 from arrayopt.parameter import Parameter
 
@@ -51,6 +53,10 @@ class Kind(enum.Enum):
     HELD = "held"
     #: the member's state is a mapping of its own: stepped alone, like any Parameter
     OWN = "own"
+
+
+#: Fresh state of a run is made in pieces of at most this many bytes per state array (see FlatRuns).
+FRESH_PIECE_BYTES = 1 << 20
 
 
 def holds_scalar(key: str, value: Any) -> bool:
@@ -556,20 +562,45 @@ class FlatRuns:
                 else:
                     state[key] = slices[key] = held.arrays[key][start:stop]
         else:
-            state = optimizer._init_state(stand_in, group)
-            if state is not None:
-                if not all(holds_scalar(k, v) or fits(buffer, v, (stop - start,)) for k, v in state.items()):
+            # Fresh state made a piece at a time straight into the held arrays: the
+            # optimizer's own arrays for a piece are at most FRESH_PIECE_BYTES each, not a
+            # parameter-sized temporary per key (the rule's initial values are elementwise).
+            state = None
+            step = max(1, FRESH_PIECE_BYTES // buffer.data.itemsize)
+            lo = start
+            while True:
+                hi = min(lo + step, stop)
+                data, grad = buffer.data[lo:hi], buffer.raw_grad[lo:hi]
+                piece = optimizer._init_state(Parameter._unchecked(data, grad), group)
+                if piece is None:
+                    break
+                if not all(holds_scalar(k, v) or fits(buffer, v, (hi - lo,)) for k, v in piece.items()):
                     return False
-                for key, value in state.items():
+                if state is None:
+                    state = {}
+                    for key, value in piece.items():
+                        state[key] = value if holds_scalar(key, value) else held.array(key)[start:stop]
+                        if not holds_scalar(key, value):
+                            slices[key] = state[key]
+                for key, value in piece.items():
                     if not holds_scalar(key, value):
-                        slot = held.array(key)[start:stop]
-                        slot[...] = value  # a slot no held state uses: harmless if the step fails
-                        state[key] = slices[key] = slot
+                        # a slot no held state uses: harmless if the step fails
+                        state[key][lo - start : hi - start] = value
+                if hi >= stop:
+                    break
+                lo = hi
         operands = optimizer._operands(stand_in, group, state)
+        backend = buffer.backend
         try:
-            buffer.backend.check_operands(operands)
+            backend.check_operands(operands)
+            backend.check_writes(operands, state)  # never one another here: no order needed
         except ValueError as exc:
             raise ValueError(f"{params[0]._label()}: {exc}") from None
+        views = buffer.data_views(a, b)
+        if backend.any_read_only(views):  # a member's own view, made read-only
+            p = next(p for p, view in zip(params, views, strict=True) if backend.read_only(view))
+            raise ValueError(f"{p._label()}: {READ_ONLY_MESSAGE}")
+        refuse_misfit_numbers(optimizer, params[0], hyper, backend, stand_in.data)
         updates.append(RunUpdate(held, a, b, params, entries, state, slices, operands, hyper))
         return True
 

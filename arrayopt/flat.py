@@ -133,6 +133,10 @@ class FlatBuffer:
     def member_data(self, i: int) -> Any:
         return self._views[i]
 
+    def data_views(self, lo: int, hi: int) -> list[Any]:
+        """The ``data`` of members ``lo .. hi-1`` (the very views their Parameters hold)."""
+        return self._views if hi - lo == len(self._views) else self._views[lo:hi]
+
     # -- gradients --------------------------------------------------------------------
 
     def member_grad(self, i: int) -> Any:

@@ -349,7 +349,8 @@ def _cubic(fa: float, fb: float, sta: float, stb: float, da: float, db: float) -
     """
     theta = _div(3.0 * (fa - fb), stb - sta) + da + db
     s = max(abs(theta), abs(da), abs(db))
-    return theta, s * _root(_div(theta, s) ** 2 - _div(da, s) * _div(db, s))
+    ratio = _div(theta, s)  # squared as a product, as Fortran's (theta/s)**2 (Python's ** 2 is pow: not always x*x)
+    return theta, s * _root(ratio * ratio - _div(da, s) * _div(db, s))
 
 
 def _more_thuente_step(
@@ -412,7 +413,8 @@ def _more_thuente_step(
         theta = _div(3.0 * (fx - fp), stp - stx) + dx + dp
         s = max(abs(theta), abs(dx), abs(dp))
         # gamma = 0 only where the cubic does not tend to infinity in the step's direction
-        gamma = s * math.sqrt(max(0.0, _div(theta, s) ** 2 - _div(dx, s) * _div(dp, s)))
+        ratio = _div(theta, s)
+        gamma = s * math.sqrt(max(0.0, ratio * ratio - _div(dx, s) * _div(dp, s)))
         if stp > stx:
             gamma = -gamma
         p = (gamma - dp) + theta

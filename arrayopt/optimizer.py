@@ -22,16 +22,20 @@ from collections.abc import Callable, Iterable
 from copy import deepcopy
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, ClassVar, Generic, TypeVar
+from threading import get_ident
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from arrayopt import _bundles, _nonfinite
 from arrayopt._flat_runs import Block, FlatRuns, MemberState, RunUpdate
 from arrayopt._hooks import RemovableHandle, register
 from arrayopt._scalars import scalar_array
 from arrayopt._state_check import StateKey, check_group_values, check_state_dict, check_step, step_to_float
+from arrayopt._step_checks import refuse_misfit_numbers
 from arrayopt._validate import to_float
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
+from arrayopt.backends.base import InOrder
+from arrayopt.backends.interrupts import deferred_interrupts
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
 
@@ -137,6 +141,8 @@ def _with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         self = args[0]
         if self.__dict__.get("_in_step", False):
+            if self.__dict__.get("_stepping", get_ident()) != get_ident():
+                raise _concurrent_step(self)
             return step(*args, **kwargs)
         for pre_hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
             result = pre_hook(self, args, kwargs)
@@ -147,6 +153,11 @@ def _with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
                     raise RuntimeError(
                         f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
                     )
+        # One thread steps an optimizer at a time (as in torch); a second one is refused
+        # rather than let the two interleave their updates. setdefault is atomic.
+        me = get_ident()
+        if self.__dict__.setdefault("_stepping", me) != me:
+            raise _concurrent_step(self)
         self.__dict__["_in_step"] = True
         try:
             if self.skip_nonfinite:
@@ -157,12 +168,20 @@ def _with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
                 out = step(*args, **kwargs)
         finally:
             self.__dict__["_in_step"] = False
+            del self.__dict__["_stepping"]
         for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
             post_hook(self, args, kwargs)
         return out
 
     wrapper._arrayopt_hooked = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def _concurrent_step(optimizer: Any) -> RuntimeError:
+    return RuntimeError(
+        f"{type(optimizer).__name__}.step() was called from two threads at once; an optimizer is "
+        "stepped by one thread at a time (use one optimizer per thread, or a lock)"
+    )
 
 
 class Optimizer:
@@ -189,6 +208,12 @@ class Optimizer:
     closure's value (or None) is returned. This is what loss-scaling optimizers do
     with overflowing steps. The check costs one pass over the gradients. Neither
     attribute is part of ``state_dict``.
+
+    Threads: as in torch, an optimizer and its parameters are used by one thread at a
+    time. A ``step`` called while another thread is inside this optimizer's ``step``
+    raises RuntimeError (torch would interleave the two and give wrong numbers);
+    different optimizers over different parameters may step in different threads at
+    once.
 
     Example:
         >>> import numpy as np
@@ -631,8 +656,16 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
     attribute ``_sparse_error``).
 
     ``step`` first prepares every parameter that has a gradient (hyper-parameters, new
-    state, operands, shape and dtype checks) and only then updates them, so an error
-    leaves every parameter and every piece of state as it was.
+    state, operands, shape and dtype checks; parameters, state arrays or member views
+    of flat storage made read-only; numbers of the :class:`Hyper` too large for a
+    parameter's dtype; operands overlapping in memory without being the same elements)
+    and only then updates them, so an error leaves every parameter, every piece of
+    state and every counter as it was. A Ctrl-C (KeyboardInterrupt) during the updates
+    waits for them to finish (``arrayopt.backends.interrupts``): it never leaves a step
+    half done. A gradient or state array that is the parameter's own array (``p.grad =
+    p.data``) runs the rule as written, one operation at a time, so each operation sees
+    what the ones before it wrote, as torch's in-place operations do
+    (:class:`~arrayopt.backends.base.InOrder`).
 
     **Flat runs.** With ``_flat_runs = True`` (state arrays shaped like the parameter,
     created, read and written elementwise; other state a float ``step`` or None), the
@@ -749,38 +782,42 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
                 if hyper is None:
                     hyper = self._hyper(group)
                 self._prepare_one(item, group, hyper, pending, updates)
-        new_states: dict[Parameter, Any] = {}
-        bundled = self._bundled
-        i, count = 0, len(updates)
-        while i < count:
-            update = updates[i]
-            i += 1
-            if type(update) is RunUpdate:
-                flat.commit(self, update, new_states)  # type: ignore[union-attr]
-                continue
-            if bundled and i < count:
-                end = _bundles.extent(updates, i - 1)
-                if end > i:  # separate Parameters updated together (see arrayopt._bundles)
-                    _bundles.commit(self, updates[i - 1 : end], pending, new_states)
-                    i = end
+        # Everything is checked: now the updates, whole. A Ctrl-C from here on waits for
+        # the end of the step (backends/interrupts.py), so it never leaves some
+        # parameters, states or counters updated and others not.
+        with deferred_interrupts():
+            new_states: dict[Parameter, Any] = {}
+            bundled = self._bundled
+            i, count = 0, len(updates)
+            while i < count:
+                update = updates[i]
+                i += 1
+                if type(update) is RunUpdate:
+                    flat.commit(self, update, new_states)  # type: ignore[union-attr]
                     continue
-            p, backend, hyper, state, operands, sparse = update
-            if p in pending:
-                new_state = pending.pop(p)
-                if new_state is not None:
-                    new_states[p] = new_state
-            if sparse:
-                self._sparse_update(backend, hyper, state, operands)
-            else:
-                self._update(backend, hyper, state, operands)
-        if new_states:
-            # In the order of the param groups, as a one-by-one loop would add them
-            # (state_dict lists them in this order).
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p in new_states:
-                        self.state[p] = new_states.pop(p)
-            self.state.update(new_states)
+                if bundled and i < count:
+                    end = _bundles.extent(updates, i - 1)
+                    if end > i:  # separate Parameters updated together (see arrayopt._bundles)
+                        _bundles.commit(self, updates[i - 1 : end], pending, new_states)
+                        i = end
+                        continue
+                p, backend, hyper, state, operands, sparse = update
+                if p in pending:
+                    new_state = pending.pop(p)
+                    if new_state is not None:
+                        new_states[p] = new_state
+                if sparse:
+                    self._sparse_update(backend, hyper, state, operands)
+                else:
+                    self._update(backend, hyper, state, operands)
+            if new_states:
+                # In the order of the param groups, as a one-by-one loop would add them
+                # (state_dict lists them in this order).
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        if p in new_states:
+                            self.state[p] = new_states.pop(p)
+                self.state.update(new_states)
         return loss
 
     def _hyper(self, group: dict[str, Any]) -> H:
@@ -817,9 +854,14 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         operands = self._sparse_operands(p, group, state) if sparse else self._operands(p, group, state)
         backend = get_backend(p.data)
         try:
-            backend.check_operands(operands)
+            # Shapes and dtypes; read-only arrays are refused; a gradient or state array that is the
+            # parameter (``p.grad = p.data``) makes the rule run as written, as torch's operations do.
+            in_order = backend.check_update(operands, state)
         except ValueError as exc:
             raise ValueError(f"{p._label()}: {exc}") from None
+        refuse_misfit_numbers(self, p, hyper, backend, p.data)
+        if in_order:
+            backend = cast(Backend, InOrder(backend))
         updates.append((p, backend, hyper, state, operands, sparse))
 
 

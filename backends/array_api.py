@@ -32,8 +32,14 @@ class ArrayAPIBackend(Backend):
             if not self.is_complex(arrays[0]):
                 rule(xp, *args, **flags)
                 return
-            reals = [xp.real(a) if is_array(a) else a for a in args]
-            imags = [xp.imag(a) if is_array(a) else a for a in args]
+            # One copy per array, so that operands that are one array (``p.grad = p.data``)
+            # stay one array to the rule.
+            first: dict[int, int] = {}
+            position = [first.setdefault(id(a), i) if is_array(a) else i for i, a in enumerate(args)]
+            reals = [xp.real(a) if is_array(a) and position[i] == i else a for i, a in enumerate(args)]
+            imags = [xp.imag(a) if is_array(a) and position[i] == i else a for i, a in enumerate(args)]
+            for i, j in enumerate(position):
+                reals[i], imags[i] = reals[j], imags[j]
             rule(xp, *reals, **flags)
             rule(xp, *imags, **flags)
             for target, re, im in zip(args, reals, imags, strict=True):
@@ -42,6 +48,23 @@ class ArrayAPIBackend(Backend):
                     target[...] = xp.astype(re, dtype) + xp.astype(im, dtype) * 1j
 
         return run
+
+    def read_only(self, array: Any) -> bool:
+        # The standard has no read-only arrays, but DLPack (zero-copy) carries a read-only
+        # flag: a library over NumPy (array-api-strict) reports NumPy's.
+        try:
+            return not numpy.from_dlpack(array).flags.writeable
+        except Exception:  # not on the host, or no DLPack: nothing to tell
+            return False
+
+    def any_read_only(self, arrays: "list[Any]") -> bool:
+        return any(map(self.read_only, arrays))
+
+    def _same_memory(self, arrays: "list[Any]") -> bool:
+        # The standard says nothing of memory: only an array given twice can be seen (and
+        # the rule runs as written here anyway; operands that are one array are one array
+        # to it, complex ones too).
+        return len(set(map(id, arrays))) < len(arrays)
 
     # The standard has no scatter (no integer-array __setitem__, no add.at): these two
     # copy the whole array to the host, write the entries there with NumPy, and copy it

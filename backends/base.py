@@ -2,10 +2,14 @@
 
 import contextlib
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
+
+_WRITEABLE = operator.attrgetter("flags.writeable")
+READ_ONLY_MESSAGE = "the array is read-only, so the optimizer cannot update it"
 
 Rule = Callable[..., None]
 Kernel = Callable[..., None]
@@ -139,6 +143,114 @@ class Backend:
                     f"optimizer state has shape {tuple(a.shape)} and dtype {a.dtype}, but the "
                     f"parameter has shape {tuple(first.shape)} and dtype {first.dtype}"
                 )
+
+    # -- what a step checks before it writes ----------------------------------------------
+
+    #: False; True for the :class:`InOrder` stand-in a step uses for operands that share memory
+    in_order_kernels: bool = False
+
+    def read_only(self, array: Any) -> bool:
+        """Whether ``array`` may not be written in place (a NumPy array whose ``writeable`` flag is off).
+
+        Libraries without read-only arrays (CuPy), and values that are not arrays, give False.
+        """
+        flags = getattr(array, "flags", None)
+        return flags is not None and not getattr(flags, "writeable", True)
+
+    def any_read_only(self, arrays: "list[Any]") -> bool:
+        """Whether any of ``arrays`` (of this library) is read-only (see :meth:`read_only`): one pass in C."""
+        flags = getattr(arrays[0], "flags", None) if arrays else None
+        if flags is None or not hasattr(flags, "writeable"):  # a library without read-only arrays
+            return False
+        return not all(map(_WRITEABLE, arrays))
+
+    def check_writes(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        """What an update writes, checked before it writes anything; True if it must run in order.
+
+        Raises ValueError if the parameter (``operands[0]``) or an array of its
+        ``state`` (a mapping, or None) is read-only, or if two array operands overlap
+        in memory without being the same elements. Returns whether two are the same
+        elements (``p.grad = p.data``, a state array that is the parameter: checked
+        operands have one shape and dtype); the update then runs its rule as written,
+        one operation at a time (:meth:`in_order`), so that each operation sees what the
+        ones before it wrote, as in torch's sequence of in-place operations. Operands
+        that overlap otherwise (shifted or differently strided views of one array) have
+        no such meaning; torch refuses them too ("unsupported operation: some elements
+        of the input tensor and the written-to tensor refer to a single memory
+        location").
+
+        Cheap in the usual case: arrays whose memory belongs to different arrays
+        (``.base``) cannot overlap; only the others are compared.
+        """
+        read_only = self.read_only
+        if read_only(operands[0]):
+            raise ValueError(READ_ONLY_MESSAGE)
+        if state:
+            for key, value in state.items():
+                if read_only(value):
+                    raise ValueError(f"its optimizer state {key!r} is read-only, so the optimizer cannot update it")
+        arrays = [a for a in operands if hasattr(a, "shape")]
+        owners = set()
+        for a in arrays:
+            base = getattr(a, "base", None)
+            if base is None:
+                owners.add(id(a))
+            elif getattr(base, "base", 0) is None:  # an array that owns its memory (views point to it)
+                owners.add(id(base))
+            else:  # memory of something else (a buffer, a mapped file): compare it
+                break
+        else:
+            if len(owners) == len(arrays):
+                return False
+        return self._same_memory(arrays)
+
+    def check_update(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        """:meth:`check_operands`, then :meth:`check_writes`: what a step checks of one update; True: in order.
+
+        One call per parameter and step; a backend may do both in one pass where the
+        usual case (arrays that own their memory, all writeable) is cheap to recognise.
+        """
+        self.check_operands(operands)
+        return self.check_writes(operands, state)
+
+    def _same_memory(self, arrays: "list[Any]") -> bool:
+        """Whether two of ``arrays`` are the same elements; ValueError if two overlap otherwise."""
+        same = False
+        for i, a in enumerate(arrays):
+            for b in arrays[i + 1 :]:
+                if a is b or (_memory(a) == _memory(b) and tuple(a.strides) == tuple(b.strides)):
+                    same = True
+                elif self._overlap(a, b):
+                    raise ValueError(
+                        "two arrays of this update overlap in memory without being the same elements "
+                        "(shifted or strided views of one array): pass a copy"
+                    )
+        return same
+
+    def _overlap(self, a: Any, b: Any) -> bool:
+        """Whether two arrays share an element (True when that cannot be decided)."""
+        may = getattr(self.xp, "may_share_memory", None)
+        if may is not None and not may(a, b):
+            return False
+        exact = getattr(self.xp, "shares_memory", None)
+        if exact is None:
+            return True
+        try:
+            # exact (NumPy: exponential only in the number of dimensions; CuPy takes no other bound)
+            return bool(exact(a, b))
+        except Exception:  # cannot be decided
+            return True
+
+    def in_order(self, rule: Rule, **flags: Any) -> Kernel:
+        """``rule`` run as written, one whole-array operation at a time (complex operands as real pairs).
+
+        For an update whose operands share memory (:meth:`check_writes`): each
+        operation then reads what the ones before it wrote, as torch's sequence of
+        in-place operations does. Slower than :meth:`kernel`, which reads every operand
+        before writing any. Here (the array-API backend) :meth:`kernel` already runs
+        the rule as written.
+        """
+        return self.kernel(rule, **flags)
 
     # -- entries selected by a sparse (COO) index ---------------------------------------
     #
@@ -327,6 +439,47 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<arrayopt backend {self.name!r}>"
+
+
+def _memory(array: Any) -> Any:
+    """The address of an array's first element (NumPy's or CUDA's array interface)."""
+    interface = getattr(array, "__cuda_array_interface__", None) or array.__array_interface__
+    return interface["data"][0]
+
+
+class InOrder:
+    """A backend whose kernels run their rule as written (:meth:`Backend.in_order`); the rest is the backend's.
+
+    What a step gives an optimizer's ``_update`` for a parameter whose operands share
+    memory, so that the optimizer's own code needs no change.
+
+    Args:
+        backend: the parameter's :class:`Backend`.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt.backends import get_backend
+        >>> def decay_then_add(xp, param, grad):   # torch: param.mul_(0.5); param.add_(grad)
+        ...     param *= 0.5
+        ...     param += grad
+        >>> w = np.array([4.0])
+        >>> InOrder(get_backend(w)).kernel(decay_then_add)(w, w)   # the gradient is the parameter
+        >>> w                                                     # 4 * 0.5 = 2, then 2 + 2
+        array([4.])
+    """
+
+    in_order_kernels = True
+    #: never: a bundle's kernel reads every operand before writing any (see :class:`Bundle`)
+    takes_bundles = False
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def kernel(self, rule: Rule, **flags: Any) -> Kernel:
+        return self.backend.in_order(rule, **flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
 
 
 def linear_index(xp: Any, indices: Any, sizes: "tuple[int, ...]") -> Any:

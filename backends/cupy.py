@@ -60,6 +60,15 @@ class CuPyBackend(Backend):
         run.compiled = compiled  # type: ignore[attr-defined]  # for tests
         return run
 
+    def in_order(self, rule: Rule, **flags: Any) -> Kernel:
+        xp = self.xp
+
+        def run(*args: Any) -> None:
+            for values in real_layouts(args, cupy.ndarray)[1]:
+                rule(xp, *values, **flags)
+
+        return run
+
     def take_entries(self, array: Any, indices: Any) -> Any:
         return array[tuple(indices)]
 

@@ -19,7 +19,9 @@ reassociated or contracted into fused multiply-adds: every operation rounds as t
 NumPy ufunc does, and the compiled and NumPy paths give the same bits (tested).
 Arrays of at least :data:`PARALLEL_MIN_ELEMENTS` elements are split into one block
 per thread (``numba.prange``) when numba has more than one (``numba.set_num_threads``,
-``NUMBA_NUM_THREADS``). A process forked after its parallel kernels ran cannot use
+``NUMBA_NUM_THREADS``); one such loop runs at a time in the process, a launch from
+another thread meanwhile runs serially (numba's workqueue layer cannot be entered
+from two threads). A process forked after its parallel kernels ran cannot use
 numba's threads (GNU OpenMP terminates the child), so there every kernel runs
 serially: the same bits, on one thread.
 
@@ -66,6 +68,8 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
 _compile_lock = threading.Lock()
+# Held while a parallel loop runs: one at a time in the process (see JitKernel._one_parallel_launch).
+_parallel_lock = threading.Lock()
 # The process whose numba threads have run a parallel kernel (a child forked from it must not use them).
 _parallel_pid: int | None = None
 
@@ -126,7 +130,7 @@ class JitKernel:
     def _launcher(self, pick: Callable[[int], Any], source: str | None = None) -> Callable[..., None]:
         """The launcher (or the one over bundles, from its ``source``) with ``pick(n)`` choosing the loop."""
         source = source or self.launcher_source
-        namespace: dict[str, Any] = {"_run": pick}
+        namespace: dict[str, Any] = {"_run": pick, "_jit": sys.modules[__name__]}
         exec(compile(source, register_source(source, f"{self.name}-launch"), "exec"), namespace)
         launch: Callable[..., None] = namespace["launch"]
         return launch
@@ -147,7 +151,8 @@ class JitKernel:
         except Exception as exc:
             # numba raises what reading a damaged cache raises (EOFError, UnpicklingError,
             # AttributeError, ...) from the call, while it compiles: before the loop writes.
-            if not (self._cached and _raised_by_numba(exc)):
+            # (A read-only array to write makes it refuse to compile: not the cache's fault.)
+            if not (self._cached and _raised_by_numba(exc)) or self.writes_read_only(args):
                 raise
             warnings.warn(
                 f"arrayopt: numba could not use its cache of the {self.name} kernel ({type(exc).__name__}: {exc}); "
@@ -157,6 +162,10 @@ class JitKernel:
             )
             self._forget_cache()
             self._launch(*args)
+
+    def writes_read_only(self, args: Any) -> bool:
+        """Whether an array among ``args`` that the kernel stores into is read-only (numba refuses to compile that)."""
+        return any(not args[p].flags.writeable for p in self.program.stores)
 
     def compile(self, parallel: bool = False) -> Any:
         """The numba dispatcher of the serial or parallel loop."""
@@ -243,10 +252,27 @@ class JitKernel:
 
     def _run(self, n: int) -> Any:
         if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable():
-            parallel = self._parallel
-            return self.compile(parallel=True) if parallel is None else parallel
+            if self._parallel is None:
+                self.compile(parallel=True)
+            return self._one_parallel_launch
         serial = self._serial
         return self.compile() if serial is None else serial
+
+    def _one_parallel_launch(self, *args: Any) -> None:
+        """The parallel loop, unless another thread's is running: then the serial one (same bits).
+
+        numba's workqueue threading layer (its fallback where neither TBB nor OpenMP
+        is found, e.g. macOS) aborts the process when two threads launch parallel
+        loops at once; optimizers stepped in two threads must not do that.
+        """
+        if not _parallel_lock.acquire(blocking=False):
+            serial = self._serial
+            (self.compile() if serial is None else serial)(*args)
+            return
+        try:
+            self._parallel(*args)
+        finally:
+            _parallel_lock.release()
 
 
 def max_threads() -> int:
@@ -255,7 +281,11 @@ def max_threads() -> int:
 
 
 def _many_source(program: Program, name: str) -> str:
-    """The launcher over bundles: ``launch(done, v0, v1, ...)`` with each array argument a sequence."""
+    """The launcher over bundles: ``launch(done, v0, v1, ...)`` with each array argument a sequence.
+
+    The host arithmetic runs once; the serial loop is looked up once for every member
+    below :data:`PARALLEL_MIN_ELEMENTS` (the ones it always runs).
+    """
     arrays = sorted(set(program.loaded()) | set(program.stores))
     statements, host_values = host_code(program)
     params = ", ".join(["done", *(f"v{i}" for i in range(len(program.kinds)))])
@@ -265,9 +295,21 @@ def _many_source(program: Program, name: str) -> str:
         f"# {name}: the launcher over bundles, generated by arrayopt.backends.jit.",
         f"def launch({params}):",
         *[f"    {line}" for line in statements],
-        f"    for {', '.join(members)}, in zip({', '.join(f'v{p}' for p in arrays)}):",
-        f"        _run({members[0]}.shape[0])({call})",
-        "        done[0] += 1",
+        "    serial = None",
+        "    count = 0",
+        "    big = _jit.PARALLEL_MIN_ELEMENTS",
+        "    try:",
+        f"        for {', '.join(members)}, in zip({', '.join(f'v{p}' for p in arrays)}):",
+        f"            n = {members[0]}.shape[0]",
+        "            if n < big:",
+        "                if serial is None:",
+        "                    serial = _run(n)",
+        f"                serial({call})",
+        "            else:",
+        f"                _run(n)({call})",
+        "            count += 1",
+        "    finally:",
+        "        done[0] = count",
     ]
     return "\n".join(lines) + "\n"
 

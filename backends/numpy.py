@@ -11,7 +11,7 @@ import array_api_compat.numpy as compat_numpy
 import numpy
 
 from arrayopt.backends import background, pairwise
-from arrayopt.backends.base import Backend, Bundle, Kernel, Rule, real_layouts
+from arrayopt.backends.base import READ_ONLY_MESSAGE, Backend, Bundle, Kernel, Rule, real_layouts
 
 #: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
 #: when numba does not compile the rule. Below it, the rule itself runs on the whole
@@ -87,6 +87,9 @@ class NumPyBackend(Backend):
                         kernel(*values)
                         return
                     except _jit_errors() as exc:  # raised while compiling, before any write
+                        if kernel.writes_read_only(values):
+                            # The operands are at fault, not the rule: keep the kernel for later calls.
+                            raise ValueError(f"{rule.__name__}: an array it writes is read-only") from None
                         compiled[key] = None
                         warnings.warn(
                             f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})",
@@ -127,6 +130,69 @@ class NumPyBackend(Backend):
         else:
             return
         super().check_operands(operands)
+
+    def in_order(self, rule: Rule, **flags: Any) -> Kernel:
+        def run(*args: Any) -> None:
+            for values in real_layouts(args, numpy.ndarray)[1]:
+                _apply(rule, values, flags)
+
+        return run
+
+    def read_only(self, array: Any) -> bool:
+        return isinstance(array, numpy.ndarray) and not array.flags.writeable
+
+    def check_writes(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        # Backend.check_writes for ndarrays, inlined: it runs once per parameter and step.
+        ndarray = numpy.ndarray
+        if not operands[0].flags.writeable:
+            raise ValueError(READ_ONLY_MESSAGE)
+        if state:
+            for value in state.values():
+                if isinstance(value, ndarray) and not value.flags.writeable:
+                    return super().check_writes(operands, state)  # raises, naming the key
+        owners = set()
+        count = 0
+        for a in operands:
+            if isinstance(a, ndarray):
+                base = a.base
+                if base is None:
+                    owners.add(id(a))
+                elif type(base) is ndarray and base.base is None:
+                    owners.add(id(base))
+                else:  # memory of something else: let the generic test decide
+                    return self._same_memory([a for a in operands if isinstance(a, ndarray)])
+                count += 1
+        return len(owners) != count and self._same_memory([a for a in operands if isinstance(a, ndarray)])
+
+    def check_update(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        # check_operands and check_writes in one pass for the usual case (ndarrays that own
+        # their memory or are views of one that does, all distinct, the written ones
+        # writeable, the rest Python floats); anything else takes the two checks (which
+        # raise, or find operands that must run in order). Once per parameter and step.
+        first = operands[0]
+        shape, dtype, ndarray = first.shape, first.dtype, numpy.ndarray
+        owners = set()
+        count = 0
+        for a in operands:
+            kind = type(a)
+            if kind is ndarray:
+                if a.shape != shape or a.dtype != dtype:
+                    break
+                base = a.base
+                if base is None:
+                    owners.add(id(a))
+                elif type(base) is ndarray and base.base is None:
+                    owners.add(id(base))
+                else:
+                    break
+                count += 1
+            elif kind is not float:
+                break
+        else:
+            if len(owners) == count and first.flags.writeable and _writeable_values(state):
+                return False
+        self.check_operands(operands)
+        return self.check_writes(operands, state)
 
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
@@ -368,6 +434,20 @@ def _flat_operands(args: "tuple[Any, ...] | list[Any]", positions: tuple[int, ..
             a = a.reshape(-1)
             values[i] = a.view(a.real.dtype) if complex_ else a
     return values
+
+
+def _writeable_values(state: Any) -> bool:
+    """Whether every value of ``state`` (a dict or None) is a writeable ndarray, a float, an int or None."""
+    if state:
+        ndarray = numpy.ndarray
+        for value in state.values():
+            kind = type(value)
+            if kind is ndarray:
+                if not value.flags.writeable:
+                    return False
+            elif kind is not float and kind is not int and value is not None:
+                return False
+    return True
 
 
 def _run_bundles(run: Kernel, compiled: dict[tuple[Any, ...], Any], mode: "bool | str", args: Any) -> None:

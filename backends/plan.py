@@ -27,11 +27,12 @@ import contextvars
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy
 
+from arrayopt.backends.interrupts import deferred_interrupts
 from arrayopt.backends.trace import (
     BOOL,
     HOST,
@@ -84,17 +85,21 @@ class UfuncPlan:
             per_thread = -(-n // (threads * chunk)) * chunk
             bounds = [(lo, min(lo + per_thread, n)) for lo in range(0, n, per_thread)]
             pool = _pool(len(bounds) - 1)
-            # Each task runs in a copy of the caller's context, so NumPy's error state
-            # (numpy.errstate) applies in the worker threads too.
-            futures = [
-                pool.submit(contextvars.copy_context().run, self._block, arrays, scalars, lo, hi)
-                for lo, hi in bounds[1:]
-            ]
-            try:
-                self._block(arrays, scalars, *bounds[0])
-            finally:
-                for future in futures:
-                    future.result()
+            # No worker may write after this call has returned or raised: Ctrl-C waits
+            # for the blocks (backends/interrupts.py), and every block is waited for
+            # even when one fails. Each task runs in a copy of the caller's context, so
+            # NumPy's error state (numpy.errstate) applies in the worker threads too.
+            futures: list[Future[None]] = []
+            with deferred_interrupts():
+                try:
+                    for lo, hi in bounds[1:]:
+                        context = contextvars.copy_context()
+                        futures.append(pool.submit(context.run, self._block, arrays, scalars, lo, hi))
+                    self._block(arrays, scalars, *bounds[0])
+                finally:
+                    wait(futures)
+            for future in futures:
+                future.result()  # a worker's error
             return
         self._block(arrays, scalars, 0, n)
 

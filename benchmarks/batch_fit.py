@@ -441,7 +441,12 @@ def main(argv=None):
     if args.gpu:
         gpu_run(args, report)
     else:
-        cpu_run(args, report)
+        available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        try:
+            cpu_run(args, report)
+        finally:  # the process gets back the CPUs it had
+            if available is not None:
+                pin(available)
     print_tables(report)
     if args.json:
         with open(args.json, "w") as f:

@@ -7,6 +7,7 @@ out, the CPU parity check) is exercised here with a ``cupy`` module made of NumP
 
 import importlib.util
 import json
+import os
 import pathlib
 import sys
 import types
@@ -24,10 +25,16 @@ def load():
     return module
 
 
+def cpus():
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
 def test_cpu_run_writes_its_figures(tmp_path):
     pytest.importorskip("scipy")
     out = tmp_path / "cpu.json"
+    before = cpus()
     load().main(["--sizes", "300", "--rounds", "1", "--scipy-subset", "40", "--scipy-round", "20", "--json", str(out)])
+    assert cpus() == before  # the benchmark pins itself; the process it ran in gets its CPUs back
     report = json.loads(out.read_text())
     assert {row["dtype"] for row in report["runs"]} == {"float32", "float64"}
     assert all(row["fits_per_s"] > 0 and row["vs_scipy_loop"] > 0 for row in report["runs"])
@@ -57,3 +64,26 @@ def test_gpu_run_plumbing(tmp_path, monkeypatch):
     assert report["device"] == "NumPy stand-in"
     assert [row["backend"] for row in report["runs"]] == ["cupy", "cupy"]
     assert report["parity"]["float64, GPU vs NumPy"]["max relative difference (largest)"] == 0.0
+
+
+MINIMIZE_PATH = PATH.parent / "batch_minimize.py"
+
+
+def test_minimize_benchmark_writes_its_figures(tmp_path):
+    """benchmarks/batch_minimize.py at tiny sizes: both families, the SciPy loop and the parity figures."""
+    pytest.importorskip("scipy")
+    spec = importlib.util.spec_from_file_location("batch_minimize_benchmark", MINIMIZE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "minimize.json"
+    arguments = ["--sizes", "60", "--dims", "4", "--rounds", "1", "--scipy-subset", "30", "--scipy-round", "20"]
+    before = cpus()
+    module.main([*arguments, "--json", str(out)])
+    assert cpus() == before  # pinned to one CPU while it ran, not after
+    report = json.loads(out.read_text())
+    assert {row["family"] for row in report["runs"]} == {"rosenbrock", "logistic"}
+    assert all(row["fits_per_s"] > 0 and row["vs_scipy_loop"] > 0 for row in report["runs"])
+    for name, figures in report["parity"].items():
+        assert figures["max relative difference in x (largest)"] < 1e-6, name
+        assert figures["share with SciPy's number of evaluations"] > 0.9, name
+        assert figures["success share"] == 1.0, name

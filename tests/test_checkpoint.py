@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import arrayopt
+import arrayopt.backends.numpy as numpy_backend
 from arrayopt import Parameter
 from arrayopt.backends import get_backend
 from arrayopt.backends.archive import _MAX_DIRECTORY_BYTES, MAX_ARRAYS, MAX_METADATA_BYTES
@@ -436,6 +437,41 @@ def test_load_into_refuses_a_bad_optimizer_state_before_touching_parameters():
     with pytest.raises(ValueError, match=r"state of parameter 1 .*'exp_avg' has shape \(7,\)"):
         opt.load_state_dict(sd_loaded)
     assert all(np.array_equal(p.data, d) for p, d in zip(ps, data, strict=True))
+
+
+@pytest.mark.parametrize("numba", [False, True], ids=["numpy", "numba"])
+def test_a_failed_load_into_leaves_a_parameter_list_on_one_kernel_call(numba, monkeypatch):
+    """What a rollback restores includes what makes a step fast: the buffer's held state, one run for all members."""
+    if numba:
+        pytest.importorskip("numba")
+    monkeypatch.setattr(numpy_backend, "_numba", numba)
+    plist = arrayopt.ParameterList([np.ones(3), np.full((2, 2), 2.0), np.zeros(1)])
+    opt = arrayopt.Adam(plist, lr=0.1)
+    plist.flat_grad = np.linspace(-1.0, 1.0, 8)
+    opt.step()
+    buffer = io.BytesIO()
+    arrayopt.save(buffer, optimizer=opt)
+    opt.step()
+
+    def refuse(optimizer):
+        raise RuntimeError("refused after loading")
+
+    handle = opt.register_load_state_dict_post_hook(refuse)  # the load itself fails, once it replaced the state
+    with pytest.raises(RuntimeError, match="refused after loading"):
+        arrayopt.load_into(buffer, optimizer=opt)
+    handle.remove()
+    launches = []
+    update = arrayopt.Adam._update
+
+    def counted(self, backend, hyper, state, operands):
+        launches.append(operands[0].shape)
+        return update(self, backend, hyper, state, operands)
+
+    monkeypatch.setattr(arrayopt.Adam, "_update", counted)
+    plist.flat_grad = np.linspace(-1.0, 1.0, 8)
+    opt.step()
+    assert launches == [(8,)]  # one kernel call over the whole buffer, not one per member
+    assert [opt.state[p]["step"] for p in plist] == [3.0, 3.0, 3.0]
 
 
 # -- atomic writes --------------------------------------------------------------------

@@ -11,6 +11,8 @@ import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -153,6 +155,62 @@ def test_errstate_reaches_the_worker_threads(small_chunks):
     assert np.isinf(p[-1])
 
 
+def test_no_thread_writes_after_a_failed_call_has_raised(small_chunks, monkeypatch):
+    """A block that fails while another is still running: the call waits for every block before it raises."""
+
+    def add_one(xp, p):
+        p += 1.0
+
+    ufunc_plan = plan.UfuncPlan(trace.trace(add_one, {}, ("array",)), np.float64)
+    block = ufunc_plan._block
+
+    def slow_or_failing(arrays, scalars, lo, hi):
+        if lo == 0:  # the calling thread's block
+            block(arrays, scalars, lo, hi)
+        elif hi == arrays[0].shape[0]:  # the last thread's: slow, then writes
+            time.sleep(0.2)
+            block(arrays, scalars, lo, hi)
+        else:
+            raise MemoryError("a worker failed")
+
+    monkeypatch.setattr(ufunc_plan, "_block", slow_or_failing)
+    p = np.zeros(100)
+    with pytest.raises(MemoryError, match="a worker failed"):
+        ufunc_plan(p)
+    when_raised = p.copy()
+    time.sleep(0.3)
+    assert p.tobytes() == when_raised.tobytes()  # nothing written after the call raised
+    assert p[-1] == 1.0  # the slow block had finished
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_ctrl_c_waits_for_the_threads_and_the_whole_call(small_chunks, monkeypatch):
+    """SIGINT while the blocks run: the call completes, then KeyboardInterrupt is raised."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are handled in the main thread")
+
+    def add_one(xp, p):
+        p += 1.0
+
+    ufunc_plan = plan.UfuncPlan(trace.trace(add_one, {}, ("array",)), np.float64)
+    block = ufunc_plan._block
+    main = threading.main_thread().ident
+
+    def interrupted(arrays, scalars, lo, hi):
+        if lo == 0:  # Ctrl-C reaches the calling thread while the workers are still at it
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.05)
+        else:
+            time.sleep(0.1)
+        block(arrays, scalars, lo, hi)
+
+    monkeypatch.setattr(ufunc_plan, "_block", interrupted)
+    p = np.zeros(100)
+    with pytest.raises(KeyboardInterrupt):
+        ufunc_plan(p)
+    assert (p == 1.0).all()  # every block done when KeyboardInterrupt came
+
+
 @pytest.mark.parametrize("threads", [1, 2, 5])
 def test_threads_and_chunks_give_the_same_bits(threads, monkeypatch):
     monkeypatch.setattr(plan, "PLAN_CHUNK_BYTES", 256)
@@ -190,10 +248,12 @@ def test_set_num_threads_checks_its_argument():
         ({"OMP_NUM_THREADS": "2"}, "2"),
         ({"ARRAYOPT_NUM_THREADS": "0"}, "ValueError: ARRAYOPT_NUM_THREADS must be a positive integer, got '0'"),
         ({"OMP_NUM_THREADS": "many"}, "ValueError: OMP_NUM_THREADS must be a positive integer, got 'many'"),
-        ({}, str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())),
+        ({}, "the CPUs this process may run on"),
     ],
 )
 def test_thread_count_from_the_environment(env, expected):
+    if not env:  # read now, not at collection: the child inherits this process's affinity as it is now
+        expected = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     code = (
         "from arrayopt.backends import plan\n"
         "try:\n    print(plan.get_num_threads())\n"

@@ -11,10 +11,11 @@ and any array-API library, in float32 or float64.
   Levenberg-Marquardt method, SciPy's ``least_squares`` per problem;
 * :func:`curve_fit`: SciPy's ``curve_fit`` per problem (``popt``, ``pcov``, ``sigma``,
   ``absolute_sigma``, bounds), plus ``loss="poisson"``, maximum likelihood for counts;
-* :class:`LeastSquaresResult`, :class:`Status`: per-problem results and status codes.
-
-A batched ``minimize`` (L-BFGS-B per problem) is not here yet; it will share the bound
-handling of ``arrayopt.batch._bounds``.
+* :func:`minimize`: smooth objectives with their gradients by L-BFGS-B (SciPy's
+  ``minimize(method="L-BFGS-B")`` per problem, each with its own box, memory and line
+  search);
+* :class:`LeastSquaresResult`, :class:`Status`, :class:`MinimizeResult`, :class:`Stop`:
+  per-problem results and status codes.
 
 >>> import numpy as np
 >>> from arrayopt import batch
@@ -28,6 +29,16 @@ handling of ``arrayopt.batch._bounds``.
 
 from arrayopt.batch._curve_fit import curve_fit
 from arrayopt.batch._lm import least_squares
-from arrayopt.batch._result import LeastSquaresResult, OptimizeWarning, Status
+from arrayopt.batch._minimize import minimize
+from arrayopt.batch._result import LeastSquaresResult, MinimizeResult, OptimizeWarning, Status, Stop
 
-__all__ = ["LeastSquaresResult", "OptimizeWarning", "Status", "curve_fit", "least_squares"]
+__all__ = [
+    "LeastSquaresResult",
+    "MinimizeResult",
+    "OptimizeWarning",
+    "Status",
+    "Stop",
+    "curve_fit",
+    "least_squares",
+    "minimize",
+]

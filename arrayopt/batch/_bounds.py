@@ -1,11 +1,11 @@
 r"""Per-problem boxes :math:`l \le x \le u` for batched solvers.
 
 Shared by every batched method that takes ``bounds`` (the Levenberg-Marquardt of
-:func:`arrayopt.batch.least_squares` now; a batched L-BFGS-B can use the same
-:class:`Box`): parsing and checking SciPy's forms of ``bounds``, projection, the set of
-*binding* variables (at a bound, with the gradient pushing outward), the Coleman-Li
-scaling of the gradient SciPy's ``gtol`` test uses, and one-sided finite-difference steps
-that stay inside the box.
+:func:`arrayopt.batch.least_squares`, the L-BFGS-B of :func:`arrayopt.batch.minimize`):
+parsing and checking SciPy's forms of ``bounds``, projection, the set of *binding*
+variables (at a bound, with the gradient pushing outward), the Coleman-Li scaling of the
+gradient SciPy's ``gtol`` test uses, and one-sided finite-difference steps that stay
+inside the box.
 
 Like the rest of :mod:`arrayopt.batch`, arrays keep the problem axis last: ``x`` and the
 bounds are (n, B), the bounds possibly (n, 1) when every problem shares them.
@@ -134,6 +134,21 @@ class Box:
         """
         lower = self.lower if self.lower.shape[1] == 1 else xp.take(self.lower, rows, axis=1)
         upper = self.upper if self.upper.shape[1] == 1 else xp.take(self.upper, rows, axis=1)
+        return Box(lower, upper)
+
+    def part(self, lo: int, hi: int) -> "Box":
+        """The box of the problems ``lo:hi`` (views; shared bounds stay shared).
+
+        Args:
+            lo: the first problem.
+            hi: one past the last.
+
+        >>> import numpy as np
+        >>> Box(np.array([[0.0, 1.0, 2.0]]), np.full((1, 1), 5.0)).part(1, 3).lower.tolist()
+        [[1.0, 2.0]]
+        """
+        lower = self.lower if self.lower.shape[1] == 1 else self.lower[:, lo:hi]
+        upper = self.upper if self.upper.shape[1] == 1 else self.upper[:, lo:hi]
         return Box(lower, upper)
 
     def project(self, x: Any) -> Any:

@@ -27,6 +27,7 @@ j <= i lives at ``tri(i, j) = i (i + 1) / 2 + j`` of an array of shape (n (n + 1
 from typing import Any
 
 __all__ = [
+    "cholesky",
     "cholesky_solve",
     "gram",
     "jacobi_svd",
@@ -34,6 +35,8 @@ __all__ = [
     "packed_quadratic",
     "problem_last",
     "r_factor",
+    "solve_lower",
+    "solve_lower_transposed",
     "tri",
 ]
 
@@ -212,6 +215,97 @@ def cholesky_solve(xp: Any, A: Any, damping: Any, b: Any, free: Any = None) -> t
             value = value - L[t][i] * x[t]
         x[i] = value / L[i][i]
     return xp.stack(x), ok
+
+
+def cholesky(xp: Any, A: Any, tolerance: float = 0.0) -> tuple[Any, Any]:
+    r"""The lower Cholesky factor :math:`L` of dense symmetric matrices, :math:`A = L L^T`, per problem.
+
+    Column by column (Golub and Van Loan, *Matrix Computations*, 4th ed., algorithm
+    4.2.1, the "gaxpy" form): column j is
+    :math:`v = A_{j:,j} - L_{j:,:j} L_{j,:j}^T`, divided by :math:`\sqrt{v_j}`, each step a few
+    array operations over the rows and the problems (k steps in all, not the k^3 / 6 of
+    :func:`cholesky_solve`'s entry-by-entry loops). Only the lower triangle of A is read. A
+    problem whose pivot :math:`v_j` is not above ``tolerance`` times :math:`A_{jj}` (not
+    above 0 by default: LINPACK's ``dpofa`` test) or is not finite is reported in ``ok``
+    as False; its factor is finite garbage.
+
+    Args:
+        xp: the array namespace.
+        A: shape (k, k, B), entry (i, j) of every problem in ``A[i, j]``.
+        tolerance: the relative pivot threshold.
+
+    Returns:
+        ``(L, ok)``: L of shape (k, k, B), zero above the diagonal, and ok of shape (B,).
+
+    >>> import numpy as np
+    >>> A = np.array([[[4.0, 1.0], [2.0, 0.0]], [[2.0, 0.0], [5.0, 1.0]]])   # [[4,2],[2,5]] and [[1,0],[0,1]]
+    >>> L, ok = cholesky(np, A)
+    >>> L[:, :, 0].tolist(), ok.tolist()
+    ([[2.0, 0.0], [1.0, 2.0]], [True, True])
+    """
+    k = A.shape[0]
+    L = xp.zeros_like(A)
+    ok = None
+    for j in range(k):
+        column = A[j:, j, ...]
+        if j:
+            column = column - xp.sum(L[j:, :j, ...] * L[j, :j, ...][None, ...], axis=1)
+        pivot = column[0, ...]
+        diagonal = A[j, j, ...]
+        good = (pivot > (tolerance * diagonal if tolerance else 0.0)) & (pivot < float("inf"))
+        ok = good if ok is None else ok & good
+        root = xp.sqrt(xp.where(good, pivot, 1.0))
+        L[j, j, ...] = root
+        if j + 1 < k:
+            L[j + 1 :, j, ...] = column[1:, ...] / root[None, ...]
+    return L, ok
+
+
+def _substitute(xp: Any, L: Any, b: Any, transposed: bool) -> Any:
+    """Forward (``L x = b``) or, transposed, back (``L^T x = b``) substitution, one array operation per row."""
+    k = L.shape[0]
+    extra = (None,) * (b.ndim - 2)
+    x = xp.zeros_like(b)
+    for i in reversed(range(k)) if transposed else range(k):
+        value = b[i, ...]
+        if transposed and i + 1 < k:  # row i of L^T is column i of L, below the diagonal
+            value = value - xp.sum(L[i + 1 :, i, ...][(slice(None), *extra, ...)] * x[i + 1 :, ...], axis=0)
+        elif not transposed and i:
+            value = value - xp.sum(L[i, :i, ...][(slice(None), *extra, ...)] * x[:i, ...], axis=0)
+        x[i, ...] = value / L[i, i, ...]
+    return x
+
+
+def solve_lower(xp: Any, L: Any, b: Any) -> Any:
+    r""":math:`L^{-1} b` per problem, for lower-triangular L (k, k, B) and b (k, ..., B).
+
+    Args:
+        xp: the array namespace.
+        L: lower-triangular matrices (e.g. from :func:`cholesky`).
+        b: right-hand sides: a vector (k, B) or several, (k, r, B).
+
+    >>> import numpy as np
+    >>> L = np.array([[[2.0], [0.0]], [[1.0], [2.0]]])
+    >>> solve_lower(np, L, np.array([[2.0], [5.0]]))[:, 0].tolist()
+    [1.0, 2.0]
+    """
+    return _substitute(xp, L, b, transposed=False)
+
+
+def solve_lower_transposed(xp: Any, L: Any, b: Any) -> Any:
+    r""":math:`L^{-T} b` per problem, for lower-triangular L (k, k, B) and b (k, ..., B).
+
+    Args:
+        xp: the array namespace.
+        L: lower-triangular matrices.
+        b: right-hand sides, as for :func:`solve_lower`.
+
+    >>> import numpy as np
+    >>> L = np.array([[[2.0], [0.0]], [[1.0], [2.0]]])
+    >>> solve_lower_transposed(np, L, np.array([[5.0], [4.0]]))[:, 0].tolist()   # [[2, 1], [0, 2]] x = (5, 4)
+    [1.5, 2.0]
+    """
+    return _substitute(xp, L, b, transposed=True)
 
 
 def r_factor(xp: Any, J: Any) -> Any:

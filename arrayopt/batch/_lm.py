@@ -33,7 +33,7 @@ problems cost nothing; the only host read per iteration is the number still runn
 import dataclasses
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -164,6 +164,8 @@ class Evaluator:
         dtype: the working floating dtype.
         n: number of variables.
         count: number of problems B.
+        m: residuals per problem (learnt from the first call when None).
+        step: None for SciPy's relative difference steps, or an absolute step.
 
     >>> import numpy as np
     >>> ev = Evaluator(np, lambda x, rows: x * 2.0, None, True, None, np.float64, 2, 1)
@@ -180,6 +182,7 @@ class Evaluator:
     n: int
     count: int
     m: int | None = None  # residuals per problem, learnt from the first call
+    step: float | None = None  # an absolute difference step (L-BFGS-B's eps) instead of SciPy's relative one
 
     def __post_init__(self) -> None:
         self.backend = get_backend(self.stack) if self.stack is not None else None
@@ -209,7 +212,7 @@ class Evaluator:
             raise TypeError(f"{name} must return an array, got {type(out).__name__}")
         expected = k if self.pass_indices else self.count
         if tuple(out.shape) != (expected, *tail):
-            want = "(" + ", ".join(str(v) for v in (expected, *tail)) + ")"
+            want = str((expected, *tail))
             raise ValueError(f"{name} returned an array of shape {tuple(out.shape)}; expected {want}")
         if not self.pass_indices and not whole:
             out = xp.take(out, rows, axis=0)
@@ -264,6 +267,8 @@ class Evaluator:
             xj = x[j, ...]
             sign = 2 * xp.astype(xj >= 0, self.dtype) - 1
             h = (eps**0.5) * sign * xp.maximum(xp.abs(xj), 1.0)
+            if self.step is not None:  # SciPy's absolute step, relative where it is lost to rounding
+                h = xp.where((xj + self.step) - xj != 0, self.step, h)
             if box is not None:
                 h = box.difference_step(xp, xj, h, j)
             h = (xj + h) - xj
@@ -291,7 +296,8 @@ class Outputs:
     contiguous runs of the last axis, and :meth:`result` hands out their transposes, the
     (B, n), (B, m), (B, m, n) arrays of :class:`LeastSquaresResult`, without copying.
     Blocks cover disjoint ranges of problems, so worker threads never write the same
-    entries.
+    entries. :meth:`ensure` allocates least squares' fields; other solvers name theirs
+    with :meth:`allocate`.
 
     Args:
         xp: the array namespace.
@@ -303,7 +309,7 @@ class Outputs:
     >>> import numpy as np
     >>> out = Outputs(np, np.zeros((3, 2)), 3, 2, np.float64)
     >>> out.ensure(4)
-    >>> res = out.result()
+    >>> res = LeastSquaresResult(**out.fields())
     >>> res.fun.shape, res.jac.shape
     ((3, 4), (3, 4, 2))
     """
@@ -318,30 +324,40 @@ class Outputs:
         self._lock = threading.Lock()
 
     def ensure(self, m: int) -> None:
-        """Allocate the arrays once the number of residuals ``m`` is known."""
+        """Allocate least squares' arrays once the number of residuals ``m`` is known."""
+        n, index = self.n, self.xp.int64
+        self.allocate(
+            {
+                "x": (n,),
+                "cost": (),
+                "fun": (m,),
+                "jac": (n, m),
+                "grad": (n,),
+                "optimality": (),
+                "active_mask": ((n,), self.xp.int8),
+                "status": ((), index),
+                "nfev": ((), index),
+                "njev": ((), index),
+                "nit": ((), index),
+            }
+        )
+
+    def allocate(self, fields: "Mapping[str, tuple[int, ...] | tuple[tuple[int, ...], Any]]") -> None:
+        """Allocate zeroed arrays (once): each field's shape without the batch axis, and its dtype if not the solver's.
+
+        Args:
+            fields: name -> shape, or name -> (shape, dtype).
+        """
         with self._lock:
             if self.arrays:
                 return
-            xp, B, n, dt = self.xp, self.count, self.n, self.dtype
             device = getattr(self.like, "device", None)
-            index = xp.int64
-
-            def zeros(shape: tuple[int, ...], dtype: Any) -> Any:
-                return xp.zeros(shape, dtype=dtype, device=device)
-
-            self.arrays = {
-                "x": zeros((n, B), dt),
-                "cost": zeros((B,), dt),
-                "fun": zeros((m, B), dt),
-                "jac": zeros((n, m, B), dt),
-                "grad": zeros((n, B), dt),
-                "optimality": zeros((B,), dt),
-                "active_mask": zeros((n, B), xp.int8),
-                "status": zeros((B,), index),
-                "nfev": zeros((B,), index),
-                "njev": zeros((B,), index),
-                "nit": zeros((B,), index),
-            }
+            for name, spec in fields.items():
+                if spec and isinstance(spec[0], tuple):
+                    shape, dtype = spec
+                else:
+                    shape, dtype = spec, self.dtype
+                self.arrays[name] = self.xp.zeros((*shape, self.count), dtype=dtype, device=device)
 
     def store(self, lo: int, hi: int, pieces: "list[tuple[Any, dict[str, Any]]]") -> None:
         """Write the block of problems ``lo:hi`` from the pieces its iteration collected.
@@ -357,13 +373,17 @@ class Outputs:
             values = xp.concat([fields[name] for _, fields in pieces], axis=-1)
             self.arrays[name][..., lo:hi] = xp.take(values, order, axis=-1)
 
-    def result(self) -> LeastSquaresResult:
-        """The result, each array with the problem axis first (views of the stored arrays)."""
+    def fields(self) -> dict[str, Any]:
+        """The arrays, each with the problem axis first (views of the stored arrays)."""
         xp = self.xp
-        fields = {
+        return {
             name: array if array.ndim == 1 else xp.permute_dims(array, tuple(range(array.ndim - 1, -1, -1)))
             for name, array in self.arrays.items()
         }
+
+    def result(self) -> LeastSquaresResult:
+        """The least-squares result (see :meth:`fields`), with ``success``."""
+        fields = self.fields()
         return LeastSquaresResult(**fields, success=fields["status"] > 0)
 
 
@@ -473,8 +493,6 @@ def solve_block(
         running = status == _RUNNING
         still = int(xp.sum(xp.astype(running, index)))  # the one host read per iteration
         if still < k:
-            order = xp.argsort(xp.astype(~running, xp.int8), stable=True)
-            done = order[still:]
             fields = {
                 "x": x,
                 "cost": cost,
@@ -489,10 +507,7 @@ def solve_block(
             }
             if box is not None:
                 fields["active_mask"] = box.active(xp, x, g)
-            finished.append(
-                (xp.take(rows, done, axis=0) - first, {key: xp.take(v, done, axis=-1) for key, v in fields.items()})
-            )
-            keep = order[:still]
+            keep = retire(xp, running, still, rows, first, fields, finished)
             x, values, J, A, g, d = (xp.take(a, keep, axis=-1) for a in (x, values, J, A, g, d))
             cost, lam, nu, floor, nfev, njev, nit, status, rows = (
                 xp.take(a, keep, axis=0) for a in (cost, lam, nu, floor, nfev, njev, nit, status, rows)
@@ -556,6 +571,29 @@ def solve_block(
         if settings.jac_scale:
             d = xp.maximum(d, xp.sqrt(diagonal))
         floor = xp.maximum(eps * xp.max(diagonal / (d * d), axis=0), tiny)
+
+
+def retire(
+    xp: Any,
+    running: Any,
+    still: int,
+    rows: Any,
+    first: int,
+    fields: dict[str, Any],
+    finished: "list[tuple[Any, dict[str, Any]]]",
+) -> Any:
+    """Move the problems that stopped (``running`` False) to ``finished``; return the positions of the others.
+
+    ``fields`` are the results, problem axis last; ``still`` is the number running (read
+    on the host); ``finished`` collects ``(positions in the block, fields)`` pieces for
+    :meth:`Outputs.store`.
+    """
+    order = xp.argsort(xp.astype(~running, xp.int8), stable=True)
+    done = order[still:]
+    finished.append(
+        (xp.take(rows, done, axis=0) - first, {key: xp.take(v, done, axis=-1) for key, v in fields.items()})
+    )
+    return order[:still]
 
 
 def _normal(xp: Any, objective: Any, values: Any, J: Any, data: tuple[Any, ...]) -> tuple[Any, Any, Any]:
@@ -763,22 +801,7 @@ def run(
     ``data`` are the objective's per-problem arrays, problem axis last ((m, B) each).
     """
     count, n = x0.shape
-    if not isinstance(pass_indices, bool):
-        raise ValueError(f"pass_indices must be True or False, got {pass_indices!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if workers > 1 and not pass_indices:
-        raise ValueError(
-            f"workers={workers} needs pass_indices=True: without it fun receives the whole stack, "
-            "so the problems cannot be split among threads"
-        )
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
-        raise ValueError(f"block_size must be None or a positive integer, got {block_size!r}")
-    if block_size is not None and not pass_indices:
-        raise ValueError(
-            f"block_size={block_size} needs pass_indices=True: without it fun receives the whole stack, "
-            "so the problems cannot be fitted in blocks"
-        )
+    check_blocks(pass_indices, block_size, workers)
     start = problem_last(xp, xp.astype(x0, dtype), (1, 0))
     box = Box.parse(xp, bounds, n, count, dtype, like=x0)
     if box is not None:
@@ -790,18 +813,6 @@ def run(
     evaluator = Evaluator(xp, fun, jac, pass_indices, stack, dtype, n, count)
     outputs = Outputs(xp, x0, count, n, dtype)
     rows = xp.arange(count, dtype=xp.int64, device=device)
-    if not pass_indices:
-        size = max(count, 1)
-    elif block_size is not None:
-        size = block_size
-    else:  # the backend's block size, evened out so that every worker gets as many blocks
-        default = get_backend(x0).fit_block or max(count, 1)
-        blocks = -(-count // default)
-        if count >= workers * _SMALLEST_SHARED_BLOCK:
-            blocks = -(-blocks // workers) * workers
-        size = max(-(-count // max(blocks, 1)), 1)
-    spans = [(lo, min(lo + size, count)) for lo in range(0, max(count, 1), size)]
-
     quiet = get_backend(x0).quiet
 
     def block(span: tuple[int, int]) -> None:
@@ -823,6 +834,52 @@ def run(
                 first=lo,
             )
 
+    run_blocks(block_spans(x0, pass_indices, block_size, workers), workers, block)
+    return outputs.result()
+
+
+def check_blocks(pass_indices: bool, block_size: int | None, workers: int) -> None:
+    """Refuse malformed ``pass_indices``, ``block_size`` and ``workers`` (blocks need ``pass_indices``)."""
+    if not isinstance(pass_indices, bool):
+        raise ValueError(f"pass_indices must be True or False, got {pass_indices!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers > 1 and not pass_indices:
+        raise ValueError(
+            f"workers={workers} needs pass_indices=True: without it fun receives the whole stack, "
+            "so the problems cannot be split among threads"
+        )
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"block_size must be None or a positive integer, got {block_size!r}")
+    if block_size is not None and not pass_indices:
+        raise ValueError(
+            f"block_size={block_size} needs pass_indices=True: without it fun receives the whole stack, "
+            "so the problems cannot be fitted in blocks"
+        )
+
+
+def block_spans(x0: Any, pass_indices: bool, block_size: int | None, workers: int) -> list[tuple[int, int]]:
+    """The ranges ``(lo, hi)`` of problems fitted together: the whole batch without ``pass_indices``.
+
+    With ``pass_indices``, blocks of ``block_size``, else of the backend's ``fit_block``
+    (the whole batch where it has none), evened out so that every worker gets as many.
+    """
+    count = x0.shape[0]
+    if not pass_indices:
+        size = max(count, 1)
+    elif block_size is not None:
+        size = block_size
+    else:
+        default = get_backend(x0).fit_block or max(count, 1)
+        blocks = -(-count // default)
+        if count >= workers * _SMALLEST_SHARED_BLOCK:
+            blocks = -(-blocks // workers) * workers
+        size = max(-(-count // max(blocks, 1)), 1)
+    return [(lo, min(lo + size, count)) for lo in range(0, max(count, 1), size)]
+
+
+def run_blocks(spans: list[tuple[int, int]], workers: int, block: Callable[[tuple[int, int]], None]) -> None:
+    """Call ``block`` on every span, one after another or on ``workers`` threads."""
     if workers == 1 or len(spans) == 1:
         for span in spans:
             block(span)
@@ -832,4 +889,3 @@ def run(
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             for future in [pool.submit(block, span) for span in spans]:
                 future.result()
-    return outputs.result()

@@ -1,11 +1,13 @@
 """Status codes and the result object of the batched solvers."""
 
 import enum
+from typing import Any
 
 from arrayopt.backends import get_backend
+from arrayopt.lbfgsb import _MESSAGES as _LBFGSB_MESSAGES
 from arrayopt.minimize import OptimizeResult
 
-__all__ = ["LeastSquaresResult", "OptimizeWarning", "Status"]
+__all__ = ["LeastSquaresResult", "MinimizeResult", "OptimizeWarning", "Status", "Stop"]
 
 
 class Status(enum.IntEnum):
@@ -111,6 +113,86 @@ class LeastSquaresResult(OptimizeResult):
         Args:
             index: the problem's position in the batch.
         """
-        status = self["status"]
-        code = int(get_backend(status).to_numpy(status[index]).reshape(()))
-        return Status(code).message
+        return Status(_read(self["status"], index)).message
+
+
+class Stop(enum.IntEnum):
+    """Why one problem of :func:`arrayopt.batch.minimize` stopped, with SciPy's L-BFGS-B status and message.
+
+    SciPy's ``minimize(method="L-BFGS-B")`` reports ``status`` 0 (converged: ``gtol`` or
+    ``ftol``), 1 (``maxiter`` or ``maxfun`` spent) or 2 (stopped otherwise) and says which
+    in its message; a batch keeps the reason per problem as one of these codes, and
+    derives ``status`` from it (:attr:`status`). ``message`` is SciPy's text (and
+    :func:`arrayopt.minimize`'s for the non-finite start, which SciPy does not test).
+
+    Args:
+        value: the integer code, e.g. ``Stop(1)`` (as for any ``IntEnum``).
+
+    >>> Stop(2).name, Stop.FTOL.status, Stop.FTOL.message
+    ('FTOL', 0, 'CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH')
+    >>> Stop.MAXFUN.status, Stop.LINE_SEARCH.status
+    (1, 2)
+    """
+
+    #: the largest entry of the projected gradient is at most ``gtol``
+    GTOL = 1
+    #: the relative reduction of the objective in the last step is at most ``ftol``
+    FTOL = 2
+    #: ``maxiter`` iterations done
+    MAXITER = 3
+    #: more than ``maxfun`` evaluations done (checked after each iteration, as SciPy does)
+    MAXFUN = 4
+    #: the line search found no acceptable step from a steepest-descent direction
+    LINE_SEARCH = 5
+    #: the objective or its gradient is not finite at the (projected) starting point; nothing was done
+    NONFINITE = 6
+
+    @property
+    def status(self) -> int:
+        """SciPy's ``status`` for this stop: 0 converged, 1 a budget spent, 2 otherwise."""
+        return 0 if self in (Stop.GTOL, Stop.FTOL) else 1 if self in (Stop.MAXITER, Stop.MAXFUN) else 2
+
+    @property
+    def message(self) -> str:
+        """SciPy's message for this stop."""
+        return _LBFGSB_MESSAGES[self.name.lower().replace("_", " ")]
+
+
+class MinimizeResult(OptimizeResult):
+    """The result of :func:`arrayopt.batch.minimize`: SciPy's fields, each with a leading batch axis.
+
+    Keys (also attributes), for B problems of n variables:
+
+    * ``x`` (B, n): the solutions; ``fun`` (B,): the objective there; ``jac`` (B, n):
+      its gradient;
+    * ``stop`` (B,): a :class:`Stop` code per problem; ``status`` (B,): SciPy's status
+      (0 converged, 1 ``maxiter`` or ``maxfun``, 2 otherwise), derived from ``stop``;
+      ``success`` (B,): ``status == 0``;
+    * ``nit`` (B,): iterations (accepted steps); ``nfev`` (B,): evaluations of ``fun``
+      (those of finite differences included, as SciPy counts them); ``njev`` (B,):
+      gradients.
+
+    ``message(i)`` gives problem i's SciPy message; :class:`Stop` maps every code to its
+    text.
+
+    Args:
+        kwargs: the fields (as for ``dict``).
+
+    >>> import numpy as np
+    >>> result = MinimizeResult(stop=np.array([1, 5]))
+    >>> result.message(1)
+    'ABNORMAL: THE LINE SEARCH FOUND NO ACCEPTABLE STEP'
+    """
+
+    def message(self, index: int) -> str:
+        """SciPy's message for problem ``index``'s stop (reads one integer from the device).
+
+        Args:
+            index: the problem's position in the batch.
+        """
+        return Stop(_read(self["stop"], index)).message
+
+
+def _read(codes: Any, index: int) -> int:
+    """Entry ``index`` of an integer array of any library, as a Python int."""
+    return int(get_backend(codes).to_numpy(codes[index]).reshape(()))

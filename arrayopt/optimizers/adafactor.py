@@ -331,6 +331,13 @@ class Adafactor(ElementwiseOptimizer[AdafactorHyper]):
         alpha = max(hyper.eps2, v.to_float(_norm(xp, param)) / (numel**0.5)) * rho
         eps1 = hyper.eps1
         lerp_from_end = abs(weight) >= 0.5
+        decay = hyper.flags["decay"]
+        decay_factor = 1 - hyper.lr * hyper.weight_decay
+        if decay and backend.in_order_kernels:
+            # The gradient is the parameter's own array: as in torch, the moments read it
+            # after the decay. The decay alone: adding -0.0 * 0 = -0.0 changes no value.
+            backend.kernel(adafactor_param_update, decay=True)(param, xp.zeros_like(param), float(decay_factor), -0.0)
+            decay = False
         if grad.ndim > 1:
             moment = backend.kernel(adafactor_moment_update, square=False, lerp_from_end=lerp_from_end)
             row_var, col_var = state["row_var"], state["col_var"]
@@ -347,10 +354,7 @@ class Adafactor(ElementwiseOptimizer[AdafactorHyper]):
         backend.kernel(adafactor_direction, maximize=hyper.flags["maximize"])(update, grad, eps1 * eps1)
         rms = v.to_float(_norm(xp, update)) / ((numel**0.5) * hyper.d)
         step = -alpha / max(1.0, rms)
-        decay_factor = 1 - hyper.lr * hyper.weight_decay
-        backend.kernel(adafactor_param_update, decay=hyper.flags["decay"])(
-            param, update, float(decay_factor), float(step)
-        )
+        backend.kernel(adafactor_param_update, decay=decay)(param, update, float(decay_factor), float(step))
 
 
 def _refuse(p: Parameter) -> None:

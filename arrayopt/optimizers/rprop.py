@@ -68,10 +68,13 @@ def rprop_update(
     step_size[...] = xp.minimum(xp.maximum(grown, step_size_min), step_size_max)
     flipped = product < 0
     moved = xp.where(g > 0, param - step_size, xp.where(g < 0, param + step_size, param))
+    # The gradient to remember, taken before the parameter moves (torch clones it first;
+    # it matters when the gradient is the parameter's own array). Where the sign flipped,
+    # g is non-zero and not NaN, so sign(g) - sign(g) is +0 (no literal constant:
+    # cupy.fuse would type it as float64).
+    kept = xp.where(flipped, xp.sign(g) - xp.sign(g), g)
     param[...] = xp.where(flipped, param, moved)
-    # Where the sign flipped, g is non-zero and not NaN, so sign(g) - sign(g) is +0
-    # (no literal constant: cupy.fuse would type it as float64).
-    prev[...] = xp.where(flipped, xp.sign(g) - xp.sign(g), g)
+    prev[...] = kept
 
 
 @dataclass(frozen=True)
