@@ -566,7 +566,8 @@ class FlatRuns:
             # optimizer's own arrays for a piece are at most FRESH_PIECE_BYTES each, not a
             # parameter-sized temporary per key (the rule's initial values are elementwise).
             state = None
-            step = max(1, FRESH_PIECE_BYTES // buffer.data.itemsize)
+            # (a library whose arrays do not say their item size: taken as 16 bytes, the largest)
+            step = max(1, FRESH_PIECE_BYTES // getattr(buffer.data, "itemsize", 16))
             lo = start
             while True:
                 hi = min(lo + step, stop)

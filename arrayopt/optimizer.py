@@ -767,21 +767,34 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         flat = self.__dict__.get("_flat") if self._flat_runs else None
         if flat is None and self._flat_runs:  # a subclass that skipped our __init__
             flat = self._flat = FlatRuns()
-        for group in self.param_groups:
-            hyper = None
-            plan = flat.plan(group) if flat is not None else None
-            for item in group["params"] if plan is None else plan:
-                if type(item) is Block:
-                    for lo, hi in item.ranges_with_grad():
-                        if hyper is None:
-                            hyper = self._hyper(group)
-                        flat.prepare(self, item, lo, hi, group, hyper, pending, updates)  # type: ignore[union-attr]
-                    continue
-                if item.grad is None:
-                    continue
-                if hyper is None:
-                    hyper = self._hyper(group)
-                self._prepare_one(item, group, hyper, pending, updates)
+        # The checks of separate Parameters that may be bundled are made a param group at a
+        # time (see _check_deferred); the first refusal is still the first parameter's.
+        unchecked: list[int] | None = [] if self._bundled else None
+        try:
+            for group in self.param_groups:
+                hyper = None
+                plan = flat.plan(group) if flat is not None else None
+                for item in group["params"] if plan is None else plan:
+                    if type(item) is Block:
+                        for lo, hi in item.ranges_with_grad():
+                            if hyper is None:
+                                hyper = self._hyper(group)
+                            flat.prepare(self, item, lo, hi, group, hyper, pending, updates)  # type: ignore[union-attr]
+                        continue
+                    if item.grad is None:
+                        continue
+                    if hyper is None:
+                        hyper = self._hyper(group)
+                    self._prepare_one(item, group, hyper, pending, updates, unchecked)
+                if unchecked:
+                    self._check_deferred(updates, unchecked)
+        except Exception:
+            if unchecked:
+                try:
+                    self._check_deferred(updates, unchecked)
+                except Exception as earlier:  # refused before the parameter that raised
+                    raise earlier from None
+            raise
         # Everything is checked: now the updates, whole. A Ctrl-C from here on waits for
         # the end of the step (backends/interrupts.py), so it never leaves some
         # parameters, states or counters updated and others not.
@@ -845,14 +858,29 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         hyper: H,
         pending: dict[Parameter, Any],
         updates: list[Any],
+        unchecked: list[int] | None = None,
     ) -> None:
-        """Prepare the update of one parameter (with a gradient) on its own."""
+        """Prepare the update of one parameter (with a gradient) on its own.
+
+        With ``unchecked`` (a list), an update a backend may bundle is appended
+        unchecked and its index noted there, for :meth:`_check_deferred`.
+        """
         state = self.state.get(p) or pending.get(p)
         if not state:
             state = pending[p] = self._init_state(p, group)
         sparse = isinstance(p.grad, SparseGrad)
         operands = self._sparse_operands(p, group, state) if sparse else self._operands(p, group, state)
         backend = get_backend(p.data)
+        update = (p, backend, hyper, state, operands, sparse)
+        if unchecked is not None and not sparse and backend.takes_bundles:
+            unchecked.append(len(updates))
+            updates.append(update)
+            return
+        updates.append(self._checked(update))
+
+    def _checked(self, update: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A prepared update, checked: ValueError naming its parameter; an ``InOrder`` backend if it needs one."""
+        p, backend, hyper, state, operands, sparse = update
         try:
             # Shapes and dtypes; read-only arrays are refused; a gradient or state array that is the
             # parameter (``p.grad = p.data``) makes the rule run as written, as torch's operations do.
@@ -861,8 +889,27 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
             raise ValueError(f"{p._label()}: {exc}") from None
         refuse_misfit_numbers(self, p, hyper, backend, p.data)
         if in_order:
-            backend = cast(Backend, InOrder(backend))
-        updates.append((p, backend, hyper, state, operands, sparse))
+            return (p, cast(Backend, InOrder(backend)), hyper, state, operands, sparse)
+        return update
+
+    def _check_deferred(self, updates: list[Any], unchecked: list[int]) -> None:
+        """Check the updates at the indices in ``unchecked`` (then emptied), in order, as :meth:`_checked` does.
+
+        Their backend checks them all at once first (:meth:`Backend.check_updates`);
+        only if that finds something to look at closer are they checked one by one,
+        which raises the first parameter's error or gives it an ``InOrder`` backend.
+        """
+        indices = unchecked[:]
+        unchecked.clear()
+        chosen = [updates[i] for i in indices]
+        params, backends, hypers, states, operands, _ = zip(*chosen, strict=True)
+        backend = backends[0]
+        if backends.count(backend) == len(backends) and backend.check_updates(operands, states):
+            for p, hyper in zip(params, hypers, strict=True):
+                refuse_misfit_numbers(self, p, hyper, backend, p.data)
+            return
+        for i, update in zip(indices, chosen, strict=True):
+            updates[i] = self._checked(update)
 
 
 Optimizer.step = _with_step_hooks(Optimizer.step)  # type: ignore[method-assign]

@@ -3,7 +3,7 @@
 import contextlib
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -212,6 +212,16 @@ class Backend:
         """
         self.check_operands(operands)
         return self.check_writes(operands, state)
+
+    def check_updates(self, operands: "Sequence[Sequence[Any]]", states: "Sequence[Any]") -> bool:
+        """Whether the updates with these operands and states all pass :meth:`check_update` plainly.
+
+        True: every one would pass and none must run in order. False: nothing is
+        known; check them one by one (which raises, naming the first at fault). For a
+        backend that checks many updates quicker together than one by one; here
+        (no such shortcut) always False.
+        """
+        return False
 
     def _same_memory(self, arrays: "list[Any]") -> bool:
         """Whether two of ``arrays`` are the same elements; ValueError if two overlap otherwise."""

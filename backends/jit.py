@@ -50,6 +50,7 @@ import numba
 import numpy
 
 from arrayopt.backends.background import NotReady
+from arrayopt.backends.base import Bundle
 from arrayopt.backends.trace import (
     ARRAY,
     OPERATIONS,
@@ -60,7 +61,7 @@ from arrayopt.backends.trace import (
     register_source,
 )
 
-__all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
+__all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "Stopped", "cache_dir"]
 
 #: Arrays of at least this many elements run on numba's threads, when it has several.
 #: numba splits the ``prange`` loop into one contiguous block per thread (an explicit
@@ -130,22 +131,17 @@ class JitKernel:
     def _launcher(self, pick: Callable[[int], Any], source: str | None = None) -> Callable[..., None]:
         """The launcher (or the one over bundles, from its ``source``) with ``pick(n)`` choosing the loop."""
         source = source or self.launcher_source
-        namespace: dict[str, Any] = {"_run": pick, "_jit": sys.modules[__name__]}
+        namespace: dict[str, Any] = {"_run": pick, "_jit": sys.modules[__name__], "_Stopped": Stopped}
         exec(compile(source, register_source(source, f"{self.name}-launch"), "exec"), namespace)
         launch: Callable[..., None] = namespace["launch"]
         return launch
 
-    def run_many(self, done: list[int], *args: Any, ready: bool = False) -> None:
-        """Run the loop on each member of the bundles in ``args`` (1-D arrays), in order; ``done[0]`` counts them.
-
-        The host arithmetic is done once. With ``ready``, frozen loops only, as
-        :meth:`run_ready`: an exception leaves members ``done[0]`` on untouched.
-        """
-        (self._launch_many_ready if ready else self._launch_many)(done, *args)
-
     def __call__(self, *args: Any) -> None:
         if self.frozen:
             self._thaw()
+        if type(args[0]) is Bundle:  # each member in turn (see _many_source)
+            self._launch_many(*args)
+            return
         try:
             self._launch(*args)
         except Exception as exc:
@@ -186,8 +182,12 @@ class JitKernel:
         return n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable()
 
     def run_ready(self, *args: Any) -> None:
-        """Run a frozen loop on ``args``; NotReady or TypeError, before any write, where one would compile."""
-        self._launch_ready(*args)
+        """Run a frozen loop on ``args``; NotReady or TypeError, before any write, where one would compile.
+
+        With :class:`~arrayopt.backends.base.Bundle` arguments, on each member in turn;
+        what a member raises comes as :class:`Stopped`, naming how many ran before it.
+        """
+        (self._launch_many_ready if type(args[0]) is Bundle else self._launch_ready)(*args)
 
     def _pick(self, n: int) -> Any:
         dispatcher = self._parallel if self.wants_parallel(n) else self._serial
@@ -281,14 +281,15 @@ def max_threads() -> int:
 
 
 def _many_source(program: Program, name: str) -> str:
-    """The launcher over bundles: ``launch(done, v0, v1, ...)`` with each array argument a sequence.
+    """The launcher over bundles: ``launch(v0, v1, ...)`` with each array argument a sequence of 1-D arrays.
 
     The host arithmetic runs once; the serial loop is looked up once for every member
-    below :data:`PARALLEL_MIN_ELEMENTS` (the ones it always runs).
+    below :data:`PARALLEL_MIN_ELEMENTS` (the ones it always runs). An exception (raised
+    before the member it stops at is written) comes as :class:`Stopped`.
     """
     arrays = sorted(set(program.loaded()) | set(program.stores))
     statements, host_values = host_code(program)
-    params = ", ".join(["done", *(f"v{i}" for i in range(len(program.kinds)))])
+    params = ", ".join(f"v{i}" for i in range(len(program.kinds)))
     members = [f"x{p}" for p in arrays]
     call = ", ".join(members + host_values)
     lines = [
@@ -308,10 +309,18 @@ def _many_source(program: Program, name: str) -> str:
         "            else:",
         f"                _run(n)({call})",
         "            count += 1",
-        "    finally:",
-        "        done[0] = count",
+        "    except Exception as exc:",
+        "        raise _Stopped(count) from exc",
     ]
     return "\n".join(lines) + "\n"
+
+
+class Stopped(Exception):
+    """A launch over bundles stopped at member ``done`` (the ones before it ran); the cause is its exception."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(done)
+        self.done = done
 
 
 def _same(value: Any, n: int) -> Any:

@@ -2,9 +2,12 @@
 
 import functools
 import importlib.util
+import itertools
 import math
+import operator
 import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat.numpy as compat_numpy
@@ -193,6 +196,44 @@ class NumPyBackend(Backend):
                 return False
         self.check_operands(operands)
         return self.check_writes(operands, state)
+
+    def check_updates(self, operands: "Sequence[Sequence[Any]]", states: "Sequence[Any]") -> bool:
+        # Many separate Parameters at once, in C loops (map) rather than Python ones: every
+        # operand an ndarray of its parameter's shape and dtype or a float, in the same
+        # places for all; every array one that owns its memory (no views), none twice in
+        # one update; the written ones writeable; the states' other values numbers or
+        # None. Else False.
+        ndarray = numpy.ndarray
+        try:
+            columns = list(zip(*operands, strict=True))
+        except ValueError:  # operands of different lengths
+            return False
+        arrays: list[Any] = []
+        for column in columns:
+            kinds = set(map(type, column))
+            if kinds == {ndarray}:
+                arrays.append(column)
+            elif kinds != {float}:
+                return False
+        params = columns[0]
+        if not arrays or arrays[0] is not params or not all(map(_WRITEABLE, params)):
+            return False
+        shapes, dtypes = list(map(_SHAPE, params)), list(map(_DTYPE, params))
+        for k, column in enumerate(arrays[1:], 1):
+            if list(map(_SHAPE, column)) != shapes or list(map(_DTYPE, column)) != dtypes:
+                return False
+            for other in arrays[:k]:
+                if any(map(operator.is_, column, other)):
+                    return False
+        if not all(map(operator.is_, map(_BASE, itertools.chain.from_iterable(arrays)), itertools.repeat(None))):
+            return False  # a view: which memory it shares is for check_writes to say
+        kinds = set(map(type, states))
+        if kinds == {dict}:
+            values = list(itertools.chain.from_iterable(map(dict.values, states)))
+            if not set(map(type, values)) <= _STATE_TYPES:
+                return False
+            return all(map(_WRITEABLE, filter(ndarray.__instancecheck__, values)))
+        return kinds == {type(None)}
 
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
@@ -436,6 +477,15 @@ def _flat_operands(args: "tuple[Any, ...] | list[Any]", positions: tuple[int, ..
     return values
 
 
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_BASE = operator.attrgetter("base")
+_NDIM = operator.attrgetter("ndim")
+_WRITEABLE = operator.attrgetter("flags.writeable")
+# what the state of a bundled update may hold besides arrays
+_STATE_TYPES = frozenset({numpy.ndarray, float, int, type(None)})
+
+
 def _writeable_values(state: Any) -> bool:
     """Whether every value of ``state`` (a dict or None) is a writeable ndarray, a float, an int or None."""
     if state:
@@ -451,28 +501,36 @@ def _writeable_values(state: Any) -> bool:
 
 
 def _run_bundles(run: Kernel, compiled: dict[tuple[Any, ...], Any], mode: "bool | str", args: Any) -> None:
-    """``run`` on each member of the bundles in ``args``: a ready numba kernel takes them all in one call.
+    """``run`` on each member of the bundles in ``args``, in order: a numba kernel takes them all in one call.
 
-    Members it cannot take (a layout it was not compiled for, operands to flatten),
-    and every member without a ready kernel, go through ``run`` one by one.
+    Members it cannot take (a layout it was not compiled for, operands that cannot be
+    flattened), and every member while no kernel is ready, go through ``run`` one by
+    one, which gives the same bits (and has the kernel made, off the critical path or
+    not, as for any launch).
     """
-    count = len(args[0])
-    done = [0]
+    done = 0
     if mode:
-        key = (args[0][0].dtype, *(type(a[0]) if type(a) is Bundle else type(a) for a in args))
+        first = args[0]
+        key = (first[0].dtype, *(type(a[0]) if type(a) is Bundle else type(a) for a in args))
         entry = compiled.get(key)
         if type(entry) is tuple:
             kernel, positions, complex_ = entry
             values = args
-            if complex_ or not all(a.ndim == 1 for a in args[0]):  # operands of one member share a shape
+            if complex_ or set(map(_NDIM, first)) != {1}:  # the operands of a member share its shape
                 values = _flat_bundles(args, positions, complex_)
             if values is not None:
                 try:
-                    kernel.run_many(done, *values, ready=mode == "background")
-                except Exception as exc:  # before member done[0] was touched: it and the rest go one by one
-                    if not isinstance(exc, (background.NotReady, TypeError, RuntimeError, *_jit_errors())):
-                        raise
-    for i in range(done[0], count):
+                    (kernel.run_ready if mode == "background" else kernel)(*values)
+                    return
+                except Exception as exc:  # jit.Stopped: member ``done`` was not touched; it and the rest one by one
+                    from arrayopt.backends.jit import Stopped
+
+                    stopped = exc if type(exc) is Stopped else None
+                    cause = exc.__cause__ if stopped is not None else exc
+                    if not isinstance(cause, (background.NotReady, TypeError, RuntimeError, *_jit_errors())):
+                        raise cause or exc from None
+                    done = stopped.done if stopped is not None else 0
+    for i in range(done, len(args[0])):
         run(*(a[i] if type(a) is Bundle else a for a in args))
 
 
@@ -486,7 +544,7 @@ def _flat_bundles(args: Any, positions: tuple[int, ...], complex_: bool) -> Any:
         members.append(flat)
     values = list(args)
     for p in positions:
-        values[p] = [member[p] for member in members]
+        values[p] = Bundle([member[p] for member in members])
     return values
 
 

@@ -130,3 +130,79 @@ def test_a_kernel_runs_the_rule_on_each_member_in_order():
     members = Bundle([total, total, total])  # one array three times: each member sees the ones before
     get_backend(total).kernel(accumulate)(members, Bundle([np.ones(3), 2 * np.ones(3), 3 * np.ones(3)]), 0.5)
     np.testing.assert_array_equal(total, np.full(3, 3.0))
+
+
+def test_an_update_that_must_run_in_order_is_never_bundled(monkeypatch):
+    """A gradient that is its parameter (the rule then runs as written, InOrder) amid ordinary parameters:
+    stepped alone, with the numbers of the one-by-one loop."""
+    rng = np.random.default_rng(6)
+    starts = [rng.standard_normal(5) for _ in range(5)]
+    bundles = []
+    commit = _bundles.commit
+    monkeypatch.setattr(_bundles, "commit", lambda *a: (bundles.append([u[0] for u in a[1]]), commit(*a)))
+    results, aliased = [], []
+    for bundled in (True, False):
+        monkeypatch.setattr(arrayopt.SGD, "_bundled", bundled)
+        params = [arrayopt.Parameter(a.copy()) for a in starts]
+        opt = arrayopt.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = p.data if i == 2 else np.sin(p.data + step)
+            opt.step()
+        results.append([p.data.copy() for p in params])
+        aliased.append(params[2])
+    assert bundles and all(all(p is not aliased[0] for p in members) for members in bundles)
+    assert any(len(members) >= 2 for members in bundles)
+    for x, y in zip(*results, strict=True):
+        assert x.tobytes() == y.tobytes()
+
+
+def _adam_like(n=4, dtype=np.float32):
+    p, g, m, v = (np.full(n, x, dtype=dtype) for x in (1.0, 0.5, 0.0, 0.0))
+    return [p, g, m, v, 0.0], {"step": 1.0, "exp_avg": m, "exp_avg_sq": v}
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+# situation -> what it does to the second of three updates (operands, state)
+CHECKS = {
+    "plain": lambda ops, st: None,
+    "gradient is the parameter": lambda ops, st: ops.__setitem__(1, ops[0]),
+    "read-only parameter": lambda ops, st: _read_only(ops[0]),
+    "read-only state array": lambda ops, st: _read_only(st["exp_avg"]),
+    "read-only gradient": lambda ops, st: _read_only(ops[1]),
+    "a state array that is a view": lambda ops, st: ops.__setitem__(
+        2, st.__setitem__("exp_avg", np.zeros(8, ops[0].dtype)[::2]) or st["exp_avg"]
+    ),
+    "a parameter that is a view": lambda ops, st: ops.__setitem__(0, np.ones(8, ops[0].dtype)[:4]),
+    "gradient of another shape": lambda ops, st: ops.__setitem__(1, np.ones(5, ops[0].dtype)),
+    "gradient of another dtype": lambda ops, st: ops.__setitem__(1, ops[1].astype(np.float64)),
+    "an int operand": lambda ops, st: ops.__setitem__(4, 0),
+    "an odd state value": lambda ops, st: st.__setitem__("note", "mine"),
+    "a state array not among the operands, read-only": lambda ops, st: st.__setitem__("extra", _read_only(np.ones(4))),
+}
+
+
+@pytest.mark.parametrize("situation", list(CHECKS))
+def test_updates_checked_together_pass_only_what_each_passes_alone(situation):
+    """``check_updates`` says True only where every update passes ``check_update`` and none must run in order
+    (False sends them to those one-by-one checks, which raise or find the order)."""
+    updates = [_adam_like() for _ in range(3)]
+    CHECKS[situation](*updates[1])
+    backend = get_backend(updates[0][0][0])
+    together = backend.check_updates([ops for ops, _ in updates], [st for _, st in updates])
+    alone = []
+    for ops, st in updates:
+        try:
+            alone.append(backend.check_update(ops, st))
+        except ValueError:
+            alone.append("refused")
+    if situation in ("plain", "read-only gradient"):
+        assert together is True and alone == [False] * 3
+    else:
+        assert together is False
+    if together:
+        assert alone == [False] * 3
