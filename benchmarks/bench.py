@@ -595,6 +595,9 @@ def lbfgs_row(n: int, threads: int, rounds: int, torch: Any) -> Row:
     in all and inside the objective."""
     import lbfgs  # benchmarks/lbfgs.py, next to this file
 
+    from arrayopt.backends import numpy as numpy_backend
+
+    numpy_backend.set_numba("auto")  # as a script finds it (the step candidates leave their own setting)
     _lbfgs_arrayopt(lbfgs.Timed(lbfgs.rosenbrock(1000)[1]), lbfgs.rosenbrock(1000)[0])  # its kernels made
     try:
         from arrayopt.backends import background

@@ -435,10 +435,8 @@ class LBFGS(Optimizer):
                 if num_old:
                     slope = product
 
-            if prev_flat_grad is None:
-                prev_flat_grad = xp.asarray(flat_grad, copy=True)
-            else:
-                prev_flat_grad[...] = flat_grad
+            # (every flat gradient is a new vector that nothing writes to: kept, not copied)
+            prev_flat_grad = flat_grad
             prev_loss = loss
 
             # -- step length ------------------------------------------------------------
