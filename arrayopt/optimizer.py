@@ -16,6 +16,7 @@ Differences from torch.optim, all deliberate:
 """
 
 import functools
+import gc
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
@@ -762,6 +763,21 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         loss = None
         if closure is not None:
             loss = closure()
+        # A step makes a few short-lived tuples per parameter and no reference cycles: the
+        # garbage collector, which would run during it (once per 700 new objects) and then
+        # traverse everything the process holds, waits for its end (as it was before).
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            self._prepare_and_update()
+        finally:
+            if collecting:
+                gc.enable()
+        return loss
+
+    def _prepare_and_update(self) -> None:
+        """The step proper: every update prepared and checked, then all of them made (see :meth:`step`)."""
         pending: dict[Parameter, Any] = {}
         updates: list[Any] = []
         flat = self.__dict__.get("_flat") if self._flat_runs else None
@@ -831,7 +847,6 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
                         if p in new_states:
                             self.state[p] = new_states.pop(p)
                 self.state.update(new_states)
-        return loss
 
     def _hyper(self, group: dict[str, Any]) -> H:
         raise NotImplementedError

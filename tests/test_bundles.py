@@ -206,3 +206,37 @@ def test_updates_checked_together_pass_only_what_each_passes_alone(situation):
         assert together is False
     if together:
         assert alone == [False] * 3
+
+
+def test_a_step_holds_the_garbage_collector_back():
+    """A step on thousands of separate Parameters runs no collection (it would traverse every object the process
+    holds, for tuples that die at the end of the step anyway), and leaves the collector as it found it."""
+    import gc
+
+    params = [arrayopt.Parameter(np.ones(3)) for _ in range(3000)]
+    for p in params:
+        p.grad = np.ones(3)
+    opt = arrayopt.Adam(params, lr=0.1)
+    opt.step()
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        opt.step()
+    finally:
+        gc.callbacks.remove(count)
+    assert collections == [] and gc.isenabled()
+    gc.disable()
+    try:
+        opt.step()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    opt.state[params[5]]["exp_avg"].flags.writeable = False  # refused: the collector is back on all the same
+    with pytest.raises(ValueError):
+        opt.step()
+    assert gc.isenabled()
