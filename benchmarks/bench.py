@@ -633,35 +633,25 @@ def lbfgs_row(n: int, threads: int, rounds: int, torch: Any) -> Row:
 def _lbfgs_arrayopt(objective: Any, x0: Any) -> tuple[float, float, int]:
     import arrayopt
 
-    p = arrayopt.Parameter(x0.copy())
-
-    def closure() -> float:
-        value, p.grad = objective(p.data)
-        return float(value)
-
-    opt = arrayopt.LBFGS(
-        [p],
-        max_iter=LBFGS_ITERATIONS,
-        tolerance_grad=0.0,
-        tolerance_change=0.0,
-        history_size=LBFGS_HISTORY,
-        line_search_fn="strong_wolfe",
-    )
-    start = time.perf_counter()
-    opt.step(closure)
-    return time.perf_counter() - start, objective.seconds, objective.calls
+    return _lbfgs_run(arrayopt.Parameter(x0.copy()), arrayopt.LBFGS, lambda p: p.data, objective)
 
 
 def _lbfgs_torch(objective: Any, x0: Any) -> tuple[float, float, int]:
     import torch
 
-    p = torch.nn.Parameter(torch.from_numpy(x0.copy()))
+    return _lbfgs_run(
+        torch.nn.Parameter(torch.from_numpy(x0.copy())), torch.optim.LBFGS, torch.Tensor.detach, objective
+    )
+
+
+def _lbfgs_run(p: Any, lbfgs: Any, values: Callable[[Any], Any], objective: Any) -> tuple[float, float, int]:
+    """Seconds of one LBFGS step of LBFGS_ITERATIONS iterations on parameter ``p``; seconds and calls inside."""
 
     def closure() -> float:
-        value, p.grad = objective(p.detach())
+        value, p.grad = objective(values(p))
         return float(value)
 
-    opt = torch.optim.LBFGS(
+    opt = lbfgs(
         [p],
         max_iter=LBFGS_ITERATIONS,
         tolerance_grad=0.0,
