@@ -44,7 +44,7 @@ def _mount_source_backends() -> None:
 
 _mount_source_backends()
 
-from arrayopt import backends, batch, functional, lr_scheduler, swa_utils, utils  # noqa: E402
+from arrayopt import backends, functional, lr_scheduler, swa_utils, utils  # noqa: E402
 from arrayopt.flat import ParameterDict, ParameterList  # noqa: E402
 from arrayopt.minimize import OptimizeResult, minimize  # noqa: E402
 from arrayopt.optimizer import ElementwiseOptimizer, Optimizer  # noqa: E402
@@ -69,14 +69,20 @@ from arrayopt.parameter import Parameter  # noqa: E402
 from arrayopt.sparse import SparseGrad  # noqa: E402
 
 if TYPE_CHECKING:
+    from arrayopt import batch
     from arrayopt.checkpoint import load, load_into, save
 
 # Imported on first use (PEP 562), so that ``import arrayopt`` loads no zipfile, json
-# or hashlib for checkpoints nobody asked for yet.
+# or hashlib for checkpoints nobody asked for yet, nor the batched fitting engines
+# (arrayopt.batch) before a script asks for them: a script's first step comes sooner.
 _LAZY = {"load": "arrayopt.checkpoint", "load_into": "arrayopt.checkpoint", "save": "arrayopt.checkpoint"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "batch":
+        value = importlib.import_module("arrayopt.batch")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'arrayopt' has no attribute {name!r}")

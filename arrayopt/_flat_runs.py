@@ -55,6 +55,10 @@ class Kind(enum.Enum):
     OWN = "own"
 
 
+#: Fresh state of a run is made in pieces of at most this many bytes per state array (see FlatRuns).
+FRESH_PIECE_BYTES = 1 << 20
+
+
 def holds_scalar(key: str, value: Any) -> bool:
     """Whether held state keeps ``value`` as a scalar: a float ``step``, or None."""
     return value is None or (key == "step" and type(value) is float)
@@ -558,15 +562,34 @@ class FlatRuns:
                 else:
                     state[key] = slices[key] = held.arrays[key][start:stop]
         else:
-            state = optimizer._init_state(stand_in, group)
-            if state is not None:
-                if not all(holds_scalar(k, v) or fits(buffer, v, (stop - start,)) for k, v in state.items()):
+            # Fresh state made a piece at a time straight into the held arrays: the
+            # optimizer's own arrays for a piece are at most FRESH_PIECE_BYTES each, not a
+            # parameter-sized temporary per key (the rule's initial values are elementwise).
+            state = None
+            # (a library whose arrays do not say their item size: taken as 16 bytes, the largest)
+            step = max(1, FRESH_PIECE_BYTES // getattr(buffer.data, "itemsize", 16))
+            lo = start
+            while True:
+                hi = min(lo + step, stop)
+                data, grad = buffer.data[lo:hi], buffer.raw_grad[lo:hi]
+                piece = optimizer._init_state(Parameter._unchecked(data, grad), group)
+                if piece is None:
+                    break
+                if not all(holds_scalar(k, v) or fits(buffer, v, (hi - lo,)) for k, v in piece.items()):
                     return False
-                for key, value in state.items():
+                if state is None:
+                    state = {}
+                    for key, value in piece.items():
+                        state[key] = value if holds_scalar(key, value) else held.array(key)[start:stop]
+                        if not holds_scalar(key, value):
+                            slices[key] = state[key]
+                for key, value in piece.items():
                     if not holds_scalar(key, value):
-                        slot = held.array(key)[start:stop]
-                        slot[...] = value  # a slot no held state uses: harmless if the step fails
-                        state[key] = slices[key] = slot
+                        # a slot no held state uses: harmless if the step fails
+                        state[key][lo - start : hi - start] = value
+                if hi >= stop:
+                    break
+                lo = hi
         operands = optimizer._operands(stand_in, group, state)
         backend = buffer.backend
         try:

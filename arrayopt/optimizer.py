@@ -15,6 +15,7 @@ Differences from torch.optim, all deliberate:
   but cannot step with (wrong state shapes or keys, another optimizer's state, ...).
 """
 
+import gc
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from arrayopt import _bundles
 from arrayopt._flat_runs import Block, FlatRuns, MemberState, RunUpdate
 from arrayopt._hooks import (
     RemovableHandle,
@@ -533,6 +535,12 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
       float32 array, as torch keeps them);
     * ``_defaults_on_load``: group keys filled in when loading an older state dict;
     * ``_flat_runs = True``: the rule and state are elementwise (see below);
+    * ``_bundled = True``: ``_update`` only advances scalar state, passes the operands
+      to kernels and may store an operand in the state, and ``_operands`` gives arrays
+      at the same positions and the same numbers elsewhere for parameters of one group
+      whose states have the same keys and scalars; then ``_update`` runs once for
+      many separate Parameters, on :class:`~arrayopt.backends.base.Bundle` operands
+      (``arrayopt._bundles``: the numbers of the one-by-one loop, with less Python);
     * ``_float_steps = False``: keep ``step`` counters as saved (SparseAdam's ints);
     * ``_sparse_error``: torch's message for a sparse gradient it does not take.
 
@@ -606,6 +614,8 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
     """
 
     _flat_runs: ClassVar[bool] = False
+    #: separate Parameters with equal scalar state update in one ``_update`` call on bundles (``arrayopt._bundles``)
+    _bundled: ClassVar[bool] = False
     #: the ``step`` counters in state are Python floats (loaded ones are converted)
     _float_steps: ClassVar[bool] = True
     #: torch's message for a sparse gradient given to an optimizer without a sparse path;
@@ -648,35 +658,73 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         loss = None
         if closure is not None:
             loss = closure()
+        # A step makes a few short-lived tuples per parameter and no reference cycles: the
+        # garbage collector, which would run during it (once per 700 new objects) and then
+        # traverse everything the process holds, waits for its end (as it was before).
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            self._prepare_and_update()
+        finally:
+            if collecting:
+                gc.enable()
+        return loss
+
+    def _prepare_and_update(self) -> None:
+        """The step proper: every update prepared and checked, then all of them made (see :meth:`step`)."""
         pending: dict[Parameter, Any] = {}
         updates: list[Any] = []
         flat = self.__dict__.get("_flat") if self._flat_runs else None
         if flat is None and self._flat_runs:  # a subclass that skipped our __init__
             flat = self._flat = FlatRuns()
-        for group in self.param_groups:
-            hyper = None
-            plan = flat.plan(group) if flat is not None else None
-            for item in group["params"] if plan is None else plan:
-                if type(item) is Block:
-                    for lo, hi in item.ranges_with_grad():
-                        if hyper is None:
-                            hyper = self._hyper(group)
-                        flat.prepare(self, item, lo, hi, group, hyper, pending, updates)  # type: ignore[union-attr]
-                    continue
-                if item.grad is None:
-                    continue
-                if hyper is None:
-                    hyper = self._hyper(group)
-                self._prepare_one(item, group, hyper, pending, updates)
+        # The checks of separate Parameters that may be bundled are made a param group at a
+        # time (see _check_deferred); the first refusal is still the first parameter's.
+        unchecked: list[int] | None = [] if self._bundled else None
+        try:
+            for group in self.param_groups:
+                hyper = None
+                plan = flat.plan(group) if flat is not None else None
+                for item in group["params"] if plan is None else plan:
+                    if type(item) is Block:
+                        for lo, hi in item.ranges_with_grad():
+                            if hyper is None:
+                                hyper = self._hyper(group)
+                            flat.prepare(self, item, lo, hi, group, hyper, pending, updates)  # type: ignore[union-attr]
+                        continue
+                    if item.grad is None:
+                        continue
+                    if hyper is None:
+                        hyper = self._hyper(group)
+                    self._prepare_one(item, group, hyper, pending, updates, unchecked)
+                if unchecked:
+                    self._check_deferred(updates, unchecked)
+        except Exception:
+            if unchecked:
+                try:
+                    self._check_deferred(updates, unchecked)
+                except Exception as earlier:  # refused before the parameter that raised
+                    raise earlier from None
+            raise
         # Everything is checked: now the updates, whole. A Ctrl-C from here on waits for
         # the end of the step (backends/interrupts.py), so it never leaves some
         # parameters, states or counters updated and others not.
         with deferred_interrupts():
             new_states: dict[Parameter, Any] = {}
-            for update in updates:
+            bundled = self._bundled
+            i, count = 0, len(updates)
+            while i < count:
+                update = updates[i]
+                i += 1
                 if type(update) is RunUpdate:
                     flat.commit(self, update, new_states)  # type: ignore[union-attr]
                     continue
+                if bundled and i < count:
+                    end = _bundles.extent(updates, i - 1)
+                    if end > i:  # separate Parameters updated together (see arrayopt._bundles)
+                        _bundles.commit(self, updates[i - 1 : end], pending, new_states)
+                        i = end
+                        continue
                 p, backend, hyper, state, operands, sparse = update
                 if p in pending:
                     new_state = pending.pop(p)
@@ -694,7 +742,6 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
                         if p in new_states:
                             self.state[p] = new_states.pop(p)
                 self.state.update(new_states)
-        return loss
 
     def _hyper(self, group: dict[str, Any]) -> H:
         raise NotImplementedError
@@ -721,25 +768,58 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         hyper: H,
         pending: dict[Parameter, Any],
         updates: list[Any],
+        unchecked: list[int] | None = None,
     ) -> None:
-        """Prepare the update of one parameter (with a gradient) on its own."""
+        """Prepare the update of one parameter (with a gradient) on its own.
+
+        With ``unchecked`` (a list), an update a backend may bundle is appended
+        unchecked and its index noted there, for :meth:`_check_deferred`.
+        """
         state = self.state.get(p) or pending.get(p)
         if not state:
             state = pending[p] = self._init_state(p, group)
         sparse = isinstance(p.grad, SparseGrad)
         operands = self._sparse_operands(p, group, state) if sparse else self._operands(p, group, state)
         backend = get_backend(p.data)
+        update = (p, backend, hyper, state, operands, sparse)
+        if unchecked is not None and not sparse and backend.takes_bundles:
+            unchecked.append(len(updates))
+            updates.append(update)
+            return
+        updates.append(self._checked(update))
+
+    def _checked(self, update: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A prepared update, checked: ValueError naming its parameter; an ``InOrder`` backend if it needs one."""
+        p, backend, hyper, state, operands, sparse = update
         try:
-            backend.check_operands(operands)
-            # Read-only arrays are refused; a gradient or state array that is the parameter
-            # (``p.grad = p.data``) makes the rule run as written, as torch's operations do.
-            in_order = backend.check_writes(operands, state)
+            # Shapes and dtypes; read-only arrays are refused; a gradient or state array that is the
+            # parameter (``p.grad = p.data``) makes the rule run as written, as torch's operations do.
+            in_order = backend.check_update(operands, state)
         except ValueError as exc:
             raise ValueError(f"{p._label()}: {exc}") from None
         refuse_misfit_numbers(self, p, hyper, backend, p.data)
         if in_order:
-            backend = cast(Backend, InOrder(backend))
-        updates.append((p, backend, hyper, state, operands, sparse))
+            return (p, cast(Backend, InOrder(backend)), hyper, state, operands, sparse)
+        return update
+
+    def _check_deferred(self, updates: list[Any], unchecked: list[int]) -> None:
+        """Check the updates at the indices in ``unchecked`` (then emptied), in order, as :meth:`_checked` does.
+
+        Their backend checks them all at once first (:meth:`Backend.check_updates`);
+        only if that finds something to look at closer are they checked one by one,
+        which raises the first parameter's error or gives it an ``InOrder`` backend.
+        """
+        indices = unchecked[:]
+        unchecked.clear()
+        chosen = [updates[i] for i in indices]
+        params, backends, hypers, states, operands, _ = zip(*chosen, strict=True)
+        backend = backends[0]
+        if backends.count(backend) == len(backends) and backend.check_updates(operands, states):
+            for p, hyper in zip(params, hypers, strict=True):
+                refuse_misfit_numbers(self, p, hyper, backend, p.data)
+            return
+        for i, update in zip(indices, chosen, strict=True):
+            updates[i] = self._checked(update)
 
 
 Optimizer.step = with_step_hooks(Optimizer.step)  # type: ignore[method-assign]

@@ -3,7 +3,7 @@
 import contextlib
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -13,6 +13,31 @@ READ_ONLY_MESSAGE = "the array is read-only, so the optimizer cannot update it"
 
 Rule = Callable[..., None]
 Kernel = Callable[..., None]
+
+
+class Bundle(tuple):  # type: ignore[type-arg]
+    """One argument of a rule for several parameters: a kernel given bundles runs the rule for each in turn.
+
+    ``kernel(Bundle(params), Bundle(grads), ..., *scalars)`` is ``kernel(params[i],
+    grads[i], ..., *scalars)`` for ``i = 0, 1, ...``, in that order, with the host
+    arithmetic on the scalars done once; a backend whose ``takes_bundles`` is True
+    accepts them (the NumPy one runs a compiled rule on each member from one Python
+    call). Every argument that is a bundle has one member per parameter; the others
+    are shared.
+
+    Example:
+        >>> import numpy as np
+        >>> from arrayopt.backends import get_backend
+        >>> def scale(xp, y, a):
+        ...     y *= a
+        >>> ys = Bundle([np.ones(2), np.ones(3)])
+        >>> get_backend(ys[0]).kernel(scale)(ys, 2.0)
+        >>> ys
+        (array([2., 2.]), array([2., 2., 2.]))
+    """
+
+    __slots__ = ()
+
 
 #: The functions an update rule may call on its namespace argument, besides arithmetic
 #: operators: all elementwise, all compiled by ``cupy.fuse``.
@@ -33,6 +58,8 @@ class Backend:
         reduction_block: how many elements of a long axis a fixed-order reduction
             (:mod:`arrayopt.lbfgsb`'s products with its memory) takes at a time, so that
             its temporaries stay in cache (None: the whole axis at once).
+        takes_bundles: whether its kernels take :class:`Bundle` arguments (many
+            parameters in one call).
 
     One instance per library, found with :func:`get_backend`; it takes no arguments.
 
@@ -54,6 +81,7 @@ class Backend:
     xp: Any
     fit_block: int | None = None
     reduction_block: int | None = 8192
+    takes_bundles: bool = False
 
     def __init__(self) -> None:
         self._kernels: dict[tuple[Rule, tuple[tuple[str, Any], ...]], Kernel] = {}
@@ -176,6 +204,25 @@ class Backend:
                 return False
         return self._same_memory(arrays)
 
+    def check_update(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        """:meth:`check_operands`, then :meth:`check_writes`: what a step checks of one update; True: in order.
+
+        One call per parameter and step; a backend may do both in one pass where the
+        usual case (arrays that own their memory, all writeable) is cheap to recognise.
+        """
+        self.check_operands(operands)
+        return self.check_writes(operands, state)
+
+    def check_updates(self, operands: "Sequence[Sequence[Any]]", states: "Sequence[Any]") -> bool:
+        """Whether the updates with these operands and states all pass :meth:`check_update` plainly.
+
+        True: every one would pass and none must run in order. False: nothing is
+        known; check them one by one (which raises, naming the first at fault). For a
+        backend that checks many updates quicker together than one by one; here
+        (no such shortcut) always False.
+        """
+        return False
+
     def _same_memory(self, arrays: "list[Any]") -> bool:
         """Whether two of ``arrays`` are the same elements; ValueError if two overlap otherwise."""
         same = False
@@ -273,6 +320,69 @@ class Backend:
         """
         return self.xp.sum(a * b)
 
+    def axpy(self, y: Any, alpha: Any, x: Any) -> None:
+        r""":math:`y \leftarrow y + \alpha x` in place, the product rounded before the sum (never a fused multiply-add).
+
+        The bits of ``y += alpha * x``; NumPy runs it over cache-sized blocks, without
+        a temporary as long as ``y``. ``y - alpha x`` is ``axpy(y, -alpha, x)``, the
+        same bits: negation is exact and IEEE 754 defines ``a - b`` as ``a + (-b)``.
+
+        Args:
+            y: a 1-D real array of this library, updated in place.
+            alpha: a number or a 0-d array (as in ``alpha * x``).
+            x: a 1-D array like ``y``.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> y = np.array([1.0, 2.0])
+            >>> get_backend(y).axpy(y, 0.5, np.array([2.0, 4.0]))
+            >>> y
+            array([2., 4.])
+        """
+        y += alpha * x
+
+    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
+        r""":meth:`axpy` then :meth:`dot`: :math:`y \leftarrow y + \alpha x`, and :math:`z^\top y` of the new ``y``.
+
+        The same bits as the two calls; NumPy makes one pass over the three vectors,
+        block by block (the step of L-BFGS's two-loop recursion).
+
+        Args:
+            y: a 1-D real array of this library, updated in place.
+            alpha: a number or a 0-d array.
+            x, z: 1-D arrays like ``y``.
+
+        Returns:
+            :math:`z^\top y` as :meth:`dot` returns it.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> y = np.array([1.0, 2.0])
+            >>> get_backend(y).axpy_dot(y, -1.0, np.array([1.0, 1.0]), np.array([3.0, 5.0]))
+            np.float64(5.0)
+        """
+        self.axpy(y, alpha, x)
+        return self.dot(z, y)
+
+    def max_abs(self, x: Any) -> Any:
+        r""":math:`\max_i |x_i|` of a non-empty 1-D real array (NaN if ``x`` holds one): ``max(abs(x))``, exact.
+
+        Args:
+            x: a 1-D real array of this library.
+
+        Returns:
+            The maximum as ``xp.max`` returns it (a 0-d array or scalar of ``x``'s dtype).
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> get_backend(np.zeros(1)).max_abs(np.array([1.0, -3.0, 2.0]))
+            np.float64(3.0)
+        """
+        return self.xp.max(self.xp.abs(x))
+
     # -- arrays ---------------------------------------------------------------------
 
     def quiet(self) -> "contextlib.AbstractContextManager[Any]":
@@ -369,6 +479,8 @@ class InOrder:
     """
 
     in_order_kernels = True
+    #: never: a bundle's kernel reads every operand before writing any (see :class:`Bundle`)
+    takes_bundles = False
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend

@@ -33,6 +33,7 @@ and the kernel compiled again in memory: a step never fails because of the cache
 """
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -48,6 +49,8 @@ from typing import Any
 import numba
 import numpy
 
+from arrayopt.backends.background import NotReady
+from arrayopt.backends.base import Bundle
 from arrayopt.backends.trace import (
     ARRAY,
     OPERATIONS,
@@ -58,7 +61,7 @@ from arrayopt.backends.trace import (
     register_source,
 )
 
-__all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "cache_dir"]
+__all__ = ["PARALLEL_MIN_ELEMENTS", "JitKernel", "Stopped", "cache_dir"]
 
 #: Arrays of at least this many elements run on numba's threads, when it has several.
 #: numba splits the ``prange`` loop into one contiguous block per thread (an explicit
@@ -93,7 +96,17 @@ class JitKernel:
     ``args`` are the rule's positional arguments with every array 1-D and of
     ``dtype`` (complex arrays viewed as interleaved reals). The serial and the
     parallel loop are compiled on first use.
+
+    Off the critical path (:mod:`arrayopt.backends.background`), :meth:`warm`
+    compiles a loop for the arguments it is shown, in the background thread, and
+    then *freezes* it: :meth:`run_ready` runs frozen loops only, and raises
+    :class:`~arrayopt.backends.background.NotReady` (a loop not made yet) or
+    TypeError (arguments of a kind not compiled: another layout), before any write,
+    where a call would have to compile first. Calling the kernel itself thaws them.
     """
+
+    #: the loops refuse to compile on a call (see :meth:`warm`)
+    frozen = False
 
     def __init__(self, program: Program, dtype: Any, name: str = "rule") -> None:
         self.program = program
@@ -107,8 +120,28 @@ class JitKernel:
         namespace: dict[str, Any] = {"_run": self._run}
         exec(compile(self.launcher_source, register_source(self.launcher_source, f"{name}-launch"), "exec"), namespace)
         self._launch: Callable[..., None] = namespace["launch"]
+        self._launch_ready = self._launcher(self._pick)
+        self.many_source = _many_source(program, name)
+        self._launch_many = self._launcher(self._run, self.many_source)
+        self._launch_many_ready = self._launcher(self._pick, self.many_source)
+        #: kinds of arguments (parallel or not, each array's dtype, contiguity, writability)
+        #: a warm-up was asked for, so that each is asked once
+        self.warming: set[Any] = set()
+
+    def _launcher(self, pick: Callable[[int], Any], source: str | None = None) -> Callable[..., None]:
+        """The launcher (or the one over bundles, from its ``source``) with ``pick(n)`` choosing the loop."""
+        source = source or self.launcher_source
+        namespace: dict[str, Any] = {"_run": pick, "_jit": sys.modules[__name__], "_Stopped": Stopped}
+        exec(compile(source, register_source(source, f"{self.name}-launch"), "exec"), namespace)
+        launch: Callable[..., None] = namespace["launch"]
+        return launch
 
     def __call__(self, *args: Any) -> None:
+        if self.frozen:
+            self._thaw()
+        if type(args[0]) is Bundle:  # each member in turn (see _many_source)
+            self._launch_many(*args)
+            return
         try:
             self._launch(*args)
         except Exception as exc:
@@ -133,11 +166,77 @@ class JitKernel:
     def compile(self, parallel: bool = False) -> Any:
         """The numba dispatcher of the serial or parallel loop."""
         with _compile_lock:
-            if self._module is None:
-                self._module, self._cached = _load(self.source, self.name)
-            dispatcher = getattr(self._module, "kernel_parallel" if parallel else "kernel")
+            dispatcher = self._dispatcher(parallel)
             setattr(self, "_parallel" if parallel else "_serial", dispatcher)
         return dispatcher
+
+    def _dispatcher(self, parallel: bool) -> Any:
+        if self._module is None:
+            self._module, self._cached = _load(self.source, self.name)
+        return getattr(self._module, "kernel_parallel" if parallel else "kernel")
+
+    # -- compiled off the critical path ----------------------------------------------
+
+    def wants_parallel(self, n: int) -> bool:
+        """Whether ``n`` elements run on numba's threads (from the calling thread's setting)."""
+        return n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable()
+
+    def run_ready(self, *args: Any) -> None:
+        """Run a frozen loop on ``args``; NotReady or TypeError, before any write, where one would compile.
+
+        With :class:`~arrayopt.backends.base.Bundle` arguments, on each member in turn;
+        what a member raises comes as :class:`Stopped`, naming how many ran before it.
+        """
+        (self._launch_many_ready if type(args[0]) is Bundle else self._launch_ready)(*args)
+
+    def _pick(self, n: int) -> Any:
+        dispatcher = self._parallel if self.wants_parallel(n) else self._serial
+        if dispatcher is None or not self.frozen:
+            raise NotReady(self.name)
+        return dispatcher
+
+    def warm(self, args: "list[Any] | tuple[Any, ...]", parallel: bool) -> None:
+        """Compile the serial or parallel loop for arguments like ``args`` (run on them), then freeze it.
+
+        Called in the background thread, with small arrays of the layouts and dtypes
+        the real ones have (their values are overwritten). A loop is published for
+        :meth:`run_ready` only once it is compiled for them; a damaged numba cache is
+        emptied and the loop compiled in memory, as :meth:`__call__` does.
+        """
+        published = self._parallel if parallel else self._serial
+        for attempt in (0, 1):
+            with _compile_lock:
+                dispatcher = published if published is not None else self._dispatcher(parallel)
+                cached = self._cached
+            if dispatcher.signatures:
+                dispatcher.disable_compile(False)
+            try:
+                self._launcher(functools.partial(_same, dispatcher))(*args)
+                break
+            except Exception as exc:
+                if attempt or not (cached and _raised_by_numba(exc)):
+                    raise
+                warnings.warn(
+                    f"arrayopt: numba could not use its cache of the {self.name} kernel "
+                    f"({type(exc).__name__}: {exc}); emptied it, compiling the kernel again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._forget_cache()
+                published = None
+            finally:
+                if dispatcher.signatures:
+                    dispatcher.disable_compile(True)
+        with _compile_lock:
+            setattr(self, "_parallel" if parallel else "_serial", dispatcher)
+            self.frozen = True
+
+    def _thaw(self) -> None:
+        """Let the loops compile on a call again (a caller that compiles where it stands)."""
+        self.frozen = False
+        for dispatcher in (self._serial, self._parallel):
+            if dispatcher is not None:
+                dispatcher.disable_compile(False)
 
     def _forget_cache(self) -> None:
         """Empty numba's cache of this kernel (the next process compiles it afresh) and compile it in memory."""
@@ -149,6 +248,7 @@ class JitKernel:
                     dispatcher._cache.flush()
             self._module, self._cached = _in_memory(self.source, self.name), False
             self._serial = self._parallel = None
+            self.warming.clear()
 
     def _run(self, n: int) -> Any:
         if n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1 and _threads_usable():
@@ -173,6 +273,58 @@ class JitKernel:
             self._parallel(*args)
         finally:
             _parallel_lock.release()
+
+
+def max_threads() -> int:
+    """The most threads numba may run (``NUMBA_NUM_THREADS``), whatever the calling thread's setting."""
+    return int(getattr(numba.config, "NUMBA_NUM_THREADS"))  # noqa: B009 - not in numba's stubs
+
+
+def _many_source(program: Program, name: str) -> str:
+    """The launcher over bundles: ``launch(v0, v1, ...)`` with each array argument a sequence of 1-D arrays.
+
+    The host arithmetic runs once; the serial loop is looked up once for every member
+    below :data:`PARALLEL_MIN_ELEMENTS` (the ones it always runs). An exception (raised
+    before the member it stops at is written) comes as :class:`Stopped`.
+    """
+    arrays = sorted(set(program.loaded()) | set(program.stores))
+    statements, host_values = host_code(program)
+    params = ", ".join(f"v{i}" for i in range(len(program.kinds)))
+    members = [f"x{p}" for p in arrays]
+    call = ", ".join(members + host_values)
+    lines = [
+        f"# {name}: the launcher over bundles, generated by arrayopt.backends.jit.",
+        f"def launch({params}):",
+        *[f"    {line}" for line in statements],
+        "    serial = None",
+        "    count = 0",
+        "    big = _jit.PARALLEL_MIN_ELEMENTS",
+        "    try:",
+        f"        for {', '.join(members)}, in zip({', '.join(f'v{p}' for p in arrays)}):",
+        f"            n = {members[0]}.shape[0]",
+        "            if n < big:",
+        "                if serial is None:",
+        "                    serial = _run(n)",
+        f"                serial({call})",
+        "            else:",
+        f"                _run(n)({call})",
+        "            count += 1",
+        "    except Exception as exc:",
+        "        raise _Stopped(count) from exc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Stopped(Exception):
+    """A launch over bundles stopped at member ``done`` (the ones before it ran); the cause is its exception."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(done)
+        self.done = done
+
+
+def _same(value: Any, n: int) -> Any:
+    return value
 
 
 def _threads_usable() -> bool:

@@ -1,14 +1,20 @@
 """NumPy backend: rules compiled by numba when it is installed, else NumPy ufuncs in chunks (and threads)."""
 
+import functools
 import importlib.util
+import itertools
+import math
+import operator
 import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat.numpy as compat_numpy
 import numpy
 
-from arrayopt.backends.base import READ_ONLY_MESSAGE, Backend, Kernel, Rule, real_layouts
+from arrayopt.backends import background, pairwise
+from arrayopt.backends.base import READ_ONLY_MESSAGE, Backend, Bundle, Kernel, Rule, real_layouts
 
 #: Operands of at least this many bytes run through a ufunc plan (``backends/plan.py``)
 #: when numba does not compile the rule. Below it, the rule itself runs on the whole
@@ -53,6 +59,7 @@ class NumPyBackend(Backend):
 
     name = "numpy"
     xp = compat_numpy
+    takes_bundles = True
     # Blocks of 8192 small fits keep a block's working set (a 5-parameter, 25-residual
     # fit's Jacobian is 4 MB in float32) in L2/L3 between passes while each NumPy call
     # still has enough elements to hide its Python overhead. Measured on Gpufit's
@@ -69,7 +76,14 @@ class NumPyBackend(Backend):
         plans: dict[tuple[Any, ...], Any] = {}
 
         def run(*args: Any) -> None:
-            if _numba is True or (_numba is None and numba_enabled()):
+            mode = _mode()
+            if type(args[0]) is Bundle:
+                _run_bundles(run, compiled, mode, args)
+                return
+            if mode == "background":
+                if _run_compiled(compiled, rule, flags, args):
+                    return
+            elif mode:
                 key, kernel, values = _prepare(compiled, _jit_plan, rule, flags, args)
                 if values is not None:
                     try:
@@ -106,6 +120,20 @@ class NumPyBackend(Backend):
         run.plans = plans  # type: ignore[attr-defined]
         return run
 
+    def check_operands(self, operands: "list[Any] | tuple[Any, ...]") -> None:
+        # Backend.check_operands, with the usual case (ndarrays and Python numbers) first
+        first = operands[0]
+        shape, dtype = first.shape, first.dtype
+        for a in operands:
+            if type(a) is numpy.ndarray:
+                if a.shape != shape or a.dtype != dtype:
+                    break
+            elif type(a) is not float:
+                break
+        else:
+            return
+        super().check_operands(operands)
+
     def in_order(self, rule: Rule, **flags: Any) -> Kernel:
         def run(*args: Any) -> None:
             for values in real_layouts(args, numpy.ndarray)[1]:
@@ -139,10 +167,88 @@ class NumPyBackend(Backend):
                 count += 1
         return len(owners) != count and self._same_memory([a for a in operands if isinstance(a, ndarray)])
 
+    def check_update(self, operands: "list[Any] | tuple[Any, ...]", state: Any) -> bool:
+        # check_operands and check_writes in one pass for the usual case (ndarrays that own
+        # their memory or are views of one that does, all distinct, the written ones
+        # writeable, the rest Python floats); anything else takes the two checks (which
+        # raise, or find operands that must run in order). Once per parameter and step.
+        first = operands[0]
+        shape, dtype, ndarray = first.shape, first.dtype, numpy.ndarray
+        owners = set()
+        count = 0
+        for a in operands:
+            kind = type(a)
+            if kind is ndarray:
+                if a.shape != shape or a.dtype != dtype:
+                    break
+                base = a.base
+                if base is None:
+                    owners.add(id(a))
+                elif type(base) is ndarray and base.base is None:
+                    owners.add(id(base))
+                else:
+                    break
+                count += 1
+            elif kind is not float:
+                break
+        else:
+            if len(owners) == count and first.flags.writeable and _writeable_values(state):
+                return False
+        self.check_operands(operands)
+        return self.check_writes(operands, state)
+
+    def check_updates(self, operands: "Sequence[Sequence[Any]]", states: "Sequence[Any]") -> bool:
+        # Many separate Parameters at once, in C loops (map) rather than Python ones: every
+        # operand an ndarray of its parameter's shape and dtype or a float, in the same
+        # places for all; every array one that owns its memory (no views), none twice in
+        # one update; the written ones writeable; the states' other values numbers or
+        # None. Else False.
+        ndarray = numpy.ndarray
+        try:
+            columns = list(zip(*operands, strict=True))
+        except ValueError:  # operands of different lengths
+            return False
+        arrays: list[Any] = []
+        for column in columns:
+            kinds = set(map(type, column))
+            if kinds == {ndarray}:
+                arrays.append(column)
+            elif kinds != {float}:
+                return False
+        params = columns[0]
+        if not arrays or arrays[0] is not params or not all(map(_WRITEABLE, params)):
+            return False
+        shapes, dtypes = list(map(_SHAPE, params)), list(map(_DTYPE, params))
+        for k, column in enumerate(arrays[1:], 1):
+            if list(map(_SHAPE, column)) != shapes or list(map(_DTYPE, column)) != dtypes:
+                return False
+            for other in arrays[:k]:
+                if any(map(operator.is_, column, other)):
+                    return False
+        if not all(map(operator.is_, map(_BASE, itertools.chain.from_iterable(arrays)), itertools.repeat(None))):
+            return False  # a view: which memory it shares is for check_writes to say
+        kinds = set(map(type, states))
+        if kinds == {dict}:
+            values = list(itertools.chain.from_iterable(map(dict.values, states)))
+            if not set(map(type, values)) <= _STATE_TYPES:
+                return False
+            return all(map(_WRITEABLE, filter(ndarray.__instancecheck__, values)))
+        return kinds == {type(None)}
+
     def dot(self, a: Any, b: Any) -> Any:
         # Backend.dot's xp.sum(a * b) without array-api-compat's wrapper (a few
-        # microseconds a call): the same pairwise sum, so the same bits (tested)
-        return numpy.add.reduce(numpy.multiply(a, b))
+        # microseconds a call): the same pairwise sum, so the same bits (tested), and
+        # over cache-sized blocks on long vectors (backends/pairwise.py)
+        return pairwise.dot(a, b, pairwise.compiled(a.dtype, _mode()))
+
+    def axpy(self, y: Any, alpha: Any, x: Any) -> None:
+        pairwise.axpy(y, alpha, x, pairwise.compiled(y.dtype, _mode()))
+
+    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
+        return pairwise.axpy_dot(y, alpha, x, z, pairwise.compiled(y.dtype, _mode()))
+
+    def max_abs(self, x: Any) -> Any:
+        return pairwise.max_abs(x, pairwise.compiled(x.dtype, _mode()))
 
     def take_entries(self, array: Any, indices: Any) -> Any:
         return array[tuple(indices)]
@@ -188,9 +294,18 @@ def round_scalar_on_host(value: float, dtype: Any) -> float:
 # -- numba ------------------------------------------------------------------------------
 
 _MISSING = object()
-# True, False, or None: not decided yet (ARRAYOPT_NUMBA and whether numba is installed
-# are looked at on the first launch, so importing arrayopt never imports numba).
-_numba: bool | None = None
+# True (compile on a launch, where it stands), "background" (compile off the critical
+# path: backends/background.py), False, or None: not decided yet (ARRAYOPT_NUMBA and
+# whether numba is installed are looked at on the first launch, so importing arrayopt
+# never imports numba).
+_numba: "bool | str | None" = None
+
+
+def _mode() -> "bool | str":
+    """The numba setting: False, True (compile where it stands) or "background" (decided on first use)."""
+    if _numba is None:
+        numba_enabled()
+    return _numba or False
 
 
 def numba_enabled() -> bool:
@@ -198,8 +313,11 @@ def numba_enabled() -> bool:
 
     Decided on first use from the environment variable ``ARRAYOPT_NUMBA``: ``0`` (or
     ``false``, ``no``, ``off``) never uses numba; ``1`` (``true``, ``yes``, ``on``)
-    requires it (ImportError if it cannot be imported); unset or ``auto`` uses it when
-    it is installed. :func:`set_numba` overrides the choice at any time.
+    requires it (ImportError if it cannot be imported) and compiles each kernel on the
+    launch that first needs it; unset or ``auto`` uses it when it is installed, made
+    off the critical path: launches run on NumPy until the kernel is ready
+    (:mod:`arrayopt.backends.background`). :func:`set_numba` overrides the choice at
+    any time.
     """
     global _numba
     if _numba is None:
@@ -218,9 +336,12 @@ def numba_enabled() -> bool:
 def set_numba(mode: "bool | str") -> bool:
     """Use numba-compiled rules (True), NumPy ufuncs (False), or numba if installed ("auto").
 
-    Returns whether numba is used from now on. Both paths give the same bits; numba
-    is imported here (when asked for) and compiles each rule on its first launch for
-    a flag set and dtype. Raises ImportError for True when numba cannot be imported.
+    Returns whether numba is used from now on. Both paths give the same bits. With
+    True, numba is imported here and each rule compiled on its first launch for a
+    flag set and dtype (that launch waits for it); ImportError when numba cannot be
+    imported. With "auto", nothing waits for numba: it is imported and the kernels
+    compiled in a background thread, launches running on NumPy until their kernel is
+    ready (:mod:`arrayopt.backends.background`).
     """
     global _numba
     if mode not in (True, False, "auto"):
@@ -228,9 +349,9 @@ def set_numba(mode: "bool | str") -> bool:
     if mode is False:
         _numba = False
         return False
-    if mode == "auto" and importlib.util.find_spec("numba") is None:
-        _numba = False
-        return False
+    if mode == "auto":
+        _numba = "background" if importlib.util.find_spec("numba") is not None else False
+        return bool(_numba)
     try:
         import arrayopt.backends.jit  # noqa: F401 - imports numba
     except ImportError as exc:
@@ -339,7 +460,7 @@ def _prepare(cache: dict[tuple[Any, ...], Any], make: Any, rule: Rule, flags: di
     return key, runner, _flat_operands(args, positions, complex_)
 
 
-def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
+def _flat_operands(args: "tuple[Any, ...] | list[Any]", positions: tuple[int, ...], complex_: bool) -> list[Any] | None:
     """The arguments as numba kernels take them: every array 1-D, complex ones as real pairs.
 
     1-D real arrays pass as they are, strided or not (numba compiles for their
@@ -354,6 +475,167 @@ def _flat_operands(args: tuple[Any, ...], positions: tuple[int, ...], complex_: 
             a = a.reshape(-1)
             values[i] = a.view(a.real.dtype) if complex_ else a
     return values
+
+
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_BASE = operator.attrgetter("base")
+_NDIM = operator.attrgetter("ndim")
+_WRITEABLE = operator.attrgetter("flags.writeable")
+# what the state of a bundled update may hold besides arrays
+_STATE_TYPES = frozenset({numpy.ndarray, float, int, type(None)})
+
+
+def _writeable_values(state: Any) -> bool:
+    """Whether every value of ``state`` (a dict or None) is a writeable ndarray, a float, an int or None."""
+    if state:
+        ndarray = numpy.ndarray
+        for value in state.values():
+            kind = type(value)
+            if kind is ndarray:
+                if not value.flags.writeable:
+                    return False
+            elif kind is not float and kind is not int and value is not None:
+                return False
+    return True
+
+
+def _run_bundles(run: Kernel, compiled: dict[tuple[Any, ...], Any], mode: "bool | str", args: Any) -> None:
+    """``run`` on each member of the bundles in ``args``, in order: a numba kernel takes them all in one call.
+
+    Members it cannot take (a layout it was not compiled for, operands that cannot be
+    flattened), and every member while no kernel is ready, go through ``run`` one by
+    one, which gives the same bits (and has the kernel made, off the critical path or
+    not, as for any launch).
+    """
+    done = 0
+    if mode:
+        first = args[0]
+        key = (first[0].dtype, *(type(a[0]) if type(a) is Bundle else type(a) for a in args))
+        entry = compiled.get(key)
+        if type(entry) is tuple:
+            kernel, positions, complex_ = entry
+            values = args
+            if complex_ or set(map(_NDIM, first)) != {1}:  # the operands of a member share its shape
+                values = _flat_bundles(args, positions, complex_)
+            if values is not None:
+                try:
+                    (kernel.run_ready if mode == "background" else kernel)(*values)
+                    return
+                except Exception as exc:  # jit.Stopped: member ``done`` was not touched; it and the rest one by one
+                    from arrayopt.backends.jit import Stopped
+
+                    stopped = exc if type(exc) is Stopped else None
+                    cause = exc.__cause__ if stopped is not None else exc
+                    if not isinstance(cause, (background.NotReady, TypeError, RuntimeError, *_jit_errors())):
+                        raise cause or exc from None
+                    done = stopped.done if stopped is not None else 0
+    for i in range(done, len(args[0])):
+        run(*(a[i] if type(a) is Bundle else a for a in args))
+
+
+def _flat_bundles(args: Any, positions: tuple[int, ...], complex_: bool) -> Any:
+    """The bundles with every member as ``_flat_operands`` makes it, or None if one cannot be flattened."""
+    members = []
+    for i in range(len(args[0])):
+        flat = _flat_operands([a[i] if type(a) is Bundle else a for a in args], positions, complex_)
+        if flat is None:
+            return None
+        members.append(flat)
+    values = list(args)
+    for p in positions:
+        values[p] = Bundle([member[p] for member in members])
+    return values
+
+
+class _Pending:
+    """In a kernel's cache of compiled loops: being made in the background by process ``pid``."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+
+def _run_compiled(compiled: dict[tuple[Any, ...], Any], rule: Rule, flags: dict[str, Any], args: Any) -> bool:
+    """Run the numba kernel for ``args`` if it is ready (True); else have it made off the critical path (False).
+
+    The first launch for a key hands the making of its kernel to the background
+    thread; until it is ready, and for arguments it was not compiled for (another
+    layout, or the parallel loop), the caller runs the NumPy path, which gives the
+    same bits.
+    """
+    key = (args[0].dtype, *map(type, args))
+    entry = compiled.get(key, _MISSING)
+    if type(entry) is tuple:
+        kernel, positions, complex_ = entry
+        values = _flat_operands(args, positions, complex_)
+        if values is None:
+            return False
+        try:
+            kernel.run_ready(*values)
+            return True
+        except Exception as exc:  # raised before any write: the loop would have to compile first
+            if not isinstance(exc, (background.NotReady, TypeError, RuntimeError, *_jit_errors())):
+                raise
+            _warm_later(kernel, values)
+            return False
+    if entry is _MISSING or (type(entry) is _Pending and entry.pid != os.getpid()):
+        compiled[key] = _Pending()
+        like = [_like(a) for a in args]
+        background.submit(functools.partial(_make, compiled, key, rule, flags, like, math.prod(args[0].shape)))
+    return False
+
+
+def _make(
+    compiled: dict[tuple[Any, ...], Any], key: tuple[Any, ...], rule: Rule, flags: dict[str, Any], like: Any, n: int
+) -> None:
+    """In the background: trace and compile the kernel for ``key``, warm it on ``like``, then publish it.
+
+    ``n`` is the size of the launch that asked: from a million elements up, with
+    numba threads, the parallel loop is the one warmed.
+    """
+    global _numba
+    entry = None
+    try:
+        entry = _jit_plan(rule, flags, key)
+        if entry is not None:
+            from arrayopt.backends import jit
+
+            kernel, positions, complex_ = entry
+            values = _flat_operands(like, positions, complex_)
+            if values is not None:
+                kernel.warm(values, parallel=n >= jit.PARALLEL_MIN_ELEMENTS and jit.max_threads() > 1)
+    except ImportError:
+        _numba, entry = False, None  # numba is installed but cannot be imported: NumPy from now on
+    except Exception as exc:
+        entry = None
+        if not isinstance(exc, _jit_errors()):
+            raise
+        warnings.warn(f"arrayopt: numba could not compile {rule.__name__}; using NumPy ({exc})", RuntimeWarning, 1)
+    finally:
+        compiled[key] = entry
+
+
+def _warm_later(kernel: Any, values: list[Any]) -> None:
+    """Have ``kernel`` compiled, in the background, for arguments like ``values`` (once per kind of arguments)."""
+    arrays = [a for a in values if isinstance(a, numpy.ndarray)]
+    parallel = kernel.wants_parallel(len(arrays[0]))
+    kind = (parallel, tuple((a.dtype, a.flags.c_contiguous, a.flags.writeable) for a in arrays))
+    if kind not in kernel.warming:
+        kernel.warming.add(kind)
+        background.submit(functools.partial(kernel.warm, [_like(a) for a in values], parallel))
+
+
+def _like(value: Any) -> Any:
+    """A small stand-in for an argument: an array of the same dtype, layout and writability, else the value."""
+    if not isinstance(value, numpy.ndarray):
+        return value
+    strided = value.ndim == 1 and not value.flags.c_contiguous
+    like = numpy.zeros(4 if strided else 2, value.dtype)[:: 2 if strided else 1]
+    if not value.flags.writeable:
+        like.flags.writeable = False
+    return like
 
 
 def _run_chunked(rule: Rule, values: list[Any], positions: list[int], flags: dict[str, Any]) -> None:

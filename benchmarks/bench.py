@@ -62,11 +62,17 @@ WORKLOADS: dict[str, tuple[int, int, str]] = {
     "1000x16K": (1_000, 16_384, "cpu"),
     "10000x1.6K": (10_000, 1_600, "cpu"),
     "10x1K": (10, 1_024, "cpu"),  # a smoke test, not among the defaults
+    # separate Parameters (one per array, no flat storage): the Python cost of each parameter
+    "100x100-separate": (100, 100, "cpu"),
+    "1000x100-separate": (1_000, 100, "cpu"),
+    "3x10-separate": (3, 10, "cpu"),  # a smoke test, not among the defaults
     "gpu-1x256M": (1, 268_435_456, "gpu"),
     "gpu-1000x256K": (1_000, 262_144, "gpu"),
     "gpu-10000x1.6K": (10_000, 1_600, "gpu"),  # many small arrays: launch and Python overhead
 }
-CPU_WORKLOADS = [name for name, spec in WORKLOADS.items() if spec[2] == "cpu" and name != "10x1K"]
+CPU_WORKLOADS = [
+    name for name, spec in WORKLOADS.items() if spec[2] == "cpu" and name not in ("10x1K", "3x10-separate")
+]
 GPU_WORKLOADS = [name for name, spec in WORKLOADS.items() if spec[2] == "gpu"]
 
 TORCH_IMPLEMENTATIONS = {
@@ -98,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         results += _run_worker(args, optimizers, cpu, n, "cpu")
     if gpu:
         results += _run_worker(args, optimizers, gpu, 1, "gpu")
+    if not args.no_first_step:
+        results += first_step_latency(args.first_step_runs, args.first_step_elements)
+    if not args.no_memory:
+        results += first_step_memory(args.memory_elements)
     print(report(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -120,6 +130,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-bandwidth", action="store_true", help="skip the STREAM measurement")
     parser.add_argument("--no-torch", action="store_true", help="time arrayopt only")
     parser.add_argument("--json", default="", help="also write the raw results to this file")
+    parser.add_argument("--no-first-step", action="store_true", help="skip the first-step latency (fresh processes)")
+    parser.add_argument("--first-step-runs", type=int, default=3, help="fresh processes per case (default 3)")
+    parser.add_argument(
+        "--first-step-elements", type=int, default=100_000, help="the first-step script's parameter (default 100000)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the first-step peak memory")
+    parser.add_argument(
+        "--memory-elements", type=int, default=16_777_216, help="the memory script's parameter (default 16777216)"
+    )
+    parser.add_argument("--no-lbfgs", action="store_true", help="skip LBFGS against torch and SciPy")
+    parser.add_argument(
+        "--lbfgs-sizes", default="10000,1000000", help="extended Rosenbrock sizes (default 10000,1000000)"
+    )
+    parser.add_argument("--lbfgs-rounds", type=int, default=3, help="interleaved LBFGS rounds (default 3)")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # "cpu" or "gpu": one worker process
     return parser
 
@@ -135,22 +159,14 @@ def _split(text: str, known: dict[str, Any]) -> list[str]:
 def _run_worker(
     args: argparse.Namespace, optimizers: list[str], workloads: list[str], threads: int, kind: str
 ) -> list[Row]:
-    env = dict(os.environ)
-    thread_variables = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-    for var in (*thread_variables, "ARRAYOPT_NUM_THREADS"):
-        env[var] = str(threads)
-    env["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS in an optimizer step; keep it off the cores
+    env = _pinned_env(threads)
     if "ARRAYOPT_CACHE_DIR" not in env:
         # an empty kernel cache, so the first numba step shows the compile time
         env["ARRAYOPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="arrayopt-bench-")
-    # the worker must import this same arrayopt (found here without importing it)
-    spec = importlib.util.find_spec("arrayopt")
-    if spec is not None and spec.origin is not None:
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--threads", str(threads)]
     command += ["--optimizers", ",".join(optimizers), "--workloads", ",".join(workloads)]
     command += ["--rounds", str(args.rounds), "--batch", str(args.batch)]
+    command += ["--lbfgs-sizes", "" if args.no_lbfgs else args.lbfgs_sizes, "--lbfgs-rounds", str(args.lbfgs_rounds)]
     command += [
         flag
         for flag, on in (("--quick", args.quick), ("--no-bandwidth", args.no_bandwidth), ("--no-torch", args.no_torch))
@@ -168,6 +184,152 @@ def _run_worker(
             {"type": "note", "text": f"the {kind} worker with {threads} thread(s) failed (exit {done.returncode})"}
         )
     return rows
+
+
+def _pinned_env(threads: int) -> dict[str, str]:
+    """The environment of a process that measures: every thread pool pinned to ``threads``, this arrayopt."""
+    env = dict(os.environ)
+    thread_variables = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+    for var in (*thread_variables, "ARRAYOPT_NUM_THREADS"):
+        env[var] = str(threads)
+    env["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS in an optimizer step; keep it off the cores
+    # the process must import this same arrayopt (found here without importing it)
+    spec = importlib.util.find_spec("arrayopt")
+    if spec is not None and spec.origin is not None:
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+# -- fresh processes: the first step's latency and memory --------------------------------------
+
+#: A script's first step: seconds from the script's first line to the end of its first Adam step.
+FIRST_STEP_SCRIPT = """
+import time
+start = time.perf_counter()
+import json, sys
+import numpy as np
+import arrayopt
+imported = time.perf_counter()
+p = arrayopt.Parameter(np.zeros(int(sys.argv[1]), dtype=np.float32))
+p.grad = np.ones(int(sys.argv[1]), dtype=np.float32)
+opt = arrayopt.Adam([p], lr=1e-3)
+before = time.perf_counter()
+opt.step()
+end = time.perf_counter()
+print(json.dumps({"total_s": end - start, "import_s": imported - start, "step_s": end - before,
+                  "numba_imported": "numba" in sys.modules}))
+if sys.argv[2] == "wait":  # fill the kernel cache for the warm runs
+    try:
+        from arrayopt.backends import background
+        background.wait(600)
+    except ImportError:  # an arrayopt that compiles on the first step
+        pass
+"""
+
+#: (label, ARRAYOPT_NUMBA, kernel cache) of the first-step cases
+FIRST_STEP_CASES = [
+    ("numba installed, cold cache", None, "cold"),
+    ("numba installed, warm cache", None, "warm"),
+    ("ARRAYOPT_NUMBA=0 (NumPy only)", "0", "cold"),
+]
+
+
+def first_step_latency(runs: int, elements: int) -> list[Row]:
+    """Script start to the end of its first step, in fresh processes (one thread), for each of FIRST_STEP_CASES."""
+    rows: list[Row] = []
+    env = _pinned_env(1)
+    warm = tempfile.mkdtemp(prefix="arrayopt-bench-warm-")
+    try:
+        _log("== first step in fresh processes")
+        _script(FIRST_STEP_SCRIPT, [str(elements), "wait"], {**env, "ARRAYOPT_CACHE_DIR": warm})  # fills the cache
+        measured: dict[str, list[Row]] = {label: [] for label, _, _ in FIRST_STEP_CASES}
+        for _ in range(runs):  # interleaved: one of each case per round
+            for label, numba, cache in FIRST_STEP_CASES:
+                case_env = dict(env)
+                if numba is not None:
+                    case_env["ARRAYOPT_NUMBA"] = numba
+                cold = tempfile.mkdtemp(prefix="arrayopt-bench-cold-") if cache == "cold" else None
+                case_env["ARRAYOPT_CACHE_DIR"] = cold or warm
+                try:
+                    out = _script(FIRST_STEP_SCRIPT, [str(elements), "exit"], case_env)
+                finally:
+                    if cold:
+                        shutil.rmtree(cold, ignore_errors=True)
+                if out is not None:
+                    measured[label].append(out)
+        for label, outs in measured.items():
+            if outs:
+                row: Row = {"type": "first_step", "case": label, "elements": elements, "runs": len(outs)}
+                for key in ("total_s", "import_s", "step_s"):
+                    row[key] = statistics.median(o[key] for o in outs)
+                row["numba_imported"] = any(o["numba_imported"] for o in outs)
+                rows.append(row)
+    finally:
+        shutil.rmtree(warm, ignore_errors=True)
+    return rows
+
+
+#: The peak memory of a first Adam step (tracemalloc: NumPy reports its allocations to it).
+MEMORY_SCRIPT = """
+import json, sys, tracemalloc
+import numpy as np
+import arrayopt
+n = int(sys.argv[1])
+if sys.argv[2] == "numba":  # the kernel made and loaded first (on a small parameter), so no compiler runs
+    q = arrayopt.Parameter(np.zeros(1000, dtype=np.float32)); q.grad = np.ones(1000, dtype=np.float32)
+    warm = arrayopt.Adam([q], lr=1e-3)
+    warm.step()
+    try:
+        from arrayopt.backends import background
+        background.wait(600)
+    except ImportError:
+        pass
+    warm.step()
+data = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+params = list(arrayopt.ParameterList([data])) if hasattr(arrayopt, "ParameterList") else [arrayopt.Parameter(data)]
+params[0].grad = np.ones(n, dtype=np.float32)
+opt = arrayopt.Adam(params, lr=1e-3)
+tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0]
+opt.step()
+current, peak = tracemalloc.get_traced_memory()
+tracemalloc.reset_peak()
+opt.step()
+steady = tracemalloc.get_traced_memory()[0]
+tracemalloc.reset_peak()
+opt.step()
+after, steady_peak = tracemalloc.get_traced_memory()
+print(json.dumps({"state_bytes": current - base, "first_peak_bytes": peak - current,
+                  "steady_peak_bytes": steady_peak - steady, "steady_kept_bytes": after - steady}))
+"""
+
+
+def first_step_memory(elements: int) -> list[Row]:
+    """Bytes a first Adam step on one flat float32 vector allocates beyond its new state, in a fresh process."""
+    rows: list[Row] = []
+    env = _pinned_env(1)
+    _log("== first-step memory in fresh processes")
+    for label, numba in (("NumPy (ARRAYOPT_NUMBA=0)", "0"), ("numba, kernel loaded before", None)):
+        case_env = dict(env)
+        if numba is not None:
+            case_env["ARRAYOPT_NUMBA"] = numba
+        out = _script(MEMORY_SCRIPT, [str(elements), "numpy" if numba else "numba"], case_env)
+        if out is not None:
+            rows.append({"type": "memory", "case": label, "elements": elements, **out})
+    return rows
+
+
+def _script(source: str, argv: list[str], env: dict[str, str]) -> Row | None:
+    """Run ``source`` in a fresh Python; the JSON object its last output line prints (None if it failed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", source, *argv], env=env, stdout=subprocess.PIPE, text=True, check=False, timeout=1200
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return None
+    out: Row = json.loads(lines[-1])
+    return out
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -217,7 +379,8 @@ def _worker(args: argparse.Namespace) -> int:
         count, size, _ = WORKLOADS[workload]
         for name in names:
             _log(f"   {name} {workload} ({threads} thread(s))")
-            candidates, layout, first = _candidates(name, count, size, xp, torch, numba_ok, numpy_backend)
+            separate = workload.endswith("-separate")
+            candidates, layout, first = _candidates(name, count, size, xp, torch, numba_ok, numpy_backend, separate)
             times = time_candidates(candidates, rounds, batch, sync)
             row: Row = {"type": "step", "optimizer": name, "workload": workload, "threads": threads, "layout": layout}
             row["ms"] = {k: 1e3 * v for k, v in times.items()}
@@ -227,6 +390,10 @@ def _worker(args: argparse.Namespace) -> int:
                 row["numba_first_step_s"] = first
             _emit(row)
             del candidates
+    if args.worker == "cpu":
+        for n in (int(float(t)) for t in args.lbfgs_sizes.split(",") if t.strip()):
+            _log(f"   LBFGS n={n} ({threads} thread(s))")
+            _emit(lbfgs_row(n, threads, args.lbfgs_rounds, torch))
     return 0
 
 
@@ -355,7 +522,7 @@ def _host_inputs(count: int, size: int) -> tuple[list[Any], list[Any]]:
 
 
 def _candidates(
-    name: str, count: int, size: int, xp: Any, torch: Any, numba_ok: bool, numpy_backend: Any
+    name: str, count: int, size: int, xp: Any, torch: Any, numba_ok: bool, numpy_backend: Any, separate: bool = False
 ) -> tuple[dict[str, Callable[[], Any]], str, float | None]:
     """Step functions over the same data and gradients, the arrayopt layout, the first numba step's seconds."""
     import numpy as np
@@ -368,11 +535,12 @@ def _candidates(
     kwargs = OPTIMIZERS[name]
     candidates: dict[str, Callable[[], Any]] = {}
     first: float | None = None
-    layout = "ParameterList (flat)" if hasattr(arrayopt, "ParameterList") else "one Parameter per array"
+    flat = hasattr(arrayopt, "ParameterList") and not separate
+    layout = "ParameterList (flat)" if flat else "one Parameter per array"
 
     def arrayopt_step(use_numba: bool | None) -> Callable[[], Any]:
         datas = [xp.asarray(d).copy() for d in host_data]
-        if hasattr(arrayopt, "ParameterList"):
+        if flat:
             params = list(arrayopt.ParameterList(datas))
         else:
             params = [arrayopt.Parameter(d) for d in datas]
@@ -412,6 +580,97 @@ def _candidates(
                 continue
             candidates[impl] = optimizer.step
     return candidates, layout, first
+
+
+# -- LBFGS -----------------------------------------------------------------------------------
+
+#: LBFGS runs this many iterations (strong Wolfe line search, 10 correction pairs) on every solver
+LBFGS_ITERATIONS, LBFGS_HISTORY = 40, 10
+LBFGS_SOLVERS = ("arrayopt LBFGS", "torch LBFGS", "scipy L-BFGS-B")
+
+
+def lbfgs_row(n: int, threads: int, rounds: int, torch: Any) -> Row:
+    """arrayopt.LBFGS, torch.optim.LBFGS and SciPy's L-BFGS-B, 40 iterations each on the extended Rosenbrock
+    function (float64; ``benchmarks/lbfgs.py``'s NumPy and torch formulas), interleaved rounds: median seconds
+    in all and inside the objective."""
+    import lbfgs  # benchmarks/lbfgs.py, next to this file
+
+    from arrayopt.backends import numpy as numpy_backend
+
+    numpy_backend.set_numba("auto")  # as a script finds it (the step candidates leave their own setting)
+    _lbfgs_arrayopt(lbfgs.Timed(lbfgs.rosenbrock(1000)[1]), lbfgs.rosenbrock(1000)[0])  # its kernels made
+    try:
+        from arrayopt.backends import background
+
+        background.wait(600)  # (made off the critical path: measured here once ready)
+    except ImportError:  # an arrayopt that compiles them where it stands
+        pass
+    x0, numpy_fun, torch_fun = lbfgs.rosenbrock(n)
+    solvers = {"arrayopt LBFGS": _lbfgs_arrayopt, "scipy L-BFGS-B": _lbfgs_scipy}
+    if torch is not None:
+        solvers["torch LBFGS"] = _lbfgs_torch
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        del solvers["scipy L-BFGS-B"]
+    runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in solvers}
+    order = list(solvers)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            fun = torch_fun if name.startswith("torch") else numpy_fun
+            runs[name].append(solvers[name](lbfgs.Timed(fun), x0))
+    return {
+        "type": "lbfgs",
+        "n": n,
+        "threads": threads,
+        "iterations": LBFGS_ITERATIONS,
+        "ms": {name: 1e3 * statistics.median(r[0] for r in rs) for name, rs in runs.items()},
+        "objective_ms": {name: 1e3 * statistics.median(r[1] for r in rs) for name, rs in runs.items()},
+        "evaluations": {name: rs[-1][2] for name, rs in runs.items()},
+    }
+
+
+def _lbfgs_arrayopt(objective: Any, x0: Any) -> tuple[float, float, int]:
+    import arrayopt
+
+    return _lbfgs_run(arrayopt.Parameter(x0.copy()), arrayopt.LBFGS, lambda p: p.data, objective)
+
+
+def _lbfgs_torch(objective: Any, x0: Any) -> tuple[float, float, int]:
+    import torch
+
+    return _lbfgs_run(
+        torch.nn.Parameter(torch.from_numpy(x0.copy())), torch.optim.LBFGS, torch.Tensor.detach, objective
+    )
+
+
+def _lbfgs_run(p: Any, lbfgs: Any, values: Callable[[Any], Any], objective: Any) -> tuple[float, float, int]:
+    """Seconds of one LBFGS step of LBFGS_ITERATIONS iterations on parameter ``p``; seconds and calls inside."""
+
+    def closure() -> float:
+        value, p.grad = objective(values(p))
+        return float(value)
+
+    opt = lbfgs(
+        [p],
+        max_iter=LBFGS_ITERATIONS,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        history_size=LBFGS_HISTORY,
+        line_search_fn="strong_wolfe",
+    )
+    start = time.perf_counter()
+    opt.step(closure)
+    return time.perf_counter() - start, objective.seconds, objective.calls
+
+
+def _lbfgs_scipy(objective: Any, x0: Any) -> tuple[float, float, int]:
+    from scipy.optimize import minimize
+
+    options = {"maxiter": LBFGS_ITERATIONS, "maxcor": LBFGS_HISTORY, "gtol": 0.0, "ftol": 0.0}
+    start = time.perf_counter()
+    minimize(objective, x0.copy(), jac=True, method="L-BFGS-B", options=options)
+    return time.perf_counter() - start, objective.seconds, objective.calls
 
 
 # -- bandwidth -------------------------------------------------------------------------------
@@ -522,7 +781,85 @@ def report(rows: list[Row]) -> str:
         for name in sorted({r["optimizer"] for r in steps}):
             accesses, what = TRAFFIC[name]
             out.append(f"- {name}: {4 * accesses} B ({what})")
+    out += _fresh_process_tables(rows)
+    lbfgs = [r for r in rows if r["type"] == "lbfgs"]
+    if lbfgs:
+        solvers = [s for s in LBFGS_SOLVERS if any(s in r["ms"] for r in lbfgs)]
+        out += ["", f"LBFGS, {LBFGS_ITERATIONS} iterations (strong Wolfe, history {LBFGS_HISTORY}), extended "]
+        out[-1] += "Rosenbrock in float64: ms in all (inside the objective); ratios of the totals, same process"
+        header = ["n", "threads", *[f"{s} ms" for s in solvers], "× torch", "× SciPy"]
+        out += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in lbfgs:
+            ms, inside = r["ms"], r["objective_ms"]
+            cells = [f"{r['n']:g}", str(r["threads"])]
+            cells += [f"{ms[s]:.1f} ({inside[s]:.1f})" if s in ms else "–" for s in solvers]
+            ours = ms.get("arrayopt LBFGS")
+            for other in ("torch LBFGS", "scipy L-BFGS-B"):
+                cells.append(f"{ours / ms[other]:.2f}" if ours and ms.get(other) else "–")
+            out.append("| " + " | ".join(cells) + " |")
+    issue21 = _issue21_targets(rows)
+    if len(issue21) > 1:
+        out += ["", *issue21]
     return "\n".join(out)
+
+
+def _fresh_process_tables(rows: list[Row]) -> list[str]:
+    """The first-step latency and memory tables (rows measured in fresh processes)."""
+    out: list[str] = []
+    first = [r for r in rows if r["type"] == "first_step"]
+    if first:
+        out += ["", "First step in a fresh process (Adam, one float32 Parameter; medians; seconds)", ""]
+        out += ["| case | elements | runs | script start to end of first step | import | first step | numba imported |"]
+        out += ["|---|---|---|---|---|---|---|"]
+        for r in first:
+            out.append(
+                f"| {r['case']} | {r['elements']} | {r['runs']} | {r['total_s']:.3f} | {r['import_s']:.3f} | "
+                f"{r['step_s']:.4f} | {'yes' if r['numba_imported'] else 'no'} |"
+            )
+    memory = [r for r in rows if r["type"] == "memory"]
+    if memory:
+        out += ["", "Memory of the first Adam step (one flat float32 vector; tracemalloc; MiB)", ""]
+        out += ["| case | elements | new state | first step's peak above it | steady step's peak | steady kept |"]
+        out += ["|---|---|---|---|---|---|"]
+        mib = float(1 << 20)
+        for r in memory:
+            out.append(
+                f"| {r['case']} | {r['elements']} | {r['state_bytes'] / mib:.1f} | {r['first_peak_bytes'] / mib:.2f} | "
+                f"{r['steady_peak_bytes'] / mib:.3f} | {r['steady_kept_bytes'] / mib:.3f} |"
+            )
+    return out
+
+
+def _issue21_targets(rows: list[Row]) -> list[str]:
+    """The targets of issue 21 (first step, per-parameter cost, LBFGS, first-step memory) on this run's figures."""
+    lines = ["Targets (issue 21):"]
+
+    def check(label: str, found: list[tuple[str, float]], limit: float) -> None:
+        if found:
+            worst = max(found, key=lambda x: x[1])
+            lines.append(
+                f"- {label} (≤ {limit}): {'met' if worst[1] <= limit else 'NOT met'}; worst {worst[1]:.2f} ({worst[0]})"
+            )
+
+    first = [(r["case"], r["total_s"]) for r in rows if r["type"] == "first_step" and r["case"].startswith("numba")]
+    check("script start to end of first step with numba installed, s", first, 0.15)
+    separate = []
+    for r in rows:
+        ms = r.get("ms", {})
+        if r["type"] == "step" and r["workload"].endswith("-separate") and "torch fused" in ms:
+            ours = ms.get(ARRAYOPT_NUMBA, ms.get(ARRAYOPT_NUMPY))
+            if ours is not None:
+                separate.append((f"{r['optimizer']} {r['workload']} {r['threads']}T", ours / ms["torch fused"]))
+    check("separate Parameters: time / torch fused", separate, 1.0)
+    lbfgs = [
+        (f"n={r['n']:g} {r['threads']}T", r["ms"]["arrayopt LBFGS"] / r["ms"]["torch LBFGS"])
+        for r in rows
+        if r["type"] == "lbfgs" and "torch LBFGS" in r["ms"] and r["n"] >= 1_000_000
+    ]
+    check("LBFGS n = 1e6: time / torch.optim.LBFGS", lbfgs, 0.9)
+    memory = [(r["case"], r["first_peak_bytes"] / float(1 << 20)) for r in rows if r["type"] == "memory"]
+    check("first Adam step: peak above its new state, MiB", memory, 8.0)
+    return lines
 
 
 def _targets(steps: list[Row], bandwidth: list[Row]) -> list[str]:

@@ -160,3 +160,49 @@ def test_dot_sums_the_products_in_one_fixed_order(xp, dtype, generic):
             np.testing.assert_allclose(got, expected, rtol=n * np.finfo(dtype).eps)
         else:
             assert got.tobytes() == expected.tobytes(), n
+
+
+def _vectors(rng, n, dtype):
+    """Three vectors over many magnitudes, with signed zeros and repeated values."""
+    x, y, z = ((rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dtype) for _ in range(3))
+    x[::97], y[1::89], z[2::83] = 0.0, -0.0, x[2::83]
+    return x, y, z
+
+
+@pytest.mark.parametrize("block", [None, 64], ids=["default-blocks", "small-blocks"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blocked_vector_operations_give_the_unblocked_bits(dtype, block, monkeypatch):
+    """NumPy's axpy, axpy_dot and max_abs over cache-sized blocks (backends/pairwise.py) give the bits of the
+    whole-array expressions: ``y += alpha * x``, ``add.reduce(multiply(z, y))``, ``max(abs(x))``."""
+    from arrayopt.backends import pairwise
+
+    if block:
+        monkeypatch.setattr(pairwise, "BLOCK", block)
+    backend = get_backend(np.zeros(1))
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 64, 65, 1000, 1031, 70001, 200003):
+        x, y, z = _vectors(rng, n, dtype)
+        for alpha in (np.asarray(-0.37, dtype=dtype), 1.7, np.asarray(1e-30, dtype=dtype)[()]):
+            expected = y.copy()
+            expected += alpha * x
+            expected_dot = np.add.reduce(np.multiply(z, expected))
+            got = y.copy()
+            got_dot = backend.axpy_dot(got, alpha, x, z)
+            assert got.tobytes() == expected.tobytes(), n
+            assert type(got_dot) is type(expected_dot) and got_dot.tobytes() == expected_dot.tobytes(), n
+            assert backend.dot(z, expected).tobytes() == expected_dot.tobytes(), n
+            got = y.copy()
+            backend.axpy(got, alpha, x)
+            assert got.tobytes() == expected.tobytes(), n
+        # C-contiguous arrays of any shape are taken as 1-D, others as they are
+        for rows, view in ((0, np.s_[:]), (1, np.s_[:, :]), (2, np.s_[:, ::2])):
+            target = (np.tile(y, (rows, 1)) if rows else y.copy())[view]
+            source = (np.tile(x, (rows, 1)) if rows else x.copy())[view]
+            expected = target.copy()
+            expected += 0.5 * source
+            backend.axpy(target, 0.5, source)
+            np.testing.assert_array_equal(target, expected)
+        assert backend.max_abs(x).tobytes() == np.max(np.abs(x)).tobytes()
+        for special in (np.inf, -np.inf, np.nan):
+            x[n // 2] = special
+            assert backend.max_abs(x).tobytes() == np.max(np.abs(x)).tobytes(), (n, special)

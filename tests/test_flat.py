@@ -22,6 +22,7 @@ import arrayopt._flat_runs
 import arrayopt.flat
 from arrayopt import Parameter, ParameterDict, ParameterList
 from arrayopt.backends import get_backend
+from arrayopt.backends.base import Bundle
 
 import harness
 from cases import CASES, by_dtype
@@ -104,6 +105,45 @@ def test_flat_storage_changes_no_bit(case, dtype, xp):
     assert_bitwise(run(case, xp, inputs, "flat", "flat", groups=ONE_GROUP, flat_grad=True), one_group)
 
 
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "complex64")), ids=str)
+def test_fresh_state_made_in_pieces_changes_no_bit(case, dtype, monkeypatch):
+    """The held state of a fresh run is made a few elements at a time (the usual piece is 1 MiB)."""
+    monkeypatch.setattr(arrayopt._flat_runs, "FRESH_PIECE_BYTES", 24)
+    inputs = harness.make_inputs(dtype)
+    assert_bitwise(run(case, np, inputs, "flat", "flat"), run(case, np, inputs))
+
+
+def test_first_step_makes_no_parameter_sized_temporary(monkeypatch):
+    """The first Adam step on one 4M-element float32 vector: its new state (2 x 16 MiB) and at most 8 MiB more
+    (NumPy reports its allocations to tracemalloc); later steps allocate no parameter-sized array."""
+    import tracemalloc
+
+    import arrayopt.backends.numpy as numpy_backend
+
+    monkeypatch.setattr(numpy_backend, "_numba", False)  # (a compiling numba allocates as it goes)
+    n = 1 << 22
+    (p,) = ParameterList([np.ones(n, dtype=np.float32)])
+    p.grad = np.full(n, 0.5, dtype=np.float32)
+    opt = arrayopt.Adam([p], lr=1e-3)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        opt.step()
+        current, peak = tracemalloc.get_traced_memory()
+        state = current - base
+        opt.step()
+        steady = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        opt.step()
+        after, steady_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert state >= 2 * 4 * n  # exp_avg and exp_avg_sq
+    assert peak - base - state <= 8 << 20
+    # (a parameter-sized temporary would be 16 MiB; the test process itself allocates a little meanwhile)
+    assert after - steady <= 1 << 20 and steady_peak - steady <= 1 << 20
+
+
 # -- one kernel call per buffer ---------------------------------------------------------
 
 SHAPES = [(3, 4), (5,), (), (2, 0), (7,), (1, 1, 2)] * 4  # 24 arrays
@@ -119,7 +159,8 @@ def count_kernel_calls(monkeypatch, xp):
         compiled = original(rule, **flags)
 
         def counted(*args):
-            calls.append(tuple(args[0].shape))
+            first = args[0][0] if type(args[0]) is Bundle else args[0]  # (separate Parameters, bundled)
+            calls.append(tuple(first.shape))
             return compiled(*args)
 
         return counted
@@ -675,6 +716,7 @@ class Toy(arrayopt.optimizer.ElementwiseOptimizer):
 
 class NoRuns(arrayopt.Adam):
     _flat_runs = False
+    _bundled = False  # (and no bundles of separate Parameters either: one call per parameter)
 
 
 @pytest.mark.parametrize(

@@ -644,3 +644,15 @@ def test_same_bits_on_every_blas_kernel_cpu_dispatch_and_thread_count():
         )
         assert child.returncode == 0, f"{name}: {child.stderr[-2000:]}"
         assert child.stdout.split()[-2:] == expected, f"{name}: different bits"
+
+
+@pytest.mark.parametrize("scenario", [s for s in lp.LONG_SCENARIOS if s.problem == "rosenbrock-1000"], ids=str)
+def test_long_vectors_over_blocks_give_the_bits_of_one_block(scenario, monkeypatch):
+    """Products, updates and maxima over blocks of 64 entries (what vectors longer than
+    ``backends.pairwise.BLOCK`` go through) give the iterates of whole-vector NumPy expressions."""
+    from arrayopt.backends import pairwise
+
+    reference = lp.run_arrayopt(scenario, np)
+    monkeypatch.setattr(pairwise, "BLOCK", 64)
+    worst, mismatched = lp.compare(lp.run_arrayopt(scenario, np), reference, state=True)
+    assert not mismatched and worst == 0.0

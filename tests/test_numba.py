@@ -19,7 +19,8 @@ from special_values import WHICH, assert_same_bits, every_function, special_pair
 
 import arrayopt
 import arrayopt.backends.numpy as numpy_backend
-from arrayopt.backends import get_backend, jit, trace
+import arrayopt.optimizer
+from arrayopt.backends import background, get_backend, jit, trace
 from arrayopt.optimizers.adam import adam_update
 
 import harness
@@ -42,6 +43,175 @@ def test_numba_equals_numpy_bitwise(case, dtype):
     compiled = with_numba(True, harness.run_arrayopt, case, np, inputs)
     plain = with_numba(False, harness.run_arrayopt, case, np, inputs)
     assert_same_bits(compiled, plain)
+
+
+# -- made off the critical path (ARRAYOPT_NUMBA unset or auto) ---------------------------
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch):
+    """The NumPy backend with no kernel built yet, so that each is made again."""
+    backend = get_backend(np.zeros(1))
+    monkeypatch.setattr(backend, "_kernels", {})
+    monkeypatch.setattr(backend, "_by_call", {})
+    return backend
+
+
+@pytest.mark.parametrize(("case", "dtype"), by_dtype(("float32", "float64", "complex64")), ids=str)
+def test_switching_to_numba_in_mid_run_changes_no_bit(case, dtype, fresh_kernels, monkeypatch):
+    """Steps before the kernel is ready run on NumPy, steps after it on numba: the bits of NumPy throughout."""
+    inputs = harness.make_inputs(dtype)
+    plain = with_numba(False, harness.run_arrayopt, case, np, inputs)
+    queued = []
+    monkeypatch.setattr(background, "submit", queued.append)  # the background jobs run after step 2
+    compiled_launches = []
+    run_ready = jit.JitKernel.run_ready
+    monkeypatch.setattr(jit.JitKernel, "run_ready", lambda k, *a: (run_ready(k, *a), compiled_launches.append(1)))
+    steps = []
+
+    def after_step(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            while queued:
+                queued.pop(0)()
+
+    handle = arrayopt.optimizer.register_optimizer_step_post_hook(after_step)
+    try:
+        switched = with_numba("background", harness.run_arrayopt, case, np, inputs)
+    finally:
+        handle.remove()
+    assert_same_bits(switched, plain)
+    if any(kernel.compiled for kernel in fresh_kernels._kernels.values()):  # a rule numba compiles
+        assert compiled_launches
+
+
+def test_steps_while_the_background_thread_compiles(fresh_kernels):
+    """The real thread: the step that first finds the kernel ready is whichever it is; the bits are NumPy's."""
+    rng = np.random.default_rng(2)
+    shapes = [(300,), (17, 5), (), (4000,)]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(8)]
+
+    def ready():
+        return any(type(entry) is tuple for run in fresh_kernels._kernels.values() for entry in run.compiled.values())
+
+    def optimizer():
+        params = [arrayopt.Parameter(np.ones(s, np.float32)) for s in shapes] + list(
+            arrayopt.ParameterList([np.ones(s, np.float32) for s in shapes])
+        )
+        return params, arrayopt.Adam(params, lr=0.01, amsgrad=True, weight_decay=0.1)
+
+    def step(params, opt, mode, k):
+        for p, g in zip(params, grads[k % 8] * 2, strict=True):
+            p.grad = g
+        with_numba(mode, opt.step)
+
+    params, opt = optimizer()
+    before = 0
+    while not ready() and before < 10_000:
+        step(params, opt, "background", before)
+        before += 1
+    assert before >= 1 and background.wait(240) and ready()  # one step at least ran before the kernel was ready
+    for k in range(before, before + 8):
+        step(params, opt, "background", k)
+    plain_params, plain_opt = optimizer()
+    for k in range(before + 8):
+        step(plain_params, plain_opt, False, k)
+    results = [[p.data for p in params], [p.data for p in plain_params]]
+    for x, y in zip(*results, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# -- L-BFGS's vector operations (backends/pairwise_jit.py) --------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_vector_operations_give_numpys_bits(dtype):
+    """dot, axpy, axpy_dot and max_abs compiled in one pass: the bits of NumPy's whole-array expressions."""
+    from arrayopt.backends import pairwise
+
+    ops = pairwise.compiled(np.dtype(dtype), True)
+    assert ops is not None
+    rng = np.random.default_rng(8)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, 3e38], dtype=dtype)
+    for n in [*range(0, 140), 255, 256, 257, 1000, 4099, 65537, 300_001]:
+        x, y, z = ((rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dtype) for _ in range(3))
+        if n > 20 and n % 3 == 0:  # signed zeros, infinities and NaNs in some of the vectors
+            x[rng.integers(0, n, 5)] = rng.choice(specials, 5)
+        for alpha in (0.37, float(np.asarray(-1.3, dtype=dtype))):
+            expected = y.copy()
+            with np.errstate(all="ignore"):
+                expected += alpha * x
+                expected_dot = np.add.reduce(np.multiply(z, expected))
+            got = y.copy()
+            got_dot = ops.axpy_dot(got, alpha, x, z)
+            assert got.tobytes() == expected.tobytes(), n
+            assert type(got_dot) is type(expected_dot), n
+            assert (np.isnan(expected_dot) and np.isnan(got_dot)) or got_dot.tobytes() == expected_dot.tobytes(), n
+            got = y.copy()
+            ops.axpy(got, alpha, x)
+            assert got.tobytes() == expected.tobytes(), n
+        with np.errstate(all="ignore"):
+            expected_dot = np.add.reduce(np.multiply(x, z))
+        got_dot = ops.dot(x, z)
+        assert (np.isnan(expected_dot) and np.isnan(got_dot)) or got_dot.tobytes() == expected_dot.tobytes(), n
+        if n:
+            expected_max = np.max(np.abs(x))
+            assert np.isnan(expected_max) == np.isnan(ops.max_abs(x)), n
+            assert np.isnan(expected_max) or ops.max_abs(x).tobytes() == expected_max.tobytes(), n
+
+
+def test_compiled_vector_operations_fuse_no_multiply_add(monkeypatch):
+    monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")  # machine code loaded from a cache cannot be inspected
+    from arrayopt.backends import pairwise_jit
+
+    ops = pairwise_jit.VectorKernels(np.float64, frozen=True)
+    assembly = "".join(
+        "".join(dispatcher.inspect_asm().values()) for dispatcher in (ops._dot, ops._axpy_dot, ops._axpy)
+    )
+    assert "vmulsd" in assembly or "mulsd" in assembly  # the inspection sees the loops
+    assert "vfmadd" not in assembly and "vfmsub" not in assembly and "vfnmadd" not in assembly
+
+
+def test_lbfgs_with_compiled_vector_operations_gives_numpys_bits():
+    import lbfgs_parity as lp
+
+    for scenario in [s for s in lp.LONG_SCENARIOS if s.problem in ("rosenbrock-1000", "splitquad-18")]:
+        compiled = with_numba(True, lp.run_arrayopt, scenario, np)
+        plain = with_numba(False, lp.run_arrayopt, scenario, np)
+        worst, mismatched = lp.compare(compiled, plain, state=True)
+        assert not mismatched and worst == 0.0, scenario
+
+
+FAKE_SLOW_NUMBA = """
+import time
+time.sleep(30)
+raise ImportError("this numba takes 30 s to fail")
+"""
+
+
+def test_a_slow_numba_never_delays_a_step(tmp_path):
+    """With numba installed and ARRAYOPT_NUMBA unset, no step waits for numba's import or a compilation."""
+    fake = tmp_path / "fake"
+    (fake / "numba").mkdir(parents=True)
+    (fake / "numba" / "__init__.py").write_text(FAKE_SLOW_NUMBA)
+    code = (
+        "import time, numpy as np, arrayopt\n"
+        "p = arrayopt.Parameter(np.linspace(-1, 1, 1000)); p.grad = np.cos(p.data)\n"
+        "opt = arrayopt.Adam([p], lr=0.1)\n"
+        "start = time.perf_counter()\n"
+        "for _ in range(5): opt.step()\n"
+        "print(time.perf_counter() - start < 20, p.data.tobytes().hex()[:64])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARRAYOPT_NUMBA"}
+    env["PYTHONPATH"] = os.pathsep.join([str(fake), *filter(None, [env.get("PYTHONPATH")])])
+    runs = [
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)
+        for e in (env, {**env, "ARRAYOPT_NUMBA": "0"})
+    ]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert runs[0].stdout.split()[0] == "True"
+    assert runs[0].stdout == runs[1].stdout
 
 
 def compiled_kernels(kernel):
@@ -229,11 +399,14 @@ def test_strided_one_dimensional_operands_run_compiled(name):
 
 @pytest.mark.parametrize(("setting", "loaded"), [("0", False), ("auto", True)])
 def test_numba_is_imported_by_the_first_step_only_when_enabled(setting, loaded, tmp_path):
+    # with auto, the first step hands numba's import to the background thread
     code = (
         "import sys, numpy as np, arrayopt\n"
         "p = arrayopt.Parameter(np.ones(3)); p.grad = np.ones(3)\n"
         "assert 'numba' not in sys.modules\n"
         "arrayopt.Adam([p]).step()\n"
+        "from arrayopt.backends import background\n"
+        "assert background.wait(240)\n"
         "print('numba' in sys.modules)\n"
     )
     env = {**os.environ, "ARRAYOPT_NUMBA": setting}

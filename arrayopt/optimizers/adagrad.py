@@ -132,6 +132,7 @@ class Adagrad(ElementwiseOptimizer[AdagradHyper]):
         "fused": None,
     }
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _bundled = True  # _update only runs kernels: separate Parameters update in one call
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "sum": StateKey(),

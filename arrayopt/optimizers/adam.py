@@ -177,6 +177,7 @@ class Adam(ElementwiseOptimizer[AdamHyper]):
     """
 
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _bundled = True  # _update only runs kernels: separate Parameters update in one call
     # AdamW inherits this text unchanged, as in torch (the two share Adam's code).
     _sparse_error: ClassVar[str] = "Adam does not support sparse gradients, please consider SparseAdam instead"
 

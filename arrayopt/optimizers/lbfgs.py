@@ -267,8 +267,9 @@ class LBFGS(Optimizer):
         loss = _loss_value(value)
         return -loss if self.param_groups[0].get("maximize", False) else loss
 
-    def _add_grad(self, xp: Any, step: float, update: Any) -> None:
+    def _add_grad(self, backend: Backend, step: float, update: Any) -> None:
         """Move every parameter by ``step`` times its slice of the flat vector ``update``."""
+        xp = backend.xp
         offset = 0
         for p in self._params:
             data = p.data
@@ -282,7 +283,7 @@ class LBFGS(Optimizer):
                 piece = update[offset : offset + size]
                 offset += size
             # a NumPy scalar step becomes a Python float: same value, weak in promotion
-            data += float(step) * xp.reshape(piece, data.shape)
+            backend.axpy(data, float(step), xp.reshape(piece, data.shape))
 
     def _clone_params(self, xp: Any) -> list[Any]:
         return [xp.asarray(p.data, copy=True) for p in self._params]
@@ -303,7 +304,7 @@ class LBFGS(Optimizer):
         x_init = self._clone_params(xp)
 
         def phi(step: float) -> tuple[float, Any, Any]:
-            self._add_grad(xp, step, d)
+            self._add_grad(backend, step, d)
             try:
                 value = self._objective(closure())
                 grad = self._gather_flat_grad(xp)
@@ -365,7 +366,7 @@ class LBFGS(Optimizer):
         state["func_evals"] += 1
         flat_grad = self._gather_flat_grad(xp)
         self._last_eval = (loss, flat_grad, True)
-        if host(xp.max(xp.abs(flat_grad))) <= tolerance_grad:
+        if host(backend.max_abs(flat_grad)) <= tolerance_grad:
             self._stop_reason = "initial gradient"
             return orig_loss
 
@@ -387,6 +388,7 @@ class LBFGS(Optimizer):
             state["n_iter"] += 1
 
             # -- direction --------------------------------------------------------------
+            slope = None  # g^T d, when the two-loop recursion gives it
             if state["n_iter"] == 1:
                 d = -flat_grad
                 old_dirs, old_stps, ro = [], [], []
@@ -409,20 +411,32 @@ class LBFGS(Optimizer):
                     state["al"] = [None] * history_size
                 al = state["al"]
                 # two-loop recursion: q = -g through the pairs newest first, scale by
-                # H_diag, then back oldest first; r (the new d) is updated in place
+                # H_diag, then back oldest first; q and r (the new d) are updated in place,
+                # each update fused with the next pair's dot product (backend.axpy_dot:
+                # the same bits as the separate operations). q -= al[i] * old_dirs[i] is
+                # q + (-al[i]) * old_dirs[i]: the same bits, as negation is exact.
                 q = -flat_grad
+                if num_old:
+                    product = dot(old_stps[num_old - 1], q)
                 for i in range(num_old - 1, -1, -1):
-                    al[i] = xp.asarray(dot(old_stps[i], q) * ro[i])
-                    q -= al[i] * old_dirs[i]
+                    al[i] = xp.asarray(product * ro[i])
+                    if i:
+                        product = backend.axpy_dot(q, -al[i], old_dirs[i], old_stps[i - 1])
+                    else:
+                        backend.axpy(q, -al[i], old_dirs[i])
                 d = r = q * H_diag
+                if num_old:
+                    product = dot(old_dirs[0], r)
                 for i in range(num_old):
-                    be_i = dot(old_dirs[i], r) * ro[i]
-                    r += (al[i] - be_i) * old_stps[i]
+                    be_i = product * ro[i]
+                    # the last update comes with g^T d, the slope tested below
+                    z = old_dirs[i + 1] if i + 1 < num_old else flat_grad
+                    product = backend.axpy_dot(r, al[i] - be_i, old_stps[i], z)
+                if num_old:
+                    slope = product
 
-            if prev_flat_grad is None:
-                prev_flat_grad = xp.asarray(flat_grad, copy=True)
-            else:
-                prev_flat_grad[...] = flat_grad
+            # (every flat gradient is a new vector that nothing writes to: kept, not copied)
+            prev_flat_grad = flat_grad
             prev_loss = loss
 
             # -- step length ------------------------------------------------------------
@@ -432,34 +446,36 @@ class LBFGS(Optimizer):
             else:
                 t = lr
 
-            gtd = host(dot(flat_grad, d))
+            gtd = host(slope if slope is not None else dot(flat_grad, d))
             if gtd > -tolerance_change:
                 self._stop_reason = "not a descent direction"
                 break
 
             ls_func_evals = 0
+            d_max = None  # max |d|, on the host
             if line_search_fn is not None:
+                d_max = host(backend.max_abs(d))
                 found = strong_wolfe(
                     self._line(closure, backend, host, d),
                     t,
                     loss,
                     gtd,
                     max_ls=max_eval - current_evals,
-                    d_norm=host(xp.max(xp.abs(d))),
+                    d_norm=d_max,
                     payload=flat_grad,
                 )
                 loss, flat_grad, t, ls_func_evals = found.f, found.payload, found.t, found.evals
-                self._add_grad(xp, t, d)
-                opt_cond = host(xp.max(xp.abs(flat_grad))) <= tolerance_grad
+                self._add_grad(backend, t, d)
+                opt_cond = host(backend.max_abs(flat_grad)) <= tolerance_grad
                 self._last_eval = (loss, flat_grad, True)
             else:
-                self._add_grad(xp, t, d)
+                self._add_grad(backend, t, d)
                 self._last_eval = (loss, flat_grad, False)
                 if n_iter != max_iter:
                     # not on the last iteration: its result would be thrown away
                     loss = self._objective(closure())
                     flat_grad = self._gather_flat_grad(xp)
-                    opt_cond = host(xp.max(xp.abs(flat_grad))) <= tolerance_grad
+                    opt_cond = host(backend.max_abs(flat_grad)) <= tolerance_grad
                     ls_func_evals = 1
                     self._last_eval = (loss, flat_grad, True)
 
@@ -480,7 +496,11 @@ class LBFGS(Optimizer):
             if opt_cond:
                 self._stop_reason = "gradient"
                 break
-            if host(xp.max(xp.abs(d * float(t)))) <= tolerance_change:
+            # max |d t| as max |d| |t| rounded once in d's dtype: rounding is monotonic,
+            # so the same number (or, for an infinite t, the same outcome of the test)
+            if d_max is None:
+                d_max = host(backend.max_abs(d))
+            if d_max * abs(float(t)) <= tolerance_change:
                 self._stop_reason = "step"
                 break
             if abs(loss - prev_loss) < tolerance_change:

@@ -154,6 +154,7 @@ class RAdam(ElementwiseOptimizer[AdamHyper]):
     }
 
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _bundled = True  # _update only runs kernels: separate Parameters update in one call
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "exp_avg": StateKey(),

@@ -155,6 +155,7 @@ class RMSprop(ElementwiseOptimizer[RMSpropHyper]):
         "capturable": False,
     }
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _bundled = True  # _update only runs kernels: separate Parameters update in one call
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "square_avg": StateKey(),

@@ -135,6 +135,7 @@ class Rprop(ElementwiseOptimizer[RpropHyper]):
     # torch accepts an infinite etaplus or step-size bound (no growth limit, no clamp).
     _infinite_ok: ClassVar[frozenset[str]] = frozenset({"etas", "step_sizes"})
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _bundled = True  # _update only runs kernels: separate Parameters update in one call
     _state_keys: ClassVar[dict[str, StateKey] | None] = {
         "step": StateKey("step"),
         "prev": StateKey(),

@@ -138,6 +138,7 @@ class SGD(ElementwiseOptimizer[SGDHyper]):
     """
 
     _flat_runs = True  # elementwise state and rule: flat Parameters update in one call per run
+    _bundled = True  # _update only runs kernels: separate Parameters update in one call
 
     _defaults_on_load: ClassVar[dict[str, Any]] = {
         "nesterov": False,
