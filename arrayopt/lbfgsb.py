@@ -275,25 +275,8 @@ def _dot(a: Any, b: Any) -> Any:
 
 
 def _products(backend: Backend, rows: Any, vectors: Any) -> Any:
-    """``rows @ vectors.T``: every row of ``rows`` (k, n) with every row of ``vectors`` (j, n), as (k, j).
-
-    In a fixed order: over blocks of ``backend.reduction_block`` columns, the products are
-    rounded once and summed along the block by the library's own sum (NumPy's pairwise
-    summation), and the blocks' partial sums are added in column order. The blocks keep
-    the ``(k, j, block)`` products in cache, so the rows are read from memory once.
-    """
-    xp = backend.xp
-    n = rows.shape[-1]
-    block = backend.reduction_block or max(n, 1)
-    total = None
-    for start in range(0, n, block):
-        stop = min(start + block, n)  # array-API slices may not run past the end
-        r, v = rows[:, start:stop], vectors[:, start:stop]
-        partial = xp.sum(r[:, None, :] * v[None, :, :], axis=-1)
-        total = partial if total is None else total + partial
-    if total is None:  # no columns
-        return xp.zeros((rows.shape[0], vectors.shape[0]), dtype=rows.dtype, device=backend.device(rows))
-    return total
+    """``rows @ vectors.T`` (k, j) in a fixed order (``Backend.products``)."""
+    return backend.products(rows, vectors)
 
 
 def _combine_rows(backend: Backend, coefficients: Any, rows: Any) -> Any:

@@ -366,6 +366,44 @@ class Backend:
         self.axpy(y, alpha, x)
         return self.dot(z, y)
 
+    def products(self, rows: Any, vectors: Any) -> Any:
+        r"""``rows @ vectors.T``: each row of ``rows`` (k, n) with each row of ``vectors`` (j, n), in a fixed order.
+
+        Never through BLAS (see :meth:`dot`): over blocks of :attr:`reduction_block`
+        columns (the whole row where it is None), the products of a block are rounded
+        once and summed by the library's own ``sum`` (NumPy's pairwise summation), and
+        the blocks' sums are added in column order. NumPy keeps a block's products in
+        cache, and with numba forms them as it sums them, in the same order (the same
+        bits).
+
+        Args:
+            rows: a 2-D real array of this library, (k, n).
+            vectors: a 2-D array of the same dtype, (j, n).
+
+        Returns:
+            The (k, j) array of the sums.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> rows = np.array([[1.0, 2.0], [3.0, 4.0]])
+            >>> get_backend(rows).products(rows, np.array([[1.0, 1.0]]))
+            array([[3.],
+                   [7.]])
+        """
+        xp = self.xp
+        n = rows.shape[-1]
+        block = self.reduction_block or max(n, 1)
+        total = None
+        for start in range(0, n, block):
+            stop = min(start + block, n)  # array-API slices may not run past the end
+            r, v = rows[:, start:stop], vectors[:, start:stop]
+            partial = xp.sum(r[:, None, :] * v[None, :, :], axis=-1)
+            total = partial if total is None else total + partial
+        if total is None:  # no columns
+            return xp.zeros((rows.shape[0], vectors.shape[0]), dtype=rows.dtype, device=self.device(rows))
+        return total
+
     def max_abs(self, x: Any) -> Any:
         r""":math:`\max_i |x_i|` of a non-empty 1-D real array (NaN if ``x`` holds one): ``max(abs(x))``, exact.
 

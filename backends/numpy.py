@@ -250,6 +250,11 @@ class NumPyBackend(Backend):
     def max_abs(self, x: Any) -> Any:
         return pairwise.max_abs(x, pairwise.compiled(x.dtype, _mode()))
 
+    def products(self, rows: Any, vectors: Any) -> Any:
+        block = self.reduction_block
+        assert block is not None
+        return pairwise.products(rows, vectors, block, pairwise.compiled(rows.dtype, _mode()))
+
     def take_entries(self, array: Any, indices: Any) -> Any:
         return array[tuple(indices)]
 

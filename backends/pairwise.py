@@ -34,7 +34,7 @@ import numpy
 
 from arrayopt.backends import background
 
-__all__ = ["BLOCK", "axpy", "axpy_dot", "compiled", "dot", "max_abs", "pairwise_tree"]
+__all__ = ["BLOCK", "axpy", "axpy_dot", "compiled", "dot", "max_abs", "pairwise_tree", "products"]
 
 #: Elements per block: the largest node of the sum's tree evaluated at once (512 KiB
 #: of float64 products, the L2 cache of the project machines). Longer vectors are cut
@@ -175,6 +175,36 @@ def max_abs(x: Any, ops: Any = None) -> Any:
         found = numpy.maximum.reduce(numpy.abs(x[lo:hi], out=scratch[: hi - lo]))
         result = found if result is None else numpy.maximum(result, found)
     return result
+
+
+def products(rows: Any, vectors: Any, block: int, ops: Any = None) -> Any:
+    """``Backend.products`` on NumPy: ``rows @ vectors.T`` (k, j), summed block by block in a fixed order.
+
+    Each block of ``block`` columns: the (k, j, block) products, summed along the block by
+    NumPy's pairwise sum; the blocks' sums added in column order. ``ops``: the compiled
+    operations (:func:`compiled`), which take the whole blocks when ``block`` is 128
+    times a power of two (their tree is then NumPy's, level by level); the last, partial
+    block is NumPy's here.
+    """
+    k, j, n = rows.shape[0], vectors.shape[0], rows.shape[1]
+    out = numpy.zeros((k, j), rows.dtype)
+    done = 0
+    leaves = block // 128
+    if ops is not None and rows.dtype == vectors.dtype and block % 128 == 0 and leaves & (leaves - 1) == 0:
+        try:
+            done = ops.products(rows, vectors, block, out)
+        except TypeError:  # not compiled for these arrays (layout): raised before anything ran
+            done = 0
+    for start in range(done, n, block):
+        stop = min(start + block, n)
+        # the products in C order, so that each (row, vector) pair's are contiguous and summed pairwise
+        products = _multiply(rows[:, None, start:stop], vectors[None, :, start:stop], order="C")
+        partial = _add.reduce(products, axis=-1)
+        if start == 0:
+            out[...] = partial
+        else:
+            out += partial
+    return out
 
 
 # -- compiled by numba -------------------------------------------------------------------

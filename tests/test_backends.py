@@ -162,6 +162,32 @@ def test_dot_sums_the_products_in_one_fixed_order(xp, dtype, generic):
             assert got.tobytes() == expected.tobytes(), n
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_products_sum_each_block_in_one_fixed_order(xp, dtype):
+    """Backend.products: per block of reduction_block columns the pairwise sum of the rounded products,
+    the blocks added in column order (never BLAS); the NumPy backend's blocks give the base class's bits."""
+    backend = get_backend(xp.zeros(1))
+    rng = np.random.default_rng(12)
+    block = backend.reduction_block
+    for k, j, n in ((1, 1, 1), (3, 2, 0), (2, 5, 1000), (4, 3, 2 * 8192 + 129), (20, 5, 12345)):
+        rows, vectors = rng.standard_normal((k, n)).astype(dtype), rng.standard_normal((j, n)).astype(dtype)
+        got = backend.to_numpy(backend.products(xp.asarray(rows), xp.asarray(vectors)))
+        generic = backend.to_numpy(arrayopt.backends.Backend.products(backend, xp.asarray(rows), xp.asarray(vectors)))
+        assert got.shape == (k, j) and got.dtype == np.dtype(dtype)
+        width = block or max(n, 1)
+        expected = np.zeros((k, j), dtype)
+        for a in range(k):
+            for b in range(j):
+                parts = [_pairwise_sum(rows[a, s : s + width] * vectors[b, s : s + width]) for s in range(0, n, width)]
+                for i, part in enumerate(parts):  # the blocks' sums added in column order
+                    expected[a, b] = part if i == 0 else expected[a, b] + part
+        if backend.name == "cupy":  # CuPy's own reduction order: on the device, not NumPy's bits
+            np.testing.assert_allclose(got, expected, rtol=max(n, 1) * np.finfo(dtype).eps)
+        else:
+            assert got.tobytes() == expected.tobytes(), (k, j, n)
+            assert generic.tobytes() == expected.tobytes(), (k, j, n)
+
+
 def _vectors(rng, n, dtype):
     """Three vectors over many magnitudes, with signed zeros and repeated values."""
     x, y, z = ((rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dtype) for _ in range(3))

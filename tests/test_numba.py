@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -161,16 +162,83 @@ def test_compiled_vector_operations_give_numpys_bits(dtype):
             assert np.isnan(expected_max) or ops.max_abs(x).tobytes() == expected_max.tobytes(), n
 
 
+def _rows_and_vectors(rng, k, j, n, dtype):
+    """Rows and vectors over many magnitudes, some with signed zeros, infinities and NaNs."""
+    rows, vectors = ((rng.standard_normal((m, n)) * 10.0 ** rng.integers(-3, 4, (m, n))).astype(dtype) for m in (k, j))
+    if n > 20:
+        rows[0, ::97], vectors[-1, 1::89] = 0.0, -0.0
+        rows[-1, rng.integers(0, n, 3)] = np.array([np.inf, -np.inf, np.nan], dtype=dtype)
+    return rows, vectors
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_products_give_numpys_bits(dtype):
+    """Backend.products compiled (whole blocks of 128 * 2**p columns): the bits of NumPy's blocks."""
+    from arrayopt.backends import pairwise
+
+    ops = pairwise.compiled(np.dtype(dtype), True)
+    assert ops is not None
+    rng = np.random.default_rng(9)
+    for block in (128, 256, 1024, 8192):
+        for k, j, n in ((1, 1, 128), (2, 5, 1000), (20, 5, 3 * block + 77), (7, 20, 4 * block), (3, 2, block - 1)):
+            rows, vectors = _rows_and_vectors(rng, k, j, n, dtype)
+            with np.errstate(all="ignore"):
+                expected = pairwise.products(rows, vectors, block)  # NumPy's blocks
+                got = pairwise.products(rows, vectors, block, ops)
+            assert got.dtype == expected.dtype and got.shape == (k, j)
+            assert same_bits_or_both_nan(got, expected), (block, k, j, n)
+    # a layout it was not compiled for (made in the background, frozen): NumPy's blocks, the same bits
+    frozen = type(ops)(np.dtype(dtype), frozen=True)
+    rows, vectors = _rows_and_vectors(rng, 4, 3, 2 * 8192, dtype)
+    with np.errstate(all="ignore"):
+        expected = pairwise.products(rows, vectors, 8192)
+        assert same_bits_or_both_nan(pairwise.products(rows[:, ::-1][:, ::-1], vectors, 8192, frozen), expected)
+        assert same_bits_or_both_nan(pairwise.products(np.asfortranarray(rows), vectors, 8192, frozen), expected)
+
+
+def same_bits_or_both_nan(got, expected):
+    """The same bits where ``expected`` is a number, NaN where it is NaN (a NaN's sign is not defined)."""
+    nan = np.isnan(expected)
+    return (
+        bool((np.isnan(got) == nan).all()) and np.where(nan, 0, got).tobytes() == np.where(nan, 0, expected).tobytes()
+    )
+
+
 def test_compiled_vector_operations_fuse_no_multiply_add(monkeypatch):
     monkeypatch.setenv("ARRAYOPT_CACHE_DIR", "")  # machine code loaded from a cache cannot be inspected
     from arrayopt.backends import pairwise_jit
 
     ops = pairwise_jit.VectorKernels(np.float64, frozen=True)
     assembly = "".join(
-        "".join(dispatcher.inspect_asm().values()) for dispatcher in (ops._dot, ops._axpy_dot, ops._axpy)
+        "".join(dispatcher.inspect_asm().values()) for dispatcher in (ops._dot, ops._axpy_dot, ops._axpy, ops._products)
     )
     assert "vmulsd" in assembly or "mulsd" in assembly  # the inspection sees the loops
     assert "vfmadd" not in assembly and "vfmsub" not in assembly and "vfnmadd" not in assembly
+
+
+def test_lbfgsb_with_compiled_products_gives_numpys_bits():
+    """L-BFGS-B on 3 blocks of columns and a partial one, with an active box: numba's products, NumPy's bits."""
+    n = 3 * 8192 + 500
+
+    def run():
+        def fun(x):
+            a, b = x[0::2], x[1::2]
+            f = float(np.sum(100.0 * (b - a * a) ** 2 + (1.0 - a) ** 2))
+            g = np.empty_like(x)
+            g[0::2] = -400.0 * a * (b - a * a) - 2.0 * (1.0 - a)
+            g[1::2] = 200.0 * (b - a * a)
+            return f, g
+
+        x0 = np.tile([-1.2, 1.0], n // 2)
+        upper = np.tile([0.8, 2.0], n // 2)
+        box = types.SimpleNamespace(lb=np.full(n, -1.5), ub=upper)  # as scipy.optimize.Bounds
+        return arrayopt.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=box)
+
+    compiled = with_numba(True, run)
+    plain = with_numba(False, run)
+    assert compiled.nit == plain.nit > 10 and compiled.nfev == plain.nfev
+    assert compiled.x.tobytes() == plain.x.tobytes() and compiled.fun == plain.fun
 
 
 def test_lbfgs_with_compiled_vector_operations_gives_numpys_bits():
