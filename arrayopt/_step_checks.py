@@ -1,9 +1,10 @@
-"""The per-step numbers a step checks before it changes anything.
+"""What a step checks before it changes anything.
 
 ``ElementwiseOptimizer.step`` prepares every update before running any (see
-``arrayopt.optimizer``). Besides shapes and dtypes (``Backend.check_operands``) and the
-arrays it writes (``Backend.check_writes``: none read-only, none overlapping another
-unless it is the same elements), that first phase checks here that the per-step
+``arrayopt.optimizer``) and checks each here (:func:`checked`, or
+:func:`check_deferred` for many separate Parameters at once): shapes and dtypes
+(``Backend.check_operands``), the arrays it writes (``Backend.check_writes``: none
+read-only, none overlapping another unless it is the same elements), and that the per-step
 numbers of each param group (the optimizer's :class:`~arrayopt.optimizer.Hyper`) fit
 the parameter's dtype: ``SGD(lr=1e300)`` on float32 would fill the parameter with
 infinities (torch raises "value cannot be converted to type float without
@@ -13,12 +14,13 @@ counter as it was.
 
 import dataclasses
 import numbers
-from typing import Any
+from typing import Any, cast
 
 from arrayopt.backends import Backend
+from arrayopt.backends.base import InOrder
 from arrayopt.parameter import Parameter
 
-__all__ = ["refuse_misfit_numbers"]
+__all__ = ["check_deferred", "checked", "refuse_misfit_numbers"]
 
 
 # the last (hyper, dtype) found to fit: a step checks each group's numbers once per dtype
@@ -69,3 +71,38 @@ def _numbers_of(kind: type) -> tuple[str, ...]:
             f.name for f in dataclasses.fields(kind) if f.type in (float, int, "float", "int")
         )
     return names
+
+
+def checked(optimizer: Any, update: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A prepared update, checked: ValueError naming its parameter; an ``InOrder`` backend if it needs one."""
+    p, backend, hyper, state, operands, sparse = update
+    try:
+        # Shapes and dtypes; read-only arrays are refused; a gradient or state array that is the
+        # parameter (``p.grad = p.data``) makes the rule run as written, as torch's operations do.
+        in_order = backend.check_update(operands, state)
+    except ValueError as exc:
+        raise ValueError(f"{p._label()}: {exc}") from None
+    refuse_misfit_numbers(optimizer, p, hyper, backend, p.data)
+    if in_order:
+        return (p, cast(Backend, InOrder(backend)), hyper, state, operands, sparse)
+    return update
+
+
+def check_deferred(optimizer: Any, updates: list[Any], unchecked: list[int]) -> None:
+    """Check the updates at the indices in ``unchecked`` (then emptied), in order, as :func:`checked` does.
+
+    Their backend checks them all at once first (:meth:`Backend.check_updates`);
+    only if that finds something to look at closer are they checked one by one,
+    which raises the first parameter's error or gives it an ``InOrder`` backend.
+    """
+    indices = unchecked[:]
+    unchecked.clear()
+    chosen = [updates[i] for i in indices]
+    params, backends, hypers, states, operands, _ = zip(*chosen, strict=True)
+    backend = backends[0]
+    if backends.count(backend) == len(backends) and backend.check_updates(operands, states):
+        for p, hyper in zip(params, hypers, strict=True):
+            refuse_misfit_numbers(optimizer, p, hyper, backend, p.data)
+        return
+    for i, update in zip(indices, chosen, strict=True):
+        updates[i] = checked(optimizer, update)

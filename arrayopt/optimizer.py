@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from copy import deepcopy
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar
 
 from arrayopt import _bundles
 from arrayopt._flat_runs import Block, FlatRuns, MemberState, RunUpdate
@@ -35,11 +35,10 @@ from arrayopt._hooks import (
 )
 from arrayopt._scalars import scalar_array
 from arrayopt._state_check import StateKey, check_group_values, check_state_dict, check_step, step_to_float
-from arrayopt._step_checks import refuse_misfit_numbers
+from arrayopt._step_checks import check_deferred, checked
 from arrayopt._validate import to_float
 from arrayopt._validate import typename as _typename
 from arrayopt.backends import Backend, get_backend, is_array
-from arrayopt.backends.base import InOrder
 from arrayopt.backends.interrupts import deferred_interrupts
 from arrayopt.parameter import Parameter
 from arrayopt.sparse import SparseGrad
@@ -679,7 +678,7 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         if flat is None and self._flat_runs:  # a subclass that skipped our __init__
             flat = self._flat = FlatRuns()
         # The checks of separate Parameters that may be bundled are made a param group at a
-        # time (see _check_deferred); the first refusal is still the first parameter's.
+        # time (see _step_checks.check_deferred); the first refusal is still the first parameter's.
         unchecked: list[int] | None = [] if self._bundled else None
         try:
             for group in self.param_groups:
@@ -698,11 +697,11 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
                         hyper = self._hyper(group)
                     self._prepare_one(item, group, hyper, pending, updates, unchecked)
                 if unchecked:
-                    self._check_deferred(updates, unchecked)
+                    check_deferred(self, updates, unchecked)
         except Exception:
             if unchecked:
                 try:
-                    self._check_deferred(updates, unchecked)
+                    check_deferred(self, updates, unchecked)
                 except Exception as earlier:  # refused before the parameter that raised
                     raise earlier from None
             raise
@@ -773,7 +772,7 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
         """Prepare the update of one parameter (with a gradient) on its own.
 
         With ``unchecked`` (a list), an update a backend may bundle is appended
-        unchecked and its index noted there, for :meth:`_check_deferred`.
+        unchecked and its index noted there, for ``_step_checks.check_deferred``.
         """
         state = self.state.get(p) or pending.get(p)
         if not state:
@@ -786,40 +785,7 @@ class ElementwiseOptimizer(Optimizer, Generic[H]):
             unchecked.append(len(updates))
             updates.append(update)
             return
-        updates.append(self._checked(update))
-
-    def _checked(self, update: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A prepared update, checked: ValueError naming its parameter; an ``InOrder`` backend if it needs one."""
-        p, backend, hyper, state, operands, sparse = update
-        try:
-            # Shapes and dtypes; read-only arrays are refused; a gradient or state array that is the
-            # parameter (``p.grad = p.data``) makes the rule run as written, as torch's operations do.
-            in_order = backend.check_update(operands, state)
-        except ValueError as exc:
-            raise ValueError(f"{p._label()}: {exc}") from None
-        refuse_misfit_numbers(self, p, hyper, backend, p.data)
-        if in_order:
-            return (p, cast(Backend, InOrder(backend)), hyper, state, operands, sparse)
-        return update
-
-    def _check_deferred(self, updates: list[Any], unchecked: list[int]) -> None:
-        """Check the updates at the indices in ``unchecked`` (then emptied), in order, as :meth:`_checked` does.
-
-        Their backend checks them all at once first (:meth:`Backend.check_updates`);
-        only if that finds something to look at closer are they checked one by one,
-        which raises the first parameter's error or gives it an ``InOrder`` backend.
-        """
-        indices = unchecked[:]
-        unchecked.clear()
-        chosen = [updates[i] for i in indices]
-        params, backends, hypers, states, operands, _ = zip(*chosen, strict=True)
-        backend = backends[0]
-        if backends.count(backend) == len(backends) and backend.check_updates(operands, states):
-            for p, hyper in zip(params, hypers, strict=True):
-                refuse_misfit_numbers(self, p, hyper, backend, p.data)
-            return
-        for i, update in zip(indices, chosen, strict=True):
-            updates[i] = self._checked(update)
+        updates.append(checked(self, update))
 
 
 Optimizer.step = with_step_hooks(Optimizer.step)  # type: ignore[method-assign]
