@@ -254,7 +254,7 @@ class VectorKernels:
 
     def products(self, rows: Any, vectors: Any, block: int, out: Any) -> int:
         """``rows @ vectors.T`` over the whole blocks of ``block`` columns into ``out``; the columns done."""
-        full = rows.shape[1] - rows.shape[1] % block
+        full: int = rows.shape[1] - rows.shape[1] % block
         if full:
             self._products(rows, vectors, block, full, out)
         return full
