@@ -599,6 +599,9 @@ class LbfgsbMemory:
         self.pairs = xp.zeros((m, 2, n), dtype=like.dtype, device=self.backend.device(like))
         self.filled = 0  # rows ever written: the products use rows [:filled]
         self.eps = float(xp.finfo(like.dtype).eps)
+        # breakpoints the last Cauchy point passed: where the next search starts looking
+        # (how far it looks changes its cost, never its result: see cauchy_point)
+        self.breakpoints_passed = 0
         self.reset()
         size = 2 * m
         self.gram_free = [[0.0] * size for _ in range(size)]
@@ -965,11 +968,11 @@ def cauchy_direction(x: Any, g: Any, box: Box) -> tuple[Any, Any, Any]:
 
 
 def _smallest(xp: Any, values: Any, k: int) -> Any:
-    """The indices of the ``k`` smallest entries of ``values``, in increasing order of value."""
+    """The indices of the ``k`` smallest entries of ``values``, in increasing order of value, ties by index."""
     n = values.shape[0]
     partition = getattr(xp, "argpartition", None)
     if partition is not None and k < n:
-        candidates = partition(values, k - 1)[:k]
+        candidates = xp.sort(partition(values, k - 1)[:k])  # in index order, so that ties stay so
         order = xp.argsort(xp.take(values, candidates), stable=True)
         return xp.take(candidates, order)
     return xp.argsort(values, stable=True)[:k]
@@ -1072,7 +1075,12 @@ def cauchy_point(
 
     bounded = unbounded_moving == 0  # every moving variable has a breakpoint
     floor = memory.eps * f2_org
-    k = 16
+    # The segments after the k smallest breakpoints, k growing until the minimiser is among
+    # them. Each try partitions all the breakpoints, so the first k is twice what the last
+    # Cauchy point passed. The result does not depend on k: a segment of length 0 (tied
+    # breakpoints) never holds the minimiser, so a tie group is passed whole, and tied
+    # breakpoints are taken in index order (_smallest).
+    k = max(16, 2 * memory.breakpoints_passed)
     while True:
         k = min(k, nbreak)
         found = _segments(xp, backend, x, d, breakpoints, box, memory, p, mm, d2, f2_org, floor, k, nbreak, bounded)
@@ -1080,6 +1088,7 @@ def cauchy_point(
             break
         k *= 4
     j, t_j, dtm, c, p_j = found
+    memory.breakpoints_passed = j
     tstar = t_j + max(dtm, 0.0)
     passed = breakpoints <= t_j
     at_bound = xp.where(d > 0, box.upper, box.lower)

@@ -871,6 +871,35 @@ def test_cauchy_point_passes_many_breakpoints_in_batches():
     np.testing.assert_allclose(point.c, c, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["few-passed", "hundreds-passed"])
+def test_cauchy_point_does_not_depend_on_where_its_search_starts(flat):
+    """The search for the segment looks at more breakpoints from where the last Cauchy point stopped;
+    the result is the same bits from any start, tied breakpoints (here in runs of 4) included."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    memory = _memory_with_pairs(rng, n, 3)
+    if flat:
+        memory.theta = 1e-3  # the minimiser lies far along the path
+        memory._form_t()
+    # breakpoints equal in runs of 4 (t = bound / d, d scaled by powers of 2: exact), the terms of a run
+    # different, so the order a run is taken in changes the sums' rounding
+    x = np.zeros(n)
+    d = np.repeat(rng.standard_normal(n // 4), 4) * np.tile([1.0, 2.0, 4.0, 0.5], n // 4)
+    t = np.repeat(rng.random(n // 4) + 0.1, 4)
+    g = -d
+    lower, upper = np.where(d < 0, t * d, -1.0), np.where(d > 0, t * d, 1.0)
+    breakpoints = cauchy_direction(x, g, Box(lower, upper))[1].reshape(-1, 4)
+    assert (breakpoints == breakpoints[:, :1]).all()
+    results = []
+    for start in (0, 3, 40, 700, n):
+        memory.breakpoints_passed = start
+        point = cauchy_point(x, g, Box(lower, upper), memory)
+        results.append((point.x.tobytes(), point.c, point.p, point.passed, point.t))
+        assert memory.breakpoints_passed == point.passed
+    assert all(r == results[0] for r in results[1:])
+    assert results[0][3] > 40  # starts below what the search passes, and at or above it
+
+
 def test_subspace_step_is_the_model_minimiser_over_the_free_variables():
     rng = np.random.default_rng(2)
     n = 30
