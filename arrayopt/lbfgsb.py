@@ -266,17 +266,12 @@ def split_by_set(xp: Any, zy: Any, zs: Any, ay: Any, as_: Any, y: Any, s: Any, f
 
 
 # Never through BLAS (``@``): its kernels round otherwise on other CPUs and thread counts,
-# and the same inputs must give the same iterates everywhere (``Backend.dot``).
+# and the same inputs must give the same iterates everywhere (``Backend.dot``, ``Backend.products``).
 
 
 def _dot(a: Any, b: Any) -> Any:
     """The dot product of two vectors (a 0-d array), summed in a fixed order (``Backend.dot``)."""
     return get_backend(a).dot(a, b)
-
-
-def _products(backend: Backend, rows: Any, vectors: Any) -> Any:
-    """``rows @ vectors.T`` (k, j) in a fixed order (``Backend.products``)."""
-    return backend.products(rows, vectors)
 
 
 def _combine_rows(backend: Backend, coefficients: Any, rows: Any) -> Any:
@@ -643,7 +638,7 @@ class LbfgsbMemory:
 
     def products(self, vectors: Any) -> tuple[list[list[float]], list[list[float]]]:
         """``Y v`` and ``S v`` for each row ``v`` of ``vectors`` (k, n): two (filled, k) host lists, by slot."""
-        values = _to_host(self.backend, _products(self.backend, self._rows(), vectors))
+        values = _to_host(self.backend, self.backend.products(self._rows(), vectors))
         return values[0::2], values[1::2]
 
     def chronological(self, by_slot_y: list[float], by_slot_s: list[float]) -> list[float]:
@@ -665,7 +660,7 @@ class LbfgsbMemory:
         """The (2m, 2m) Gram matrix of ``[Y; S]``'s columns ``indices``, in the slot layout."""
         xp = self.backend.xp
         rows = xp.take(self._rows(), indices, axis=1)
-        gram = _to_host(self.backend, _products(self.backend, rows, rows))
+        gram = _to_host(self.backend, self.backend.products(rows, rows))
         return self._spread(gram)
 
     def _spread(self, gram: list[list[float]]) -> list[list[float]]:
