@@ -79,8 +79,8 @@ class UfuncPlan:
     def _run(self, arrays: tuple[Any, ...], scalars: tuple[Any, ...]) -> None:
         n = arrays[0].shape[0]
         threads = get_num_threads()
-        if threads > 1 and n >= PARALLEL_MIN_ELEMENTS:
-            chunk = max(1, PLAN_CHUNK_BYTES // self.dtype.itemsize)
+        chunk = max(1, PLAN_CHUNK_BYTES // self.dtype.itemsize)
+        if threads > 1 and n >= PARALLEL_MIN_ELEMENTS and n > chunk:
             # Blocks of whole chunks, one per thread; this thread runs the first.
             per_thread = -(-n // (threads * chunk)) * chunk
             bounds = [(lo, min(lo + per_thread, n)) for lo in range(0, n, per_thread)]

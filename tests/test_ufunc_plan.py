@@ -211,21 +211,24 @@ def test_ctrl_c_waits_for_the_threads_and_the_whole_call(small_chunks, monkeypat
     assert (p == 1.0).all()  # every block done when KeyboardInterrupt came
 
 
+# 40 elements: above PARALLEL_MIN_ELEMENTS but within one chunk (64 float32): no thread to give it to
+@pytest.mark.parametrize("n", [1001, 40])
 @pytest.mark.parametrize("threads", [1, 2, 5])
-def test_threads_and_chunks_give_the_same_bits(threads, monkeypatch):
+def test_threads_and_chunks_give_the_same_bits(threads, n, monkeypatch):
     monkeypatch.setattr(plan, "PLAN_CHUNK_BYTES", 256)
-    monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 100)
+    monkeypatch.setattr(plan, "PARALLEL_MIN_ELEMENTS", 8)
+    monkeypatch.setattr(plan, "_executor", None)  # no pool yet: the call makes the one it needs
     previous = plan.set_num_threads(threads)
     try:
         flags = {"maximize": False, "decay": "l2", "amsgrad": True, "lerp_from_end": False}
         kinds = ("array",) * 5 + ("scalar",) * 9
         adam = plan.UfuncPlan(trace.trace(adam_update, flags, kinds), np.float32)
         rng = np.random.default_rng(1)
-        param = rng.standard_normal(1001).astype(np.float32)
+        param = rng.standard_normal(n).astype(np.float32)
         direct = [param.copy(), *(np.zeros_like(param) for _ in range(3))]
         planned = [param.copy(), *(np.zeros_like(param) for _ in range(3))]
         for t in range(1, 4):
-            g = rng.standard_normal(1001).astype(np.float32)
+            g = rng.standard_normal(n).astype(np.float32)
             scalars = (0.1, 0.99, 0.1, 0.9, 0.999, 0.001, 1e-3 / (1 - 0.9**t), (1 - 0.999**t) ** 0.5, 1e-8)
             adam_update(np, direct[0], g, *direct[1:], *scalars, **flags)
             adam(planned[0], g, *planned[1:], *scalars)
