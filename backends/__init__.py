@@ -82,24 +82,34 @@ def get_backend(array: Any) -> Backend:
     """
     backend = _BY_TYPE.get(type(array))
     if backend is None:
-        try:
-            xp = array_api_compat.array_namespace(array)
-        except TypeError:
-            raise TypeError(
-                f"expected an array (NumPy, CuPy or another array-API library), "
-                f"got {type(array).__module__}.{type(array).__qualname__}"
-            ) from None
-        backend = _backend_for_namespace(xp)
+        if array_api_compat.is_numpy_array(array):
+            # NumPy is an array-API namespace itself; asking array-api-compat would import
+            # its wrapper of NumPy, which touches every lazy NumPy submodule (90 ms).
+            backend = _numpy_backend()
+        else:
+            try:
+                xp = array_api_compat.array_namespace(array)
+            except TypeError:
+                raise TypeError(
+                    f"expected an array (NumPy, CuPy or another array-API library), "
+                    f"got {type(array).__module__}.{type(array).__qualname__}"
+                ) from None
+            backend = _backend_for_namespace(xp)
         _BY_TYPE[type(array)] = backend
     return backend
 
 
 @functools.cache
+def _numpy_backend() -> Backend:
+    from arrayopt.backends.numpy import NumPyBackend
+
+    return NumPyBackend()
+
+
+@functools.cache
 def _backend_for_namespace(xp: Any) -> Backend:
     if array_api_compat.is_numpy_namespace(xp):
-        from arrayopt.backends.numpy import NumPyBackend
-
-        return NumPyBackend()
+        return _numpy_backend()
     if array_api_compat.is_cupy_namespace(xp):
         from arrayopt.backends.cupy import CuPyBackend  # first CuPy array seen
 

@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import array_api_compat.numpy as compat_numpy
 import numpy
 
 from arrayopt.backends import background, pairwise
@@ -58,7 +57,10 @@ class NumPyBackend(Backend):
     """
 
     name = "numpy"
-    xp = compat_numpy
+    # NumPy (2.1 and later; arrayopt needs 2.3) is an array-API namespace itself, with
+    # everything arrayopt asks of one; array-api-compat's wrapper of it would cost a
+    # script's first step 90 ms to import (it touches every lazy NumPy submodule).
+    xp = numpy
     takes_bundles = True
     # Blocks of 8192 small fits keep a block's working set (a 5-parameter, 25-residual
     # fit's Jacobian is 4 MB in float32) in L2/L3 between passes while each NumPy call
@@ -244,8 +246,11 @@ class NumPyBackend(Backend):
     def axpy(self, y: Any, alpha: Any, x: Any) -> None:
         pairwise.axpy(y, alpha, x, pairwise.compiled(y.dtype, _mode()))
 
-    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
-        return pairwise.axpy_dot(y, alpha, x, z, pairwise.compiled(y.dtype, _mode()))
+    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any, out: Any = None, scale: Any = None) -> Any:
+        return pairwise.axpy_dot(y, alpha, x, z, pairwise.compiled(y.dtype, _mode()), out, scale)
+
+    def scale_dot(self, out: Any, x: Any, c: Any, z: Any) -> Any:
+        return pairwise.scale_dot(out, x, c, z, pairwise.compiled(x.dtype, _mode()))
 
     def max_abs(self, x: Any) -> Any:
         return pairwise.max_abs(x, pairwise.compiled(x.dtype, _mode()))

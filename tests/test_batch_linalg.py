@@ -15,8 +15,8 @@ from batch_problems import to_numpy
 
 @pytest.fixture
 def xp(xp):
-    """The namespace the batch code itself works in: the backend's (array-api-compat's wrapper of
-    NumPy and CuPy, whose ``asarray`` takes ``device=``), not the raw library module."""
+    """The namespace the batch code itself works in: the backend's (NumPy itself, array-api-compat's
+    wrapper of CuPy, whose ``asarray`` takes ``device=``), not always the raw library module."""
     from arrayopt.backends import get_backend
 
     return get_backend(xp.asarray([0.0])).xp

@@ -161,9 +161,7 @@ class Box:
         >>> Box(np.zeros((1, 1)), np.ones((1, 1))).project(np.array([[-2.0, 0.3, 9.0]])).tolist()
         [[0.0, 0.3, 1.0]]
         """
-        from array_api_compat import array_namespace
-
-        xp = array_namespace(x)
+        xp = get_backend(x).xp
         return xp.minimum(xp.maximum(x, self.lower), self.upper)
 
     def binding(self, x: Any, g: Any) -> Any:
@@ -204,9 +202,7 @@ class Box:
         >>> box.scaled_gradient(np.array([[0.5, 0.5]]), np.array([[2.0, -2.0]])).tolist()
         [[1.0, -2.0]]
         """
-        from array_api_compat import array_namespace
-
-        xp = array_namespace(x)
+        xp = get_backend(x).xp
         up = (g < 0) & (self.upper < math.inf)
         down = (g > 0) & (self.lower > -math.inf)
         distance = xp.where(up, self.upper - x, xp.where(down, x - self.lower, 1.0))

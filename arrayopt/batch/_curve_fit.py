@@ -11,8 +11,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from arrayopt.backends import get_backend, is_array
 from arrayopt.batch._bounds import Box
 from arrayopt.batch._linalg import jacobi_svd, problem_last, r_factor
@@ -130,7 +128,7 @@ def curve_fit(
     like = p0 if is_array(p0) else ydata
     if not is_array(like):
         raise TypeError(f"ydata must be an array of shape (problems, points), got {type(ydata).__name__}")
-    xp = array_namespace(like)
+    xp = get_backend(like).xp
     y = ydata if is_array(ydata) else xp.asarray(ydata)
     if y.ndim != 2:
         raise ValueError(f"ydata must have shape (problems, points); got shape {tuple(y.shape)}")

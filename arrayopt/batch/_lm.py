@@ -36,8 +36,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from arrayopt.backends import get_backend, is_array
 from arrayopt.batch._bounds import Box
 from arrayopt.batch._linalg import cholesky_solve, gram, jt_dot, packed_quadratic, problem_last, tri
@@ -722,7 +720,7 @@ def check_x0(x0: Any, name: str = "x0") -> tuple[Any, Any, Any]:
     """(namespace, x0 as a (B, n) floating array, dtype), or a clear error."""
     if not is_array(x0):
         raise TypeError(f"{name} must be an array of shape (problems, variables), got {type(x0).__name__}")
-    xp = array_namespace(x0)
+    xp = get_backend(x0).xp
     if x0.ndim != 2:
         raise ValueError(f"{name} must have shape (problems, variables); got shape {tuple(x0.shape)}")
     if x0.shape[1] == 0:
