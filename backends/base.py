@@ -342,19 +342,24 @@ class Backend:
         """
         y += alpha * x
 
-    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any) -> Any:
-        r""":meth:`axpy` then :meth:`dot`: :math:`y \leftarrow y + \alpha x`, and :math:`z^\top y` of the new ``y``.
+    def axpy_dot(self, y: Any, alpha: Any, x: Any, z: Any, out: Any = None, scale: Any = None) -> Any:
+        r""":meth:`axpy` then :meth:`dot`: :math:`y + \alpha x` into ``out`` (default ``y``), and :math:`z^\top out`.
 
-        The same bits as the two calls; NumPy makes one pass over the three vectors,
-        block by block (the step of L-BFGS's two-loop recursion).
+        The same bits as the separate operations; NumPy makes one pass over the
+        vectors, block by block (the step of L-BFGS's two-loop recursion).
 
         Args:
-            y: a 1-D real array of this library, updated in place.
+            y: a 1-D real array of this library, updated in place unless ``out`` is given.
             alpha: a number or a 0-d array.
             x, z: 1-D arrays like ``y``.
+            out: a 1-D array like ``y`` for the result (it may be ``z``: then the
+                result's squared norm is returned); default ``y``.
+            scale: a number or a 0-d array: the result is then
+                :math:`(y + \alpha x)\,\text{scale}`, the sum rounded before the product
+                (the middle of the two-loop recursion). Default: none.
 
         Returns:
-            :math:`z^\top y` as :meth:`dot` returns it.
+            :math:`z^\top out` as :meth:`dot` returns it.
 
         Example:
             >>> import numpy as np
@@ -363,8 +368,40 @@ class Backend:
             >>> get_backend(y).axpy_dot(y, -1.0, np.array([1.0, 1.0]), np.array([3.0, 5.0]))
             np.float64(5.0)
         """
-        self.axpy(y, alpha, x)
-        return self.dot(z, y)
+        if out is None and scale is None:
+            self.axpy(y, alpha, x)
+            return self.dot(z, y)
+        target = y if out is None else out
+        value = y + alpha * x
+        target[...] = value if scale is None else value * scale
+        return self.dot(z, target)
+
+    def scale_dot(self, out: Any, x: Any, c: Any, z: Any) -> Any:
+        r""":math:`x c` into ``out`` (which may be ``x``), then :math:`z^\top out`.
+
+        The bits of ``out[...] = x * c`` and :meth:`dot`; NumPy makes one pass over the
+        vectors, block by block.
+
+        Args:
+            out: a 1-D real array of this library for the result.
+            x: a 1-D array like ``out``.
+            c: a number or a 0-d array (as in ``x * c``).
+            z: a 1-D array like ``out``.
+
+        Returns:
+            :math:`z^\top out` as :meth:`dot` returns it.
+
+        Example:
+            >>> import numpy as np
+            >>> from arrayopt.backends import get_backend
+            >>> x = np.array([1.0, 2.0])
+            >>> get_backend(x).scale_dot(x, x, -2.0, np.array([3.0, 5.0]))
+            np.float64(-26.0)
+            >>> x
+            array([-2., -4.])
+        """
+        out[...] = x * c
+        return self.dot(z, out)
 
     def products(self, rows: Any, vectors: Any) -> Any:
         r"""``rows @ vectors.T``: each row of ``rows`` (k, n) with each row of ``vectors`` (j, n), in a fixed order.

@@ -15,7 +15,10 @@ The same blocks carry fused updates: :func:`axpy_dot` updates ``y += alpha * x``
 block at a time and takes the dot product of the new ``y`` with ``z`` while the block
 is in cache, which is what each step of L-BFGS's two-loop recursion does. Every
 operation is the NumPy ufunc the unfused expression would call, on the same elements,
-so the results are the same bits as ``y += alpha * x; dot(z, y)``.
+so the results are the same bits as ``y += alpha * x; dot(z, y)``. It can write
+``y + alpha * x`` to another array instead, and :func:`scale_dot` does the same for
+``out = x * c``: L-BFGS forms its new pair (``g - g_prev`` with its norm, ``t d`` with
+its product with it) and its scaled direction that way.
 
 With numba, :func:`compiled` gives the same operations compiled into single passes
 (:mod:`arrayopt.backends.pairwise_jit`: the same tree, the same bits), made where the
@@ -34,7 +37,7 @@ import numpy
 
 from arrayopt.backends import background
 
-__all__ = ["BLOCK", "axpy", "axpy_dot", "compiled", "dot", "max_abs", "pairwise_tree", "products"]
+__all__ = ["BLOCK", "axpy", "axpy_dot", "compiled", "dot", "max_abs", "pairwise_tree", "products", "scale_dot"]
 
 #: Elements per block: the largest node of the sum's tree evaluated at once (512 KiB
 #: of float64 products, the L2 cache of the project machines). Longer vectors are cut
@@ -62,13 +65,14 @@ def pairwise_tree(lo: int, hi: int, leaf: Callable[[int, int], Any]) -> Any:
 
 
 def _scratch(dtype: Any) -> Any:
-    """A BLOCK-element buffer of ``dtype``, one per thread, reused."""
+    """A buffer for the largest node of the tree (BLOCK elements, and at least 128) of ``dtype``, one per thread."""
     buffers: dict[Any, Any] | None = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}
+    size = max(BLOCK, 128)
     buffer = buffers.get(dtype)
-    if buffer is None or buffer.shape[0] < BLOCK:
-        buffer = buffers[dtype] = numpy.empty(BLOCK, dtype)
+    if buffer is None or buffer.shape[0] < size:
+        buffer = buffers[dtype] = numpy.empty(size, dtype)
     return buffer
 
 
@@ -129,28 +133,63 @@ def axpy(y: Any, alpha: Any, x: Any, ops: Any = None) -> None:
         _add(part, _multiply(x[lo:hi], alpha, out=scratch[: hi - lo]), out=part)
 
 
-def axpy_dot(y: Any, alpha: Any, x: Any, z: Any, ops: Any = None) -> Any:
-    """``y += alpha * x`` in place, then ``dot(z, y)``: one pass over the blocks, the same bits as the two.
+def axpy_dot(y: Any, alpha: Any, x: Any, z: Any, ops: Any = None, out: Any = None, scale: Any = None) -> Any:
+    """``out = y + alpha * x`` (``out`` defaults to ``y``: in place), then ``dot(z, out)``: one pass, the same bits.
 
-    ``ops``: as for :func:`dot`.
+    ``out`` and ``z`` may be the same array (``dot(out, out)``). With ``scale``, ``out``
+    is ``(y + alpha * x) * scale``, the sum rounded before the product. ``ops``: as for
+    :func:`dot`.
     """
-    if ops is not None and x.dtype == y.dtype == z.dtype:
+    if out is None:
+        out = y
+    if ops is not None and x.dtype == y.dtype == z.dtype == out.dtype:
         scalar = _scalar(alpha, y.dtype)
-        if scalar is not None:
+        factor = None if scale is None else _scalar(scale, y.dtype)
+        if scalar is not None and (scale is None or factor is not None):
             try:
-                return ops.axpy_dot(y, scalar, x, z)
+                return ops.axpy_dot(y, scalar, x, z, out, factor)
             except TypeError:
                 pass
     n = y.shape[0]
     if n <= BLOCK:
-        y += alpha * x
-        return _add.reduce(_multiply(z, y))
+        _add(y, alpha * x, out=out)
+        if scale is not None:
+            _multiply(out, scale, out=out)
+        return _add.reduce(_multiply(z, out))
     scratch = _scratch(y.dtype)
 
     def leaf(lo: int, hi: int) -> Any:
-        part, buffer = y[lo:hi], scratch[: hi - lo]
-        _add(part, _multiply(x[lo:hi], alpha, out=buffer), out=part)
+        part, buffer = out[lo:hi], scratch[: hi - lo]
+        _add(y[lo:hi], _multiply(x[lo:hi], alpha, out=buffer), out=part)
+        if scale is not None:
+            _multiply(part, scale, out=part)
         return _add.reduce(_multiply(z[lo:hi], part, out=buffer), initial=-0.0)
+
+    return _whole(pairwise_tree(0, n, leaf))
+
+
+def scale_dot(out: Any, x: Any, c: Any, z: Any, ops: Any = None) -> Any:
+    """``out = x * c`` (``out`` may be ``x``), then ``dot(z, out)``: one pass over the blocks, the same bits.
+
+    ``ops``: as for :func:`dot`.
+    """
+    if ops is not None and x.dtype == out.dtype == z.dtype:
+        scalar = _scalar(c, x.dtype)
+        if scalar is not None:
+            try:
+                return ops.scale_dot(out, x, scalar, z)
+            except TypeError:
+                pass
+    n = x.shape[0]
+    if n <= BLOCK:
+        _multiply(x, c, out=out)
+        return _add.reduce(_multiply(z, out))
+    scratch = _scratch(x.dtype)
+
+    def leaf(lo: int, hi: int) -> Any:
+        part = out[lo:hi]
+        _multiply(x[lo:hi], c, out=part)
+        return _add.reduce(_multiply(z[lo:hi], part, out=scratch[: hi - lo]), initial=-0.0)
 
     return _whole(pairwise_tree(0, n, leaf))
 

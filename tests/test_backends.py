@@ -195,11 +195,41 @@ def _vectors(rng, n, dtype):
     return x, y, z
 
 
+@pytest.mark.parametrize("into", [False, True], ids=["in-place", "into-another"])
+def test_fused_vector_operations_give_the_separate_bits(xp, into):
+    """axpy_dot and scale_dot on every library: the bits of the operations one at a time (``y + alpha x``,
+    ``(y + alpha x) h`` or ``x c``, then ``dot``), the result written where asked and nothing else touched."""
+    backend = get_backend(xp.zeros(1))
+    rng = np.random.default_rng(11)
+    for n in (1, 9, 300):
+        x, y, z = (xp.asarray(v) for v in _vectors(rng, n, "float64"))
+        keep_x, keep_y = np.asarray(backend.to_numpy(x)).copy(), np.asarray(backend.to_numpy(y)).copy()
+        expected = y + (-0.37) * x
+        target = xp.empty_like(y) if into else xp.asarray(y, copy=True)
+        got = backend.axpy_dot(y if into else target, -0.37, x, z, out=target if into else None)
+        assert backend.to_numpy(target).tobytes() == backend.to_numpy(expected).tobytes()
+        assert backend.to_numpy(got).tobytes() == backend.to_numpy(backend.dot(z, expected)).tobytes()
+        got = backend.axpy_dot(y, -0.37, x, target, out=target) if into else None
+        if into:  # z the result itself: its squared norm
+            assert backend.to_numpy(got).tobytes() == backend.to_numpy(backend.dot(expected, expected)).tobytes()
+        target = xp.empty_like(y) if into else xp.asarray(y, copy=True)
+        got = backend.axpy_dot(y if into else target, -0.37, x, z, out=target if into else None, scale=1.5)
+        assert backend.to_numpy(target).tobytes() == backend.to_numpy(expected * 1.5).tobytes()
+        assert backend.to_numpy(got).tobytes() == backend.to_numpy(backend.dot(z, expected * 1.5)).tobytes()
+        scaled = x * 2.5
+        target = xp.asarray(x, copy=True) if not into else xp.empty_like(x)
+        got = backend.scale_dot(target, target if not into else x, 2.5, z)
+        assert backend.to_numpy(target).tobytes() == backend.to_numpy(scaled).tobytes()
+        assert backend.to_numpy(got).tobytes() == backend.to_numpy(backend.dot(z, scaled)).tobytes()
+        assert backend.to_numpy(x).tobytes() == keep_x.tobytes() and backend.to_numpy(y).tobytes() == keep_y.tobytes()
+
+
 @pytest.mark.parametrize("block", [None, 64], ids=["default-blocks", "small-blocks"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_blocked_vector_operations_give_the_unblocked_bits(dtype, block, monkeypatch):
-    """NumPy's axpy, axpy_dot and max_abs over cache-sized blocks (backends/pairwise.py) give the bits of the
-    whole-array expressions: ``y += alpha * x``, ``add.reduce(multiply(z, y))``, ``max(abs(x))``."""
+def test_blocked_vector_operations_give_the_unblocked_bits(dtype, block, monkeypatch, numpy_path):
+    """NumPy's axpy, axpy_dot, scale_dot and max_abs over cache-sized blocks (backends/pairwise.py) give the
+    bits of the whole-array expressions: ``y += alpha * x``, ``add.reduce(multiply(z, y))``, ``x * c``,
+    ``max(abs(x))``."""
     from arrayopt.backends import pairwise
 
     if block:
@@ -212,11 +242,33 @@ def test_blocked_vector_operations_give_the_unblocked_bits(dtype, block, monkeyp
             expected = y.copy()
             expected += alpha * x
             expected_dot = np.add.reduce(np.multiply(z, expected))
-            got = y.copy()
-            got_dot = backend.axpy_dot(got, alpha, x, z)
-            assert got.tobytes() == expected.tobytes(), n
-            assert type(got_dot) is type(expected_dot) and got_dot.tobytes() == expected_dot.tobytes(), n
+            expected_norm = np.add.reduce(np.multiply(expected, expected))
+            # in place; into another array (y untouched), with z the result itself (its squared norm)
+            for into, norm in ((False, False), (True, False), (True, True)):
+                got = y.copy()
+                target = np.empty_like(y) if into else got
+                want = expected_norm if norm else expected_dot
+                got_dot = backend.axpy_dot(got, alpha, x, target if norm else z, out=target if into else None)
+                assert target.tobytes() == expected.tobytes(), n
+                assert not into or got.tobytes() == y.tobytes(), n
+                assert type(got_dot) is type(want) and got_dot.tobytes() == want.tobytes(), n
             assert backend.dot(z, expected).tobytes() == expected_dot.tobytes(), n
+            for into in (False, True):  # scaled: (y + alpha x) h, the sum rounded first
+                got = y.copy()
+                target = np.empty_like(y) if into else got
+                want = expected * np.asarray(-0.3, dtype=dtype)
+                got_dot = backend.axpy_dot(got, alpha, x, z, out=target if into else None, scale=-0.3)
+                assert target.tobytes() == want.tobytes(), n
+                assert got_dot.tobytes() == np.add.reduce(np.multiply(z, want)).tobytes(), n
+            scaled = x * alpha
+            expected_scaled_dot = np.add.reduce(np.multiply(z, scaled))
+            for in_place in (False, True):
+                source = x.copy()
+                target = source if in_place else np.empty_like(x)
+                got_dot = backend.scale_dot(target, source, alpha, z)
+                assert target.tobytes() == scaled.tobytes(), n
+                assert type(got_dot) is type(expected_scaled_dot), n
+                assert got_dot.tobytes() == expected_scaled_dot.tobytes(), n
             got = y.copy()
             backend.axpy(got, alpha, x)
             assert got.tobytes() == expected.tobytes(), n

@@ -128,7 +128,7 @@ def test_steps_while_the_background_thread_compiles(fresh_kernels):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_compiled_vector_operations_give_numpys_bits(dtype):
-    """dot, axpy, axpy_dot and max_abs compiled in one pass: the bits of NumPy's whole-array expressions."""
+    """dot, axpy, axpy_dot, scale_dot and max_abs compiled in one pass: the bits of NumPy's whole-array expressions."""
     from arrayopt.backends import pairwise
 
     ops = pairwise.compiled(np.dtype(dtype), True)
@@ -144,11 +144,41 @@ def test_compiled_vector_operations_give_numpys_bits(dtype):
             with np.errstate(all="ignore"):
                 expected += alpha * x
                 expected_dot = np.add.reduce(np.multiply(z, expected))
-            got = y.copy()
-            got_dot = ops.axpy_dot(got, alpha, x, z)
-            assert got.tobytes() == expected.tobytes(), n
-            assert type(got_dot) is type(expected_dot), n
-            assert (np.isnan(expected_dot) and np.isnan(got_dot)) or got_dot.tobytes() == expected_dot.tobytes(), n
+            with np.errstate(all="ignore"):
+                expected_norm = np.add.reduce(np.multiply(expected, expected))
+                scaled = x * alpha
+                expected_scaled_dot = np.add.reduce(np.multiply(z, scaled))
+            # in place; into another array (y untouched), with z the result itself (its squared norm)
+            for into, norm in ((False, False), (True, False), (True, True)):
+                got = y.copy()
+                target = np.empty_like(y) if into else got
+                want = expected_norm if norm else expected_dot
+                got_dot = ops.axpy_dot(got, alpha, x, target if norm else z, target)
+                assert target.tobytes() == expected.tobytes(), n
+                assert not into or got.tobytes() == y.tobytes(), n
+                assert type(got_dot) is type(want), n
+                assert (np.isnan(want) and np.isnan(got_dot)) or got_dot.tobytes() == want.tobytes(), n
+            # in place and scaled: (y + alpha x) h, the sum rounded first
+            for h in (0.75, float(np.asarray(-3.1, dtype=dtype))):
+                with np.errstate(all="ignore"):
+                    want = expected * np.asarray(h, dtype=dtype)
+                    want_dot = np.add.reduce(np.multiply(z, want))
+                got = y.copy()
+                got_dot = ops.axpy_dot(got, alpha, x, z, got, h)
+                assert got.tobytes() == want.tobytes(), n
+                assert (np.isnan(want_dot) and np.isnan(got_dot)) or got_dot.tobytes() == want_dot.tobytes(), n
+            with pytest.raises(TypeError):  # compiled in place only
+                ops.axpy_dot(y.copy(), alpha, x, z, np.empty_like(y), 0.75)
+            # scale_dot into another array and in place
+            for in_place in (False, True):
+                source = x.copy()
+                target = source if in_place else np.empty_like(x)
+                got_dot = ops.scale_dot(target, source, alpha, z)
+                assert target.tobytes() == scaled.tobytes(), n
+                assert type(got_dot) is type(expected_scaled_dot), n
+                assert (np.isnan(expected_scaled_dot) and np.isnan(got_dot)) or (
+                    got_dot.tobytes() == expected_scaled_dot.tobytes()
+                ), n
             got = y.copy()
             ops.axpy(got, alpha, x)
             assert got.tobytes() == expected.tobytes(), n
@@ -211,7 +241,7 @@ def test_compiled_vector_operations_fuse_no_multiply_add(monkeypatch):
 
     ops = pairwise_jit.VectorKernels(np.float64, frozen=True)
     assembly = "".join(
-        "".join(dispatcher.inspect_asm().values()) for dispatcher in (ops._dot, ops._axpy_dot, ops._axpy, ops._products)
+        "".join(dispatcher.inspect_asm().values()) for dispatcher in ops.dispatchers() if dispatcher is not ops._max_abs
     )
     assert "vmulsd" in assembly or "mulsd" in assembly  # the inspection sees the loops
     assert "vfmadd" not in assembly and "vfmsub" not in assembly and "vfnmadd" not in assembly

@@ -394,9 +394,13 @@ class LBFGS(Optimizer):
                 old_dirs, old_stps, ro = [], [], []
                 H_diag = 1
             else:
-                y = flat_grad - prev_flat_grad
-                s = d * float(t)
-                ys = dot(y, s)
+                # the new pair, each vector with its product taken as it is written:
+                # y = g - g_prev (as g + (-1) g_prev: the same bits) with y^T y, then
+                # s = d t with y^T s
+                y = xp.empty_like(flat_grad)
+                yy = backend.axpy_dot(flat_grad, -1.0, prev_flat_grad, y, out=y)
+                s = xp.empty_like(d)
+                ys = backend.scale_dot(s, d, float(t), y)
                 if host(ys) > 1e-10:
                     if len(old_dirs) == history_size:
                         old_dirs.pop(0)
@@ -405,7 +409,7 @@ class LBFGS(Optimizer):
                     old_dirs.append(y)
                     old_stps.append(s)
                     ro.append(xp.asarray(1.0 / ys))
-                    H_diag = xp.asarray(ys / dot(y, y))
+                    H_diag = xp.asarray(ys / yy)
                 num_old = len(old_dirs)
                 if "al" not in state:
                     state["al"] = [None] * history_size
@@ -415,18 +419,19 @@ class LBFGS(Optimizer):
                 # each update fused with the next pair's dot product (backend.axpy_dot:
                 # the same bits as the separate operations). q -= al[i] * old_dirs[i] is
                 # q + (-al[i]) * old_dirs[i]: the same bits, as negation is exact.
-                q = -flat_grad
+                # The last update of q comes scaled by H_diag (r = q H_diag, in place) and
+                # with the first pair's product. q = -g is written as g (-1): the same
+                # bits, but for the sign of a NaN, which IEEE 754 leaves open.
                 if num_old:
-                    product = dot(old_stps[num_old - 1], q)
-                for i in range(num_old - 1, -1, -1):
-                    al[i] = xp.asarray(product * ro[i])
-                    if i:
-                        product = backend.axpy_dot(q, -al[i], old_dirs[i], old_stps[i - 1])
-                    else:
-                        backend.axpy(q, -al[i], old_dirs[i])
-                d = r = q * H_diag
-                if num_old:
-                    product = dot(old_dirs[0], r)
+                    q = xp.empty_like(flat_grad)
+                    product = backend.scale_dot(q, flat_grad, -1.0, old_stps[num_old - 1])
+                    for i in range(num_old - 1, -1, -1):
+                        al[i] = xp.asarray(product * ro[i])
+                        z = old_stps[i - 1] if i else old_dirs[0]
+                        product = backend.axpy_dot(q, -al[i], old_dirs[i], z, scale=None if i else H_diag)
+                    d = r = q
+                else:
+                    d = r = -flat_grad * H_diag
                 for i in range(num_old):
                     be_i = product * ro[i]
                     # the last update comes with g^T d, the slope tested below
