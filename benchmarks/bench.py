@@ -217,8 +217,11 @@ opt = arrayopt.Adam([p], lr=1e-3)
 before = time.perf_counter()
 opt.step()
 end = time.perf_counter()
+import importlib.util, os
+bytecode = all(os.path.exists(importlib.util.cache_from_source(m.__file__))
+               for name, m in list(sys.modules.items()) if name.startswith("arrayopt") and getattr(m, "__file__", None))
 print(json.dumps({"total_s": end - start, "import_s": imported - start, "step_s": end - before,
-                  "numba_imported": "numba" in sys.modules}))
+                  "numba_imported": "numba" in sys.modules, "bytecode": bytecode}))
 if sys.argv[2] == "wait":  # fill the kernel cache for the warm runs
     try:
         from arrayopt.backends import background
@@ -239,6 +242,9 @@ def first_step_latency(runs: int, elements: int) -> list[Row]:
     """Script start to the end of its first step, in fresh processes (one thread), for each of FIRST_STEP_CASES."""
     rows: list[Row] = []
     env = _pinned_env(1)
+    # arrayopt's modules loaded from their bytecode, as pip installs them (the first run
+    # writes it where it can), not compiled again by every run
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     warm = tempfile.mkdtemp(prefix="arrayopt-bench-warm-")
     try:
         _log("== first step in fresh processes")
@@ -264,6 +270,7 @@ def first_step_latency(runs: int, elements: int) -> list[Row]:
                 for key in ("total_s", "import_s", "step_s"):
                     row[key] = statistics.median(o[key] for o in outs)
                 row["numba_imported"] = any(o["numba_imported"] for o in outs)
+                row["bytecode"] = all(o.get("bytecode", False) for o in outs)
                 rows.append(row)
     finally:
         shutil.rmtree(warm, ignore_errors=True)
@@ -809,12 +816,16 @@ def _fresh_process_tables(rows: list[Row]) -> list[str]:
     first = [r for r in rows if r["type"] == "first_step"]
     if first:
         out += ["", "First step in a fresh process (Adam, one float32 Parameter; medians; seconds)", ""]
-        out += ["| case | elements | runs | script start to end of first step | import | first step | numba imported |"]
-        out += ["|---|---|---|---|---|---|---|"]
+        out += [
+            "| case | elements | runs | script start to end of first step | import | first step | numba imported "
+            "| arrayopt from bytecode |"
+        ]
+        out += ["|---|---|---|---|---|---|---|---|"]
         for r in first:
             out.append(
                 f"| {r['case']} | {r['elements']} | {r['runs']} | {r['total_s']:.3f} | {r['import_s']:.3f} | "
-                f"{r['step_s']:.4f} | {'yes' if r['numba_imported'] else 'no'} |"
+                f"{r['step_s']:.4f} | {'yes' if r['numba_imported'] else 'no'} | "
+                f"{'yes' if r.get('bytecode') else 'no (compiled from source each run)'} |"
             )
     memory = [r for r in rows if r["type"] == "memory"]
     if memory:
