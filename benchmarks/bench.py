@@ -328,10 +328,21 @@ def first_step_memory(elements: int) -> list[Row]:
 
 
 def _script(source: str, argv: list[str], env: dict[str, str]) -> Row | None:
-    """Run ``source`` in a fresh Python; the JSON object its last output line prints (None if it failed)."""
-    done = subprocess.run(
-        [sys.executable, "-c", source, *argv], env=env, stdout=subprocess.PIPE, text=True, check=False, timeout=1200
-    )
+    """Run ``source`` in a fresh Python; the JSON object its last output line prints (None if it failed).
+
+    It runs in an empty directory: ``python -c`` puts the current directory first on
+    ``sys.path``, and from a checkout's root that arrayopt would shadow the one asked for.
+    """
+    with tempfile.TemporaryDirectory(prefix="arrayopt-bench-run-") as empty:
+        done = subprocess.run(
+            [sys.executable, "-c", source, *argv],
+            env=env,
+            cwd=empty,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=1200,
+        )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         return None

@@ -35,11 +35,15 @@ max-norms compared with the tolerances. The curvature scalars (:math:`\rho`,
 :math:`H_0` and the two-loop coefficients) stay 0-d arrays, as torch keeps them
 0-d tensors.
 
-Every dot product is :meth:`Backend.dot <arrayopt.backends.Backend.dot>`: elementwise
-products summed in a fixed order, never by BLAS. With a closure that is itself
-deterministic, the same inputs give the same iterates, bit for bit, on every CPU,
-BLAS kernel and thread count (NumPy and array-api-strict); torch and SciPy, whose
-dot products go to MKL or OpenBLAS, do not promise that.
+Every dot product sums the elementwise products in the fixed order of
+:meth:`Backend.dot <arrayopt.backends.Backend.dot>`, never by BLAS; most are taken while
+one of their vectors is written (:meth:`Backend.axpy_dot
+<arrayopt.backends.Backend.axpy_dot>`, :meth:`Backend.scale_dot
+<arrayopt.backends.Backend.scale_dot>`: one pass over the vectors on NumPy, the bits of
+the operations one after the other). With a closure that is itself deterministic, the
+same inputs give the same iterates, bit for bit, on every CPU, BLAS kernel and thread
+count (NumPy and array-api-strict); torch and SciPy, whose dot products go to MKL or
+OpenBLAS, do not promise that.
 """
 
 import math
@@ -285,23 +289,28 @@ class LBFGS(Optimizer):
             # a NumPy scalar step becomes a Python float: same value, weak in promotion
             backend.axpy(data, float(step), xp.reshape(piece, data.shape))
 
-    def _clone_params(self, xp: Any) -> list[Any]:
-        return [xp.asarray(p.data, copy=True) for p in self._params]
+    def _clone_params(self, xp: Any, into: list[Any] | None = None) -> list[Any]:
+        """Copies of the parameters' values: new arrays, or written into ``into`` (copies made before)."""
+        if into is None:
+            return [xp.asarray(p.data, copy=True) for p in self._params]
+        for copy, p in zip(into, self._params, strict=True):
+            copy[...] = p.data
+        return into
 
     def _set_params(self, values: list[Any]) -> None:
         for p, value in zip(self._params, values, strict=True):
             p.data[...] = value
 
     def _line(
-        self, closure: Callable[[], Any], backend: Backend, host: Callable[[Any], Any], d: Any
+        self, closure: Callable[[], Any], backend: Backend, host: Callable[[Any], Any], d: Any, x_init: list[Any]
     ) -> Callable[[float], tuple[float, Any, Any]]:
         """``phi(t)``: loss, slope and flat gradient at the parameters moved by ``t d``.
 
         Each call moves the parameters, runs the closure and puts them back as they
-        were (copied once, here), as torch's ``_directional_evaluate`` does.
+        were (``x_init``: copied before the search), as torch's ``_directional_evaluate``
+        does.
         """
         xp = backend.xp
-        x_init = self._clone_params(xp)
 
         def phi(step: float) -> tuple[float, Any, Any]:
             self._add_grad(backend, step, d)
@@ -380,6 +389,8 @@ class LBFGS(Optimizer):
         prev_loss = state.get("prev_loss")
         if is_array(t):
             t = host(t)
+
+        x_init: list[Any] | None = None  # the parameters' copy for the line search: made once, rewritten
 
         self._stop_reason = "max_iter"
         n_iter = 0
@@ -460,8 +471,9 @@ class LBFGS(Optimizer):
             d_max = None  # max |d|, on the host
             if line_search_fn is not None:
                 d_max = host(backend.max_abs(d))
+                x_init = self._clone_params(xp, x_init)
                 found = strong_wolfe(
-                    self._line(closure, backend, host, d),
+                    self._line(closure, backend, host, d, x_init),
                     t,
                     loss,
                     gtd,
