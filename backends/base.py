@@ -51,8 +51,9 @@ class Backend:
 
     Attributes:
         name: short library name (``"numpy"``, ``"cupy"``, or the namespace's name).
-        xp: the library's array-API namespace (through array-api-compat), used to
-            allocate state and for non-elementwise work.
+        xp: the library's array-API namespace, as array-api-compat's
+            ``array_namespace`` gives it (NumPy's is NumPy itself), used to allocate
+            state and for non-elementwise work.
         fit_block: how many problems :mod:`arrayopt.batch` fits together by default
             (None: the whole batch).
         reduction_block: how many elements of a long axis a fixed-order reduction
